@@ -1,0 +1,88 @@
+"""Model adapters: layer states of prompts and responses, one registry of families, lazy imports.
+
+>>> load_model("minilm")                                 # doctest: +SKIP
+>>> load_model("causal-lm:/models/qwen2.5", dtype="bf16")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from entroprobe.errors import InputError, unknown_name
+from entroprobe.models.base import (
+    MODALITIES,
+    TASKS,
+    Capability,
+    LayerStates,
+    ModelAdapter,
+    Response,
+)
+
+__all__ = [
+    "TASKS",
+    "MODALITIES",
+    "Capability",
+    "LayerStates",
+    "Response",
+    "ModelAdapter",
+    "load_model",
+    "register_family",
+    "families",
+    "parse_spec",
+]
+
+# family name → "module:attribute" of a ModelAdapter subclass (imported only when used)
+_FAMILIES: dict[str, str] = {
+    "causal-lm": "entroprobe.models.hf:CausalLMAdapter",
+    "encoder": "entroprobe.models.hf:EncoderAdapter",
+    "minilm": "entroprobe.models.hf:MiniLMAdapter",
+    "janus": "entroprobe.models.janus:JanusAdapter",
+    "emu3": "entroprobe.models.emu3:Emu3Adapter",
+    "chameleon": "entroprobe.models.chameleon:ChameleonAdapter",
+    "micro-ar": "entroprobe.models.micro.adapter:MicroARAdapter",
+    "micro-mask": "entroprobe.models.micro.adapter:MicroMaskAdapter",
+}
+# families whose spec may be the name alone: their weights ship with entroprobe or a dependency
+_BUILTIN = {"minilm", "micro-ar", "micro-mask"}
+
+
+def register_family(name: str, target: str | type[ModelAdapter]) -> None:
+    """Register a family: ``target`` is a ModelAdapter subclass or its lazy ``"module:Class"`` path."""
+    if not isinstance(target, str):
+        target = f"{target.__module__}:{target.__qualname__}"
+    _FAMILIES[name] = target
+
+
+def families() -> list[str]:
+    """The registered family names."""
+    return sorted(_FAMILIES)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"janus:deepseek-community/Janus-Pro-1B"`` → ``("janus", "deepseek-community/Janus-Pro-1B")``;
+    a built-in name alone (``"minilm"``) → ``("minilm", None)``.
+    """
+    family, sep, path = spec.partition(":")
+    if family not in _FAMILIES:
+        raise unknown_name("model family", family, _FAMILIES)
+    if not sep or not path:
+        if family in _BUILTIN:
+            return family, None
+        raise InputError(f"Model spec '{spec}' needs a path or hub id: '{family}:PATH'")
+    return family, path
+
+
+def _adapter_class(family: str) -> type[ModelAdapter]:
+    module_name, _, attribute = _FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def load_model(spec: str, **kwargs: Any) -> ModelAdapter:
+    """Load a model adapter from ``FAMILY:PATH`` or a built-in name; ``kwargs`` are loading keywords
+    (``dtype``, ``device``, ``device_map``, ``revision``, ``trust_remote_code``, …) passed to the family.
+    """
+    family, path = parse_spec(spec)
+    adapter = _adapter_class(family).load(path, **kwargs)
+    adapter.name = spec
+    return adapter

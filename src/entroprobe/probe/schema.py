@@ -1,0 +1,33 @@
+"""The columns of a run's tidy results table (``RUN_DIR/results.parquet``), one row per measurement."""
+
+from __future__ import annotations
+
+__all__ = ["COLUMNS", "MEASURES", "TASKS", "MODALITIES"]
+
+MEASURES = ("prompt_entropy", "response_entropy", "joint_entropy", "conditional_entropy")
+TASKS = ("encode", "text-gen", "image-gen")
+MODALITIES = ("text", "image")
+
+# name → (pandas dtype, meaning)
+COLUMNS: dict[str, tuple[str, str]] = {
+    "model": ("string", "the model spec the run was started with"),
+    "prompt_id": ("string", "the prompt's id within its source"),
+    "source": ("string", "the prompt source's name"),
+    "modality": ("string", "text | image: the prompt's modality"),
+    "prompt_type": ("string", "the paper's prompt type (composition, … / coarse, …)"),
+    "prompt_meta": ("string", "the prompt's extra fields as JSON (sub-class, category, length bucket…)"),
+    "task": ("string", "encode | text-gen | image-gen"),
+    "measure": ("string", "prompt_entropy | response_entropy | joint_entropy | conditional_entropy"),
+    "layer": ("int64", "0 = embedding output, i = output of layer i"),
+    "num_layers": ("int64", "the model's layer count (depth fraction = layer / num_layers)"),
+    "value": ("float64", "the measure, in units of log base `base`"),
+    "n_tokens": ("int64", "prompt tokens the kernel saw"),
+    "n_response_tokens": ("int64", "response tokens the kernel saw (0 for encode)"),
+    "alpha": ("float64", "Rényi order"),
+    "sigma": ("float64", "the kernel bandwidth used for this row"),
+    "sigma_rule": ("string", "median | fixed: how sigma was chosen"),
+    "base": ("float64", "logarithm base"),
+    "saturation": ("float64", "kernel diagnostics: signed saturation in [-1, 1] (+1: K≈I, −1: K≈ones)"),
+    "saturated": ("bool", "kernel diagnostics: |saturation| above the warning threshold"),
+    "max_entropy": ("float64", "log_base(number of rows the kernel saw): the ceiling of this value"),
+}

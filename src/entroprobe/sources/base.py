@@ -1,0 +1,58 @@
+"""What a prompt source yields: :class:`Prompt`, one record per text or image prompt."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from entroprobe.errors import ItemError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = ["Prompt", "TEXT_TYPES", "IMAGE_TYPES"]
+
+# The paper's prompt types: four text types (T2I-CoReBench) and six image types (MMBench).
+TEXT_TYPES = ("composition", "deductive", "inductive", "abductive")
+IMAGE_TYPES = ("coarse", "single-instance", "cross-instance", "attribute", "relation", "logical")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt.
+
+    Attributes:
+        id: unique within its source (e.g. ``"C-MI/0001"``, ``"mmbench/42"``).
+        source: the source's registered name (``"t2i-corebench"``, ``"mmbench"``, ``"samples"``, …).
+        modality: ``"text"`` or ``"image"``.
+        prompt_type: one of TEXT_TYPES / IMAGE_TYPES for the paper's benchmarks; free-form elsewhere.
+        text: the prompt text; for an image prompt, the instruction or question that goes with it (may be None).
+        image_bytes: the encoded image (PNG/JPEG…) of an image prompt, decoded lazily by :meth:`load_image`.
+        image_path: alternatively, where the image file is.
+        meta: extra string fields kept for the report (sub-class, category, length bucket, file…).
+    """
+
+    id: str
+    source: str
+    modality: str
+    prompt_type: str
+    text: str | None = None
+    image_bytes: bytes | None = field(default=None, repr=False)
+    image_path: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def load_image(self) -> Image.Image:
+        """Decode the image as RGB; an unreadable image raises :class:`ItemError` naming this prompt."""
+        from PIL import Image, UnidentifiedImageError
+
+        if self.image_bytes is None and self.image_path is None:
+            raise ItemError(self.id, "has no image")
+        try:
+            stream = io.BytesIO(self.image_bytes) if self.image_bytes is not None else Path(self.image_path).open("rb")
+            with stream, Image.open(stream) as image:
+                return image.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            where = f" ({self.image_path})" if self.image_path else ""
+            raise ItemError(self.id, f"unreadable image{where}: {exc}") from None

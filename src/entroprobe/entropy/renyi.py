@@ -1,0 +1,369 @@
+"""Matrix-based Rényi entropy of token embeddings, and the joint / conditional / mutual-information proxies.
+
+For rows ``z_1 … z_n`` (token embeddings) the Gaussian Gram matrix ``K_ij = exp(−‖z_i − z_j‖² / (2σ²))`` is
+trace-normalised, ``A = K / tr K``, and the entropy of order α is computed from its eigenvalues ``λ``:
+
+.. math::
+
+    S_\\alpha(A) = \\frac{1}{1 - \\alpha} \\log_b \\sum_i \\lambda_i^\\alpha,
+    \\qquad S_1 = -\\sum_i \\lambda_i \\log_b \\lambda_i,
+    \\qquad S_\\infty = -\\log_b \\lambda_{\\max}.
+
+It lies in ``[0, log_b n]``: 0 when all rows coincide, ``log_b n`` when they are mutually far apart.
+The joint entropy of ``x`` (n rows) and ``y`` (m rows) is the entropy of the block kernel over the rows of
+``[x; y]``; the conditional-entropy proxy is ``S(x, y) − S(x)`` and the mutual-information proxy
+``S(x) + S(y) − S(x, y)``, every term with one shared σ.
+
+One engine computes every measure; the public functions are thin faces over it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from entroprobe.entropy import _checks
+from entroprobe.entropy.kernel import gaussian_kernel, median_sigma, squared_distances
+
+__all__ = [
+    "EntropyResult",
+    "DEFAULT_MEMORY_BUDGET",
+    "SATURATION_THRESHOLD",
+    "renyi_entropy",
+    "joint_entropy",
+    "conditional_entropy",
+    "mutual_information",
+    "prompt_response_entropies",
+    "entropy_from_eigenvalues",
+]
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of extra working memory the batched computation may use
+SATURATION_THRESHOLD = 0.9  # |saturation| at or above this flags a saturated kernel (see kernel_diagnostics)
+_ALPHA_ONE_TOL = 1e-6  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
+
+
+@dataclass(frozen=True)
+class EntropyResult:
+    """A measure with what it was computed from; every field has the input's leading shape.
+
+    Attributes:
+        value: the entropy (or proxy), in units of log base ``base``.
+        sigma: the kernel bandwidth used (NaN where every row coincided: then the kernel is all ones).
+        saturation: ``1 − 2·mean_{i≠j} K_ij`` of the kernel the value came from: +1 when K ≈ I (σ too small,
+            the value then counts tokens: ≈ log_b n), −1 when K ≈ all-ones (σ too large: ≈ 0).
+        n: the number of rows the kernel saw; ``log_b n`` is the ceiling of an entropy.
+    """
+
+    value: torch.Tensor
+    sigma: torch.Tensor
+    saturation: torch.Tensor
+    n: int
+
+    @property
+    def saturated(self) -> torch.Tensor:
+        """Where ``|saturation| ≥ SATURATION_THRESHOLD``."""
+        return self.saturation.abs() >= SATURATION_THRESHOLD
+
+
+# -- eigenvalues → entropy ----------------------------------------------------------------------------------
+
+
+def entropy_from_eigenvalues(eigenvalues: torch.Tensor, alpha: float = 1.01, base: float = 2) -> torch.Tensor:
+    """Rényi entropy of order ``alpha`` of distributions given as the last dimension of ``eigenvalues``.
+
+    Negative values are clamped to 0, values at the rank tolerance (``n · eps · λ_max``, numpy's) are
+    dropped as numerically zero, and the rest renormalised to sum 1 before any logarithm (0 · log 0 = 0).
+    Computed in float64.
+
+    >>> entropy_from_eigenvalues(torch.tensor([0.25, 0.25, 0.25, 0.25]), alpha=1.0).item()
+    2.0
+    >>> entropy_from_eigenvalues(torch.tensor([1.0, 0.0, -1e-9]), alpha=2.0).item()
+    0.0
+    """
+    alpha = _checks.check_alpha(alpha)
+    base = _checks.check_base(base)
+    return _entropy(eigenvalues, alpha, base, torch.finfo(eigenvalues.dtype).eps)
+
+
+def _entropy(lam: torch.Tensor, alpha: float, base: float, eps: float) -> torch.Tensor:
+    lam = lam.double().clamp_min(0.0)  # (..., n)
+    tol = lam.shape[-1] * eps * lam.amax(dim=-1, keepdim=True)  # (..., 1)
+    lam = torch.where(lam > tol, lam, torch.zeros_like(lam))
+    lam = lam / lam.sum(dim=-1, keepdim=True)
+    log_lam = torch.where(lam > 0, lam.log(), torch.full_like(lam, -math.inf))  # (..., n)
+    if math.isinf(alpha):
+        h = -lam.amax(dim=-1).log()
+    elif abs(alpha - 1.0) < _ALPHA_ONE_TOL:
+        # S_α = H − (α − 1)/2 · Var_λ(log λ) + O((α − 1)²): the Shannon limit and its first-order correction
+        finite_log = torch.where(lam > 0, log_lam, torch.zeros_like(lam))
+        shannon = -(lam * finite_log).sum(dim=-1)
+        variance = (lam * finite_log.square()).sum(dim=-1) - shannon.square()
+        h = shannon - (alpha - 1.0) / 2 * variance
+    else:
+        h = torch.logsumexp(alpha * log_lam, dim=-1) / (1.0 - alpha)
+    return h.clamp_min(0.0) / math.log(base) + 0.0  # + 0.0 turns −0.0 into 0.0
+
+
+def _spectrum_entropy(kernel: torch.Tensor, alpha: float, base: float) -> torch.Tensor:
+    """Entropy of ``A = K / tr K`` for a batch of kernels ``(B, n, n)``; α = 2 needs no eigendecomposition."""
+    trace = kernel.diagonal(dim1=-2, dim2=-1).sum(dim=-1)  # (B,)
+    if alpha == 2.0:
+        # S_2 = −log_b ‖A‖_F², exact for the trace-normalised A (Σ K² / n² would assume a unit diagonal)
+        frobenius = kernel.square().sum(dim=(-2, -1)).double() / trace.double().square()  # (B,)
+        return (-frobenius.log()).clamp_min(0.0) / math.log(base) + 0.0
+    eigenvalues = torch.linalg.eigvalsh(kernel) / trace[:, None]  # (B, n)
+    return _entropy(eigenvalues, alpha, base, torch.finfo(kernel.dtype).eps)
+
+
+def _saturation(kernel: torch.Tensor) -> torch.Tensor:
+    """``1 − 2·mean_{i≠j} K_ij`` per kernel: +1 for K = I, −1 for K = all ones, 0 when n = 1."""
+    n = kernel.shape[-1]
+    if n < 2:
+        return torch.zeros(kernel.shape[0], dtype=torch.float64, device=kernel.device)
+    total = kernel.sum(dim=(-2, -1)).double() - kernel.diagonal(dim1=-2, dim2=-1).sum(dim=-1).double()
+    return 1.0 - 2.0 * total / (n * (n - 1))
+
+
+# -- the engine ------------------------------------------------------------------------------------------------
+
+# A request is (rows the kernel is built over, rows whose distances set the median σ): each "x", "y" or "xy".
+Request = tuple[str, str]
+
+
+def _engine(
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    requests: list[Request],
+    *,
+    alpha: float,
+    sigma: str | torch.Tensor,
+    base: float,
+    memory_budget: int,
+) -> dict[Request, EntropyResult]:
+    """Compute each requested entropy for validated ``x`` (…, n, d) and optional ``y`` (…, m, d).
+
+    Works on the flattened batch in chunks whose working memory stays under ``memory_budget``; one
+    distance matrix over the rows of ``[x; y]`` per chunk serves every request (blocks of it for x and y).
+    """
+    leading = x.shape[:-2]
+    n, d = x.shape[-2:]
+    m = 0 if y is None else y.shape[-2]
+    dtype = torch.float64 if (x.dtype == torch.float64 or (y is not None and y.dtype == torch.float64)) else torch.float32
+    points = x.to(dtype) if y is None else torch.cat([x.to(dtype), y.to(dtype)], dim=-2)  # (..., n + m, d)
+    points = points.reshape(-1, n + m, d)  # (B, n + m, d)
+    fixed_sigma = None if isinstance(sigma, str) else sigma.reshape(-1).to(points.device)  # (B,)
+    blocks = {"x": slice(0, n), "y": slice(n, n + m), "xy": slice(0, n + m)}
+
+    total = n + m
+    itemsize = torch.finfo(dtype).bits // 8
+    # per item: centred copy (n·d) + distances, norms/floor, a kernel and eigvalsh's copy (≈ 4·N²) + σ pairs (N²/2)
+    per_item = itemsize * (total * d + 4.5 * total * total)
+    chunk = max(1, int(memory_budget // per_item))
+
+    parts: dict[Request, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {r: [] for r in requests}
+    for start in range(0, points.shape[0], chunk):
+        dist = squared_distances(points[start : start + chunk])  # (b, N, N)
+        sigmas: dict[str, torch.Tensor] = {}
+        for rows, sigma_rows in requests:
+            if sigma_rows not in sigmas:
+                if fixed_sigma is not None:
+                    sigmas[sigma_rows] = fixed_sigma[start : start + chunk]
+                else:
+                    block = blocks[sigma_rows]
+                    sigmas[sigma_rows] = median_sigma(dist[:, block, block])
+            block = blocks[rows]
+            kernel = gaussian_kernel(dist[:, block, block], sigmas[sigma_rows])  # (b, k, k)
+            parts[(rows, sigma_rows)].append(
+                (_spectrum_entropy(kernel, alpha, base), sigmas[sigma_rows], _saturation(kernel))
+            )
+            del kernel
+        del dist
+
+    sizes = {"x": n, "y": m, "xy": n + m}
+    out = {}
+    for request, chunks in parts.items():
+        value, sig, sat = (torch.cat(column).reshape(leading) for column in zip(*chunks))
+        out[request] = EntropyResult(value=value, sigma=sig, saturation=sat, n=sizes[request[0]])
+    return out
+
+
+def _prepare(x: Any, y: Any, alpha: Any, sigma: Any, base: Any, memory_budget: Any) -> tuple:
+    x = _checks.as_points(x, "x")
+    if y is not None:
+        y = _checks.as_points(y, "y")
+        _checks.check_pair(x, y)
+        if y.device != x.device:
+            y = y.to(x.device)
+    return (
+        x,
+        y,
+        _checks.check_alpha(alpha),
+        _checks.check_sigma(sigma, x.shape[:-2]),
+        _checks.check_base(base),
+        _checks.check_budget(memory_budget),
+    )
+
+
+def _finish(result: EntropyResult, base: float, normalize: bool, return_details: bool) -> torch.Tensor | EntropyResult:
+    value = result.value
+    if normalize:
+        value = value / math.log(result.n, base) if result.n > 1 else torch.zeros_like(value)
+        result = EntropyResult(value=value, sigma=result.sigma, saturation=result.saturation, n=result.n)
+    return result if return_details else value
+
+
+# -- public faces -----------------------------------------------------------------------------------------------
+
+
+def renyi_entropy(
+    x: Any,
+    *,
+    alpha: float = 1.01,
+    sigma: str | float | torch.Tensor = "median",
+    base: float = 2,
+    normalize: bool = False,
+    return_details: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> torch.Tensor | EntropyResult:
+    """Matrix-based Rényi entropy of order ``alpha`` of each sequence of token embeddings.
+
+    Args:
+        x: ``(n, d)`` or batched ``(..., n, d)`` (e.g. ``(layers, n, d)``); fp16/bf16 are upcast to float32,
+            float64 is kept.
+        alpha: order > 0; ``1`` is the Shannon (von Neumann) limit, ``math.inf`` gives ``−log_b λ_max``; the
+            value is continuous across 1. ``alpha=2`` needs no eigendecomposition.
+        sigma: ``"median"`` (σ = sqrt(median_{i<j} ‖x_i − x_j‖² / 2), per leading index), a positive number,
+            or a tensor of positive values of the leading shape.
+        base: logarithm base (2: bits).
+        normalize: divide by ``log_b n`` (the maximum), giving a value in [0, 1].
+        return_details: return an :class:`EntropyResult` with the σ used and the kernel saturation.
+        memory_budget: bytes of extra working memory; the batch is chunked to stay under it.
+
+    Returns:
+        A 0-d tensor for ``(n, d)`` input, else one value per leading index (float64 on ``x``'s device).
+
+    Raises:
+        InputError: (a ValueError) for NaN/Inf (naming the first bad leading index), an empty sequence, a 1-D
+            tensor, alpha <= 0, sigma <= 0 or non-finite, an unknown sigma rule.
+
+    Example:
+        >>> x = torch.eye(4) * 10  # four mutually far tokens: at a small σ the kernel is ≈ I
+        >>> round(renyi_entropy(x, sigma=1.0).item(), 4)  # log2(4)
+        2.0
+        >>> round(renyi_entropy(torch.ones(6, 3)).item(), 4)  # identical tokens
+        0.0
+    """
+    x, _, alpha, sigma, base, budget = _prepare(x, None, alpha, sigma, base, memory_budget)
+    result = _engine(x, None, [("x", "x")], alpha=alpha, sigma=sigma, base=base, memory_budget=budget)
+    return _finish(result[("x", "x")], base, normalize, return_details)
+
+
+def joint_entropy(
+    x: Any,
+    y: Any,
+    *,
+    alpha: float = 1.01,
+    sigma: str | float | torch.Tensor = "median",
+    base: float = 2,
+    normalize: bool = False,
+    return_details: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> torch.Tensor | EntropyResult:
+    """Entropy of the block joint kernel ``[[K_xx, K_xy], [K_yx, K_yy]]``: the kernel over the rows of ``[x; y]``.
+
+    Args:
+        x: ``(..., n, d)``; y: ``(..., m, d)`` with the same leading shape and d. The median σ is taken over
+            the union of their rows. Other arguments as in :func:`renyi_entropy`.
+
+    Example:
+        >>> x = torch.eye(3) * 10
+        >>> round(joint_entropy(x, x, sigma=1.0).item(), 4)  # every token twice: still three distinct points
+        1.585
+    """
+    x, y, alpha, sigma, base, budget = _prepare(x, y, alpha, sigma, base, memory_budget)
+    result = _engine(x, y, [("xy", "xy")], alpha=alpha, sigma=sigma, base=base, memory_budget=budget)
+    return _finish(result[("xy", "xy")], base, normalize, return_details)
+
+
+def conditional_entropy(
+    x: Any,
+    y: Any,
+    *,
+    alpha: float = 1.01,
+    sigma: str | float | torch.Tensor = "median",
+    base: float = 2,
+    return_details: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> torch.Tensor | EntropyResult:
+    """The paper's conditional-entropy proxy ``S(x, y) − S(x)`` of a response ``y`` given a prompt ``x``.
+
+    Both terms use one σ (the median rule over the union of the rows of x and y). Near 0 when y repeats x,
+    larger as y depends less on x. ``return_details`` gives the σ and the joint kernel's saturation.
+
+    Example:
+        >>> x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+        >>> abs(conditional_entropy(x, x).item()) < 1e-6
+        True
+    """
+    x, y, alpha, sigma, base, budget = _prepare(x, y, alpha, sigma, base, memory_budget)
+    result = _engine(x, y, [("xy", "xy"), ("x", "xy")], alpha=alpha, sigma=sigma, base=base, memory_budget=budget)
+    joint, prompt = result[("xy", "xy")], result[("x", "xy")]
+    value = joint.value - prompt.value
+    return EntropyResult(value, joint.sigma, joint.saturation, joint.n) if return_details else value
+
+
+def mutual_information(
+    x: Any,
+    y: Any,
+    *,
+    alpha: float = 1.01,
+    sigma: str | float | torch.Tensor = "median",
+    base: float = 2,
+    return_details: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> torch.Tensor | EntropyResult:
+    """The mutual-information proxy ``S(x) + S(y) − S(x, y)``, every term with one σ (median over the union).
+
+    Example:
+        >>> x = torch.eye(4) * 10
+        >>> round(mutual_information(x, x, sigma=1.0).item(), 4)  # S(x) = S(x, x) = 2 bits
+        2.0
+    """
+    x, y, alpha, sigma, base, budget = _prepare(x, y, alpha, sigma, base, memory_budget)
+    requests = [("x", "xy"), ("y", "xy"), ("xy", "xy")]
+    result = _engine(x, y, requests, alpha=alpha, sigma=sigma, base=base, memory_budget=budget)
+    joint = result[("xy", "xy")]
+    value = result[("x", "xy")].value + result[("y", "xy")].value - joint.value
+    return EntropyResult(value, joint.sigma, joint.saturation, joint.n) if return_details else value
+
+
+def prompt_response_entropies(
+    x: Any,
+    y: Any,
+    *,
+    alpha: float = 1.01,
+    sigma: str | float | torch.Tensor = "median",
+    base: float = 2,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> dict[str, EntropyResult]:
+    """Every measure of a prompt ``x`` and its response ``y`` from one distance matrix per chunk.
+
+    Returns a dict with ``"prompt_entropy"`` (S(x), σ from x), ``"response_entropy"`` (S(y), σ from y),
+    ``"joint_entropy"`` (S(x, y), σ from the union) and ``"conditional_entropy"`` (S(x, y) − S(x), both with
+    the union's σ), each an :class:`EntropyResult` — what :func:`renyi_entropy`, :func:`joint_entropy` and
+    :func:`conditional_entropy` give one by one.
+    """
+    x, y, alpha, sigma, base, budget = _prepare(x, y, alpha, sigma, base, memory_budget)
+    requests = [("x", "x"), ("y", "y"), ("xy", "xy"), ("x", "xy")]
+    result = _engine(x, y, requests, alpha=alpha, sigma=sigma, base=base, memory_budget=budget)
+    joint = result[("xy", "xy")]
+    conditional = EntropyResult(joint.value - result[("x", "xy")].value, joint.sigma, joint.saturation, joint.n)
+    return {
+        "prompt_entropy": result[("x", "x")],
+        "response_entropy": result[("y", "y")],
+        "joint_entropy": joint,
+        "conditional_entropy": conditional,
+    }

@@ -1,0 +1,235 @@
+"""The ``entroprobe`` command: a thin shell over the library's functions.
+
+Each subcommand parses its flags into the same objects a Python user would build, calls one library function,
+and prints what it returns. Heavy imports happen inside the handlers so ``entroprobe --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from entroprobe.errors import EntroprobeError
+
+EXAMPLES = {
+    "demo": "entroprobe demo --out demo-report",
+    "run": (
+        "entroprobe run --model minilm --text-prompts samples --out runs/minilm\n"
+        "  entroprobe run --model janus:deepseek-community/Janus-Pro-1B --model-args dtype=bf16,device=cuda \\\n"
+        "      --text-prompts t2i-corebench:T2I-CoReBench/data --image-prompts mmbench:MMBench_DEV_EN.tsv \\\n"
+        "      --tasks encode,text-gen,image-gen --out runs/janus-1b\n"
+        "  torchrun --nproc_per_node=8 -m entroprobe run --model ... --out runs/x   # sharded by rank"
+    ),
+    "report": "entroprobe report runs/janus-1b runs/micro-mask --out report/",
+    "prompts": "entroprobe prompts t2i-corebench:T2I-CoReBench/data --summary",
+    "validate": "entroprobe validate --out validation/ --seed 0",
+    "collect": "entroprobe collect runs/janus-1b   # results.parquet from what a running or killed run committed",
+    "micro": "entroprobe micro train --variant mask --out micro-mask/\n  entroprobe micro eval --variant ar",
+    "models": "entroprobe models",
+}
+
+
+def _sigma(text: str) -> str | float:
+    if text == "median":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sigma takes 'median' or a positive number; got '{text}'") from None
+
+
+def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help_text, description=help_text, epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entroprobe",
+        description="Layer-wise matrix-based Rényi entropy of how models encode prompts and respond.",
+    )
+    from entroprobe import __version__
+
+    parser.add_argument("--version", action="version", version=f"entroprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _subparser(sub, "demo", "Probe the built-in samples with minilm, micro-ar and micro-mask, then write the report.")
+    p.add_argument("--out", required=True, type=Path, help="output directory (runs/ and report/ go inside)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many prompts per source (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_demo)
+
+    p = _subparser(sub, "run", "Probe a model over prompt sources; rows are committed as they are computed.")
+    p.add_argument("--model", required=True, help="FAMILY:PATH (e.g. causal-lm:/models/qwen) or a built-in name")
+    p.add_argument("--model-args", default="", help="loading keywords k=v,… (dtype, device, revision, …)")
+    p.add_argument("--text-prompts", help="a text prompt source (samples, t2i-corebench:DIR, jsonl:FILE)")
+    p.add_argument("--image-prompts", help="an image prompt source (samples, mmbench:FILE.tsv, images:DIR)")
+    p.add_argument("--tasks", default="encode", help="comma-separated: encode, text-gen, image-gen")
+    p.add_argument("--alpha", type=float, default=1.01, help="Rényi order (default 1.01)")
+    p.add_argument("--sigma", type=_sigma, default="median", help="'median' (per layer) or a fixed bandwidth")
+    p.add_argument("--base", type=float, default=2.0, help="logarithm base (default 2: bits)")
+    p.add_argument("--limit", type=int, help="at most this many prompts per source, spread across types")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="length of text responses")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-states", action="store_true", help="also keep every unit's layer states")
+    p.add_argument("--overwrite", action="store_true", help="replace a run with other settings in --out")
+    p.add_argument("--out", required=True, type=Path, help="the run directory")
+    p.set_defaults(handler=_run)
+
+    p = _subparser(sub, "collect", "Write results.parquet (and errors/responses) from a run's committed rows.")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(handler=_collect)
+
+    p = _subparser(sub, "report", "Write the paper's table and figures for one or more runs (models side by side).")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--table-layer", type=int, default=0, help="layer of Table 1 (default 0, the embedding output)")
+    p.add_argument("--depth-fraction", action="store_true", help="plot layers as depth fraction 0..1")
+    p.add_argument("--allow-mixed", action="store_true", help="allow runs with different alpha / sigma / base")
+    p.set_defaults(handler=_report)
+
+    p = _subparser(sub, "prompts", "List a prompt source's prompts (JSON lines), or their counts with --summary.")
+    p.add_argument("source")
+    p.add_argument("--summary", action="store_true", help="counts per prompt type as JSON")
+    p.add_argument("--limit", type=int)
+    p.set_defaults(handler=_prompts)
+
+    p = _subparser(sub, "validate", "The paper's sensitivity checks of the estimators (clusters, alignment).")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_validate)
+
+    p = _subparser(sub, "models", "List the model families and built-in models.")
+    p.set_defaults(handler=_models)
+
+    p = _subparser(sub, "micro", "Train or evaluate the built-in micro unified models.")
+    micro = p.add_subparsers(dest="micro_command", required=True, metavar="ACTION")
+    t = micro.add_parser("train", help="train a variant from its seed (reproduces the shipped weights)")
+    t.add_argument("--variant", required=True, choices=["ar", "mask"])
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, help="training steps (default: the shipped weights' budget)")
+    t.set_defaults(handler=_micro_train)
+    e = micro.add_parser("eval", help="held-out quality of the shipped (or given) weights")
+    e.add_argument("--variant", choices=["ar", "mask"], help="default: both")
+    e.add_argument("--weights", type=Path, help="a weights file from 'micro train' instead of the shipped ones")
+    e.add_argument("--n", type=int, default=200, help="held-out examples")
+    e.add_argument("--seed", type=int, default=1234)
+    e.set_defaults(handler=_micro_eval)
+    return parser
+
+
+# -- handlers ---------------------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from entroprobe.probe import ProbeConfig, parse_model_args, run_probe
+
+    config = ProbeConfig(
+        model=args.model, out=args.out, model_args=parse_model_args(args.model_args),
+        text_prompts=args.text_prompts, image_prompts=args.image_prompts,
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        alpha=args.alpha, sigma=args.sigma, base=args.base, limit=args.limit,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
+    )  # fmt: skip
+    summary = run_probe(config)
+    print(summary.describe(), file=sys.stderr)
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from entroprobe.probe import collect
+
+    frame = collect(args.run_dir)
+    print(f"{len(frame)} rows → {args.run_dir / 'results.parquet'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from entroprobe.report import make_report
+
+    path = make_report(args.run_dirs, args.out, table_layer=args.table_layer, depth_fraction=args.depth_fraction,
+                       allow_mixed=args.allow_mixed)  # fmt: skip
+    print(f"report: {path}")
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from entroprobe.sources import format_summary, load_prompts
+
+    prompts = load_prompts(args.source, limit=args.limit)
+    if args.summary:
+        print(format_summary(prompts))
+        return 0
+    for p in prompts:
+        record = {"id": p.id, "source": p.source, "modality": p.modality, "type": p.prompt_type, "text": p.text,
+                  "image": p.image_path or ("<bytes>" if p.image_bytes else None), "meta": p.meta}  # fmt: skip
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from entroprobe.validate import run_validation
+
+    result = run_validation(args.out, seed=args.seed)
+    for row in result["clusters"]:
+        print(f"clusters k={row['k']:>3}: entropy {row['entropy']:.4f} bits")
+    for row in result["alignment"]:
+        print(f"alignment {row['case']:>11}: conditional entropy {row['conditional_entropy']:.4f} bits")
+    print(f"written: {args.out / 'validation.json'}, clusters.png, alignment.png")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from entroprobe.models import families
+
+    for name in families():
+        print(name)
+    return 0
+
+
+def _micro_train(args: argparse.Namespace) -> int:
+    from entroprobe.models.micro.train import train
+
+    path = train(args.variant, args.out, seed=args.seed, steps=args.steps)
+    print(f"weights: {path}")
+    return 0
+
+
+def _micro_eval(args: argparse.Namespace) -> int:
+    from entroprobe.models.micro.train import evaluate
+
+    targets = [str(args.weights)] if args.weights else ([args.variant] if args.variant else ["ar", "mask"])
+    for target in targets:
+        print(json.dumps({"model": target, **evaluate(target, n=args.n, seed=args.seed)}, indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from entroprobe.demo import run_demo
+
+    result = run_demo(args.out, limit=args.limit, seed=args.seed)
+    print(f"\nreport: {result.report}")
+    for finding in result.findings:
+        print(f"- {finding}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except EntroprobeError as exc:
+        print(f"entroprobe: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("entroprobe: interrupted; committed rows are kept (run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -228,9 +228,9 @@ def _plan(config: ProbeConfig, adapter: Any) -> tuple[list[_Unit], list[str]]:
         raise InputError("Nothing to probe: give --text-prompts and/or --image-prompts")
     prompts = []
     if config.text_prompts:
-        prompts += [p for p in load_prompts(config.text_prompts, limit=config.limit) if p.modality == "text"]
+        prompts += load_prompts(config.text_prompts, limit=config.limit, modality="text")
     if config.image_prompts:
-        prompts += [p for p in load_prompts(config.image_prompts, limit=config.limit) if p.modality == "image"]
+        prompts += load_prompts(config.image_prompts, limit=config.limit, modality="image")
     units, skipped = [], []
     for task in config.tasks:
         for modality in ("text", "image"):

@@ -79,7 +79,9 @@ def sources() -> list[str]:
     return sorted(_SOURCES)
 
 
-def load_prompts(spec: str, *, limit: int | None = None, types: Sequence[str] | None = None) -> list[Prompt]:
+def load_prompts(
+    spec: str, *, limit: int | None = None, types: Sequence[str] | None = None, modality: str | None = None
+) -> list[Prompt]:
     """Load the prompts of a source spec, optionally keeping some types and spreading a limit over them.
 
     Args:
@@ -87,6 +89,7 @@ def load_prompts(spec: str, *, limit: int | None = None, types: Sequence[str] | 
             source without argument (``"samples"``).
         limit: at most this many prompts, taken round-robin over types (see the module docstring); None for all.
         types: keep only these prompt types (applied before ``limit``); None for all.
+        modality: keep only ``"text"`` or ``"image"`` prompts (applied before ``limit``); None for both.
 
     Returns:
         The prompts in a deterministic order (the source's own order).
@@ -102,6 +105,10 @@ def load_prompts(spec: str, *, limit: int | None = None, types: Sequence[str] | 
     target, takes_arg = _SOURCES[name]
     loader = _resolve(name, target)
     prompts = _checked(name, loader(arg) if takes_arg else loader())
+    if modality is not None:
+        if modality not in _MODALITIES:
+            raise InputError(f"modality must be one of {', '.join(_MODALITIES)}; got {modality!r}")
+        prompts = [p for p in prompts if p.modality == modality]
     if types is not None:
         prompts = _keep_types(prompts, types)
     if limit is not None:

@@ -6,10 +6,12 @@ Safety: ``trust_remote_code`` is off unless the caller turns it on; weights come
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import resolve_device, resolve_dtype, weights_fingerprint
@@ -69,6 +71,8 @@ def load_pretrained(
         kwargs["device_map"] = device_map
     try:
         model = auto_cls.from_pretrained(path, **kwargs)
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as exc:  # corrupt weight files
+        raise LoadError(f"Cannot load {what} from '{path}': unreadable weights ({type(exc).__name__}: {exc})") from exc
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise LoadError(f"Cannot load {what} from '{path}': {exc}") from exc
     if device_map is None:

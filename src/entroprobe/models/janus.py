@@ -1,0 +1,360 @@
+"""Janus-Pro (1B/7B) in Hugging Face format: transformers' ``JanusForConditionalGeneration``, all four capabilities.
+
+Janus is a Llama decoder with two image paths: a SigLIP encoder + aligner that fills the ``<image_placeholder>``
+positions of an image prompt (576 per image in the real models), and a VQ tokenizer whose codes the decoder
+generates one by one (with classifier-free guidance) and whose decoder turns them back into pixels.
+
+What each operation returns (layout in :mod:`entroprobe.models.base`). ``final_norm`` is detected at load and is
+True for Janus: its decoder is transformers' ``LlamaModel``, whose ``hidden_states[-1]`` is the final RMSNorm's
+output.
+
+- ``encode_text``: every token of the text (the tokenizer's BOS included), no chat template — as ``causal-lm``;
+- ``encode_image``: the image-token positions (``input_ids == config.image_token_id``) of the chat-formatted
+  prompt "image, then the optional instruction";
+- ``respond_text``: one teacher-forced pass over chat prompt + generated text; ``prompt`` holds every prompt
+  position (image tokens included), ``response`` every generated token, the last one too;
+- ``respond_image``: the chat prompt ending in the begin-of-image token, then the generated VQ codes. Their states
+  come from one pass of the decoder over the prompt's token embeddings followed by
+  ``prepare_embeddings_for_image_generation(codes)`` — what generation fed the conditional row
+  (``generate(generation_mode="image")`` gives no per-step states). ``response.token_ids`` are VQ codebook
+  indices, not vocabulary ids.
+
+Loading keywords: ``LOAD_KEYS``, the ``GENERATION_KEYS`` (defaults for every response) and ``guidance_scale``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.models.base import LayerStates, Response, seeded
+from entroprobe.models.hf_loading import load_pretrained
+from entroprobe.models.hf import (
+    GENERATION_KEYS,
+    HFAdapter,
+    detect_final_norm,
+    forward_states,
+    load_image,
+    parse_generation,
+    prompt_item,
+    room_to_generate,
+    split_kwargs,
+    teacher_forced,
+    tokenize_checked,
+)
+from entroprobe.models.hf_loading import check_length, context_limit, load_processor
+
+__all__ = ["JanusAdapter"]
+
+_DEFAULT_GUIDANCE = 5.0  # what Janus' generate falls back to without a guidance scale
+_EXTRA_KEYS = (*GENERATION_KEYS, "guidance_scale")
+
+
+class JanusAdapter(HFAdapter):
+    """Layer states of Janus-Pro prompts and responses; built by :meth:`load`.
+
+    Attributes:
+        model: the ``JanusForConditionalGeneration`` in eval mode.
+        processor: its ``JanusProcessor`` (tokenizer + image processor), from the same directory.
+        boi_token_id: the begin-of-image token that opens image generation.
+        image_token_id: the placeholder token of image-prompt positions.
+        num_image_tokens: image tokens per image (576 in Janus-Pro), prompt or generated.
+    """
+
+    family = "janus"
+    capabilities = frozenset(
+        {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
+    )
+
+    def __init__(self, model: Any, processor: Any, **common: Any):
+        super().__init__(model, **common)
+        self.processor = processor
+        self.num_image_tokens = int(model.config.vision_config.num_image_tokens)
+        self.image_token_id = int(model.config.image_token_id)
+        self.boi_token_id = self._find_boi_token_id()
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> JanusAdapter:
+        """Load a Janus checkpoint (directory or hub id) and its processor from the same place.
+
+        Args:
+            path: a directory written by ``save_pretrained`` (weights, config, processor) or a hub id.
+            **kwargs: loading keywords (``dtype``, ``device``, ``device_map``, ``revision``, …), generation
+                defaults (``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``) and
+                ``guidance_scale`` for image generation.
+
+        Raises:
+            InputError: no path, an unknown keyword, or a generation default that does not parse.
+            LoadError: the weights or the processor are missing or unreadable, or no begin-of-image token is found.
+        """
+        if not path:
+            raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
+        load_kwargs, extra = split_kwargs(kwargs, _EXTRA_KEYS)
+        generation = parse_generation(extra)
+        if "guidance_scale" in extra:
+            try:
+                generation["guidance_scale"] = float(extra["guidance_scale"])
+            except (TypeError, ValueError):
+                raise InputError(f"guidance_scale must be a number; got {extra['guidance_scale']!r}") from None
+        from transformers import AutoProcessor, JanusForConditionalGeneration
+
+        model, device = load_pretrained(JanusForConditionalGeneration, path, what="Janus model", **load_kwargs)
+        processor = load_processor(AutoProcessor, path, what="Janus processor", **load_kwargs)
+        text_config = model.config.text_config
+        language_model = model.model.language_model
+        return cls(
+            model,
+            processor,
+            path=str(path),
+            revision=load_kwargs.get("revision"),
+            device=device,
+            num_layers=int(text_config.num_hidden_layers),
+            d_model=int(text_config.hidden_size),
+            final_norm=detect_final_norm(language_model, text_config.num_hidden_layers, device, use_cache=False),
+            context=context_limit(text_config),
+            generation=generation,
+        )
+
+    def _find_boi_token_id(self) -> int:
+        """The begin-of-image id: from the generation config, else from the processor's tokenizer.
+
+        A transformers 5.x Janus generation config built from the model config (and so one saved and reloaded)
+        lacks ``generation_kwargs["boi_token_id"]``, without which image generation cannot mask its
+        unconditional rows.
+
+        Raises:
+            LoadError: when neither names it.
+        """
+        stored = (getattr(self.model.generation_config, "generation_kwargs", None) or {}).get("boi_token_id")
+        if stored is not None:
+            return int(stored)
+        tokenizer = self.processor.tokenizer
+        for token in (getattr(self.processor, "image_start_token", None), "<begin_of_image>"):
+            found = tokenizer.convert_tokens_to_ids(token) if token else None
+            if found is not None and found != tokenizer.unk_token_id:
+                return int(found)
+        raise LoadError(
+            f"Cannot find the begin-of-image token of '{self.path}': neither generation_config.generation_kwargs "
+            "nor the processor's tokenizer (boi_token, '<begin_of_image>') names it"
+        )
+
+    # -- prompts ---------------------------------------------------------------------------------------------
+    def _chat(self, text: str | None, with_image: bool) -> str:
+        """The prompt string of one user turn (image first, then text) with the assistant's turn opened."""
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"}] if with_image else []
+            if text:
+                content.append({"type": "text", "text": text})
+            prompt = self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+            return prompt[0] if isinstance(prompt, list) else prompt
+        parts = [self.processor.image_token] if with_image else []
+        return "\n".join(parts + ([text] if text else []))
+
+    def _inputs(self, prompt: str, image: Any = None, mode: str = "text") -> dict[str, torch.Tensor]:
+        """Processor output on the model's device, pixel values in the model's dtype."""
+        batch = self.processor(text=prompt, images=image, generation_mode=mode, return_tensors="pt")
+        inputs = {key: value.to(self.device) for key, value in batch.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def _generation_config(self, overrides: dict[str, Any]) -> Any:
+        """A copy of the checkpoint's generation config with ``overrides`` and the ids Janus needs.
+
+        Raises:
+            InputError: an unknown or invalid generation argument, or beams / several sequences.
+        """
+        config = copy.deepcopy(self.model.generation_config)
+        tokenizer = self.processor.tokenizer
+        if config.pad_token_id is None:
+            config.pad_token_id = tokenizer.pad_token_id
+        if config.bos_token_id is None:
+            config.bos_token_id = tokenizer.bos_token_id
+        stored = getattr(config, "generation_kwargs", None) or {}
+        config.generation_kwargs = {**stored, "boi_token_id": self.boi_token_id}
+        try:
+            unused = config.update(**overrides)
+        except ValueError as exc:
+            raise InputError(f"Invalid generation argument(s) {overrides}: {exc}") from None
+        if unused:
+            raise InputError(
+                f"Unknown generation argument(s) {', '.join(sorted(unused))} for Janus; expected GenerationConfig "
+                "fields such as temperature, top_k, top_p, do_sample, guidance_scale"
+            )
+        if (config.num_beams or 1) != 1 or (config.num_return_sequences or 1) != 1:
+            raise InputError(
+                "A Janus response is one sampled sequence: num_beams and num_return_sequences must be 1; got "
+                f"{config.num_beams} and {config.num_return_sequences}"
+            )
+        return config
+
+    def _generate(
+        self, inputs: dict[str, torch.Tensor], config: Any, seed: int, asked: dict[str, Any], **mode: Any
+    ) -> torch.Tensor:
+        """``model.generate`` under :func:`seeded` (same seed, same output).
+
+        Raises:
+            InputError: when generation rejects the arguments ``asked`` (e.g. a temperature <= 0).
+        """
+        try:
+            with seeded(seed, self.device), torch.no_grad():
+                return self.model.generate(**inputs, generation_config=config, **mode)
+        except ValueError as exc:
+            raise InputError(f"Janus generation rejected the arguments {asked}: {exc}") from None
+
+    # -- the four operations ---------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of ``text`` (BOS included; no chat template), from one forward pass.
+
+        Raises:
+            ItemError: for an empty prompt or one longer than the model's context.
+        """
+        self.require("encode", "text")
+        tokenizer = self.processor.tokenizer
+        ids = tokenize_checked(tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
+        states = forward_states(self.model.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
+        return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+    def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
+        """Layer states of an image prompt's image-token positions (``num_image_tokens`` of them).
+
+        Args:
+            image: a PIL image, an image file's path or its bytes.
+            instruction: optional text after the image in the user turn; context only, its states not returned.
+
+        Raises:
+            ItemError: the image cannot be read, or the prompt is longer than the model's context.
+        """
+        self.require("encode", "image")
+        item = prompt_item(instruction, image)
+        inputs = self._inputs(self._chat(instruction, with_image=True), load_image(image, item))
+        ids = inputs["input_ids"]  # (1, T)
+        check_length(ids.shape[1], self.context, item)
+        states = forward_states(self.model.model, self.num_layers, use_cache=False, **inputs)  # (L + 1, T, d)
+        where = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu()  # (num_image_tokens,)
+        return LayerStates(states[:, where], where, ids[0, where].cpu(), self.final_norm)
+
+    def respond_text(
+        self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0
+    ) -> Response:
+        """Generate a text answer under ``seed`` (the load-time generation defaults apply), then read prompt and
+        answer from one teacher-forced pass. ``max_new_tokens`` is capped so prompt + answer fit the context.
+
+        Args:
+            text: the question or instruction (optional when an image is given).
+            image: an optional PIL image, path or bytes, placed before the text in the user turn.
+
+        Raises:
+            InputError: neither text nor image, or ``max_new_tokens`` < 1.
+            ItemError: the image cannot be read, or the prompt leaves no room in the model's context.
+        """
+        self.require("text-gen", "image" if image is not None else "text")
+        if not text and image is None:
+            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        item = prompt_item(text, image)
+        picture = None if image is None else load_image(image, item)
+        prompt = self._chat(text, with_image=picture is not None)
+        inputs = self._inputs(prompt, picture)
+        prompt_ids, pixels = inputs["input_ids"], inputs.get("pixel_values")  # (1, P), (1, 3, H, W) | None
+        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
+        overrides = {**self.generation, "max_length": prompt_ids.shape[1] + budget, "max_new_tokens": None}
+        overrides.pop("guidance_scale", None)  # text generation runs without guidance
+        config = self._generation_config(overrides)
+        sequence = self._generate(inputs, config, seed, overrides)  # (1, P + n)
+        new_ids = sequence[0, prompt_ids.shape[1] :]  # (n,) every generated token, the last one too
+        extra = {} if pixels is None else {"pixel_values": pixels}
+        prompt_states, response_states = teacher_forced(
+            self.model.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm, **extra
+        )
+        return Response(
+            prompt=prompt_states,
+            response=response_states,
+            output=self.processor.tokenizer.decode(new_ids, skip_special_tokens=True),
+            output_ids=new_ids.cpu(),
+            extra={"prompt": prompt},
+        )
+
+    def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
+        """Generate an image for ``text`` (VQ codes, classifier-free guidance, sampled under ``seed``).
+
+        Args:
+            text: the image description.
+            seed: seeds sampling; the same seed gives the same image.
+            **generation: GenerationConfig fields over the load-time defaults: ``guidance_scale`` (default: the
+                checkpoint's, else 5), ``temperature``, ``top_k``, ``top_p``, ``do_sample`` (default True).
+
+        Raises:
+            InputError: an unknown or invalid generation argument.
+            ItemError: an empty prompt, or prompt + ``num_image_tokens`` longer than the model's context.
+        """
+        self.require("image-gen", "text")
+        item = prompt_item(text)
+        if not isinstance(text, str) or not text.strip():
+            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        prompt = self._chat(text, with_image=False)
+        inputs = self._inputs(prompt, mode="image")  # the processor appends the begin-of-image token
+        prompt_ids = inputs["input_ids"]  # (1, P)
+        n_prompt = prompt_ids.shape[1]
+        check_length(n_prompt + self.num_image_tokens, self.context, item)
+        guidance = self.model.generation_config.guidance_scale or _DEFAULT_GUIDANCE
+        overrides = {"do_sample": True, "guidance_scale": guidance, **self.generation, **generation}
+        config = self._generation_config(overrides)
+        guidance = config.guidance_scale  # generate() resets it on the config it is given
+        codes = self._generate(inputs, config, seed, overrides, generation_mode="image")  # (1, N)
+        with torch.no_grad():
+            states = self._image_states(prompt_ids, codes)  # (L + 1, P + N, d)
+            pixels = self.model.decode_image_tokens(codes)  # (1, H, W, 3)
+        sequence = torch.cat([prompt_ids[0], codes[0]]).cpu()  # (P + N,) vocabulary ids, then codebook indices
+        positions = torch.arange(sequence.shape[0])
+        return Response(
+            prompt=LayerStates(states[:, :n_prompt], positions[:n_prompt], sequence[:n_prompt], self.final_norm),
+            response=LayerStates(states[:, n_prompt:], positions[n_prompt:], sequence[n_prompt:], self.final_norm),
+            output=self._to_pil(pixels[0]),
+            output_ids=codes[0].cpu(),
+            extra={"prompt": prompt, "guidance_scale": guidance},
+        )
+
+    def _image_states(self, prompt_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced decoder pass over prompt (1, P) + generated codes (1, N) → ``(L + 1, P + N, d)``.
+
+        The inputs are those generation fed the conditional row: the prompt's token embeddings, then each code
+        through ``generation_embeddings`` + ``generation_aligner``.
+        """
+        text = self.model.get_input_embeddings()(prompt_ids)  # (1, P, d)
+        image = self.model.prepare_embeddings_for_image_generation(codes)  # (1, N, d)
+        embeds = torch.cat([text, image.to(text.dtype)], dim=1)  # (1, P + N, d)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return forward_states(
+            self.model.model.language_model, self.num_layers, inputs_embeds=embeds, attention_mask=mask, use_cache=False
+        )
+
+    def _to_pil(self, pixels: torch.Tensor) -> Any:
+        """Decoded pixels (H, W, 3), normalised as the image processor normalises inputs → an RGB PIL image.
+
+        The processor's own rescale + normalise inverted, written out: its ``postprocess`` differs between the
+        PIL and torchvision backends and guesses the channel axis, which fails on small images.
+        """
+        from PIL import Image
+
+        settings = self.processor.image_processor
+        image = pixels.detach().float().cpu()  # (H, W, 3)
+        if getattr(settings, "do_normalize", True):
+            image = image * torch.tensor(settings.image_std) + torch.tensor(settings.image_mean)
+        if getattr(settings, "do_rescale", True):
+            image = image / settings.rescale_factor
+        return Image.fromarray(image.clamp(0, 255).to(torch.uint8).numpy(), mode="RGB")
+
+    def describe(self) -> dict[str, Any]:
+        """The common description plus the image-token facts."""
+        return {
+            **super().describe(),
+            "num_image_tokens": self.num_image_tokens,
+            "image_token_id": self.image_token_id,
+            "boi_token_id": self.boi_token_id,
+        }

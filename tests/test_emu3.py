@@ -1,0 +1,184 @@
+"""emu3 family on a tiny random Emu3ForConditionalGeneration saved with its processor and loaded back by path."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from tiny_models import random_image, tiny_emu3
+
+from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.models import load_model
+from entroprobe.models.emu3 import Emu3Adapter, visual_constraint
+from entroprobe.models.hooks import capture_layers, concat_calls, to_layer_states
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+LAYERS = "model.text_model.layers"
+
+
+@pytest.fixture(scope="module")
+def emu3_dir(tmp_path_factory):
+    return tiny_emu3(tmp_path_factory.mktemp("emu3"))
+
+
+@pytest.fixture(scope="module")
+def emu3(emu3_dir):
+    return load_model(f"emu3:{emu3_dir}", do_sample=True, min_new_tokens=5)
+
+
+def hooked(adapter: Emu3Adapter, calls, n_tokens: int):
+    """Hook-captured states of the generation calls, last entry through the model's final norm."""
+    states = to_layer_states(concat_calls(calls), slice(None), final_norm=adapter.model.model.text_model.norm)
+    assert states.num_tokens == n_tokens
+    return states.states
+
+
+def test_loads_by_path(emu3, emu3_dir):
+    assert isinstance(emu3, Emu3Adapter) and emu3.name == f"emu3:{emu3_dir}"
+    assert (emu3.num_layers, emu3.d_model, emu3.context, emu3.final_norm) == (2, 32, 96, True)
+    assert len(emu3.describe()["capabilities"]) == 5
+
+
+def test_encode_text(emu3):
+    states = emu3.encode_text("the cat sat on the mat")
+    assert states.states.shape == (3, 7, 32)
+    assert states.token_ids[0] == emu3.processor.tokenizer.bos_token_id  # the processor prepends <bos>
+
+
+def test_encode_image_positions_match_the_models_image_tokens(emu3):
+    image = random_image((16, 16))
+    states = emu3.encode_image(image, "what is this")
+    inputs = emu3.processor(images=[image], text=["<image>what is this"], return_tensors="pt")
+    with torch.no_grad():
+        codes = emu3.model.model.get_image_tokens(inputs["pixel_values"], inputs["image_sizes"])
+    assert states.num_tokens == codes.numel() == 2 * (2 + 1)  # a 2x2 grid, each row closed by end-of-line
+    assert states.states.shape == (3, 6, 32)
+    assert states.token_ids.tolist() == codes.tolist()
+    mask = inputs["input_ids"][0] == emu3.model.vocabulary_mapping.image_token_id
+    assert states.positions.tolist() == mask.nonzero().flatten().tolist()
+    # feeding the VQ token ids is the same as the model's own pixel path
+    with torch.no_grad():
+        out = emu3.model(**inputs, output_hidden_states=True)
+    pixel_path = torch.stack(out.hidden_states)[:, 0, mask]  # (L + 1, 6, d)
+    assert torch.allclose(states.states, pixel_path, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_text_response_equals_hooked_generation(emu3, with_image):
+    image = random_image((16, 16), seed=1) if with_image else None
+    with capture_layers(emu3.model, LAYERS) as cap:
+        reply = emu3.respond_text("describe this picture", image=image, max_new_tokens=5, seed=2)
+    n_prompt, n_new = reply.prompt.num_tokens, reply.response.num_tokens
+    assert n_new == 5 == reply.output_ids.numel()
+    assert int(reply.extra["image_mask"].sum()) == (6 if with_image else 0)
+    during = hooked(emu3, cap.calls[:-1], n_prompt + n_new - 1)
+    assert torch.allclose(during[:, :n_prompt], reply.prompt.states, atol=1e-5)
+    assert torch.allclose(during[:, n_prompt:], reply.response.states[:, :-1], atol=1e-5)
+    if with_image:
+        encoded = emu3.encode_image(image, "describe this picture")
+        assert torch.allclose(reply.prompt.select(reply.extra["image_mask"]).states, encoded.states, atol=1e-5)
+
+
+def test_chat_template_formats_replies_not_encodings(emu3):
+    template = (
+        "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+        "{% else %}what is {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
+        "{% if add_generation_prompt %} the{% endif %}"
+    )
+    tok = emu3.processor.tokenizer
+    emu3.processor.chat_template = template
+    try:
+        reply = emu3.respond_text("red cube", max_new_tokens=2, seed=0)
+        assert reply.prompt.token_ids.tolist() == [tok.bos_token_id, *tok("what is red cube the")["input_ids"]]
+        assert emu3.encode_text("red cube").token_ids.tolist() == [tok.bos_token_id, *tok("red cube")["input_ids"]]
+        reply = emu3.respond_text("red cube", image=random_image(), max_new_tokens=2, seed=0)
+        mask = reply.extra["image_mask"]
+        assert int(mask.sum()) == 6
+        assert reply.prompt.token_ids[-5:].tolist() == tok("what is red cube the")["input_ids"]
+    finally:
+        emu3.processor.chat_template = None
+
+
+def test_image_response_layout(emu3):
+    reply = emu3.respond_image("a red cube", seed=0, image_area=256)
+    height, width = reply.extra["grid"]
+    assert (height, width) == (2, 2)
+    assert reply.output.size == (16, 16) and reply.output.mode == "RGB"
+    ids = reply.output_ids.tolist()
+    tok = emu3.processor.tokenizer
+    mapping = emu3.model.vocabulary_mapping
+    assert len(ids) == height * (width + 1) + 3
+    assert ids[2] == ids[5] == mapping.eol_token_id
+    assert all(ids[i] in mapping.image_tokens for i in (0, 1, 3, 4))
+    assert ids[-3:] == [tok.convert_tokens_to_ids("<|extra_201|>"), tok.convert_tokens_to_ids("<|image end|>"), 3]
+    assert reply.response.states.shape == (3, 6, 32)  # the grid, end-of-line markers included
+    assert reply.response.token_ids.tolist() == ids[:6]
+    assert reply.prompt.token_ids[-1] == tok.convert_tokens_to_ids("<|image token|>")
+
+
+def test_image_response_with_cfg_keeps_conditional_calls(emu3):
+    """With guidance, transformers runs the unconditional prompt in separate calls after each conditional
+    one: the response states equal the conditional calls (call 0 of each step) and differ from the others."""
+    with capture_layers(emu3.model, LAYERS, calls_per_step=2) as cap:
+        reply = emu3.respond_image("a red cube", seed=4, image_area=256, guidance_scale=3.0, negative_prompt="blue")
+    n_prompt, n_new = reply.prompt.num_tokens, reply.output_ids.numel()
+    assert reply.extra["guidance_scale"] == 3.0
+    assert len(cap.calls) == 2 * n_new + 1  # (conditional, unconditional) per token, then the teacher-forced pass
+    conditional = [c for c in cap.select(call_in_step=0) if c.step < n_new]
+    unconditional = cap.select(call_in_step=1)
+    during = hooked(emu3, conditional, n_prompt + n_new - 1)
+    assert torch.allclose(during[:, :n_prompt], reply.prompt.states, atol=1e-5)
+    grid = reply.response.num_tokens
+    assert torch.allclose(during[:, n_prompt : n_prompt + grid], reply.response.states, atol=1e-5)
+    assert unconditional[0].stacked().shape[2] != n_prompt  # the negative prompt, not the conditional one
+    cond_last, uncond_last = conditional[-1].stacked(), unconditional[-1].stacked()  # the same step
+    assert torch.equal(cond_last[0], uncond_last[0])  # both were fed the same token…
+    assert not torch.allclose(cond_last[1:], uncond_last[1:], atol=1e-4)  # …in different contexts
+
+
+def test_image_generation_deterministic_under_seed(emu3):
+    a = emu3.respond_image("a red cube", seed=5, image_area=256)
+    b = emu3.respond_image("a red cube", seed=5, image_area=256)
+    c = emu3.respond_image("a red cube", seed=6, image_area=256)
+    assert torch.equal(a.output_ids, b.output_ids) and torch.equal(a.response.states, b.response.states)
+    assert a.output.tobytes() == b.output.tobytes()
+    assert not torch.equal(a.output_ids, c.output_ids)
+
+
+def test_visual_constraint():
+    allowed = visual_constraint(2, 3, start_id=9, visual_ids=[20, 21], eol_id=8, end_ids=(5, 6, 7), pad_id=0)
+    prompt = [1, 2, 9]
+    expected = [[20, 21]] * 3 + [[8]] + [[20, 21]] * 3 + [[8], [5], [6], [7], [0]]
+    sequence = list(prompt)
+    for want in expected:
+        assert allowed(0, torch.tensor(sequence)) == want
+        sequence.append(want[0])
+
+
+def test_errors(emu3, emu3_dir, tmp_path):
+    with pytest.raises(ItemError, match=r"image prompt: unreadable image"):
+        emu3.encode_image(b"\x89PNG broken")
+    with pytest.raises(ItemError, match=r"image prompt: unreadable image"):
+        emu3.respond_text("what is this", image=b"nope")
+    with pytest.raises(ItemError, match=r"prompt 'cat cat .*: 101 tokens is longer than the model's context of 96"):
+        emu3.encode_text(" ".join(["cat"] * 100))
+    with pytest.raises(ItemError, match=r"image tokens \(10x10 grid\) exceed the model's context of 96"):
+        emu3.respond_image("a red cube", image_area=80 * 80)
+    with pytest.raises(ItemError, match=r"the prompt text is empty"):
+        emu3.respond_image("")
+    with pytest.raises(InputError, match=r"Unknown image generation argument\(s\) steps; accepted: guidance_scale"):
+        emu3.respond_image("a red cube", steps=3)
+    with pytest.raises(InputError, match=r"guidance_scale='strong' is not a float"):
+        emu3.respond_image("a red cube", guidance_scale="strong")
+    with pytest.raises(InputError, match=r"Image size ratio='wide', image_area=256"):
+        emu3.respond_image("a red cube", ratio="wide", image_area=256)
+    missing = tmp_path / "none"
+    with pytest.raises(LoadError, match=rf"Cannot load Emu3 model from '{missing}'"):
+        load_model(f"emu3:{missing}")
+    no_processor = tmp_path / "no_processor"
+    shutil.copytree(emu3_dir, no_processor)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        (no_processor / name).unlink()
+    with pytest.raises(LoadError, match=rf"Cannot load Emu3 processor from '{no_processor}'"):
+        load_model(f"emu3:{no_processor}")

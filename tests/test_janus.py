@@ -1,0 +1,367 @@
+"""The janus family on a tiny random Janus built from config, saved with its processor and loaded back by path.
+
+The tiny model: a 2-layer Llama decoder (d = 32, context 64), a 1-layer vision encoder on 32x32 images with
+8x8 patches (16 image tokens), and a VQ model with 64 codes (16 generated tokens per image, 8x8 pixels out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from entroprobe.errors import CapabilityError, InputError, ItemError, LoadError
+from entroprobe.models import load_model
+
+pytest.importorskip("transformers", minversion="4.52")
+pytest.importorskip("tokenizers")
+
+D_MODEL, N_LAYERS, CONTEXT = 32, 2, 64
+IMAGE_SIZE, PATCH = 32, 8
+N_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # 16
+SPECIAL = ["<unk>", "<pad>", "<bos>", "<eos>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
+WORDS = "<|User|>: <|Assistant|>: a the cat dog sat on mat red blue image of is what shown in this picture".split()
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|User|>: "
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image_placeholder>\n{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+
+
+def _tokenizer():
+    """A word-level tokenizer with the special tokens Janus' processor needs (BOS prepended)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<image_placeholder>",
+            "boi_token": "<begin_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+    )
+
+
+def _save_tiny_janus(directory) -> None:
+    """Build a random tiny Janus + processor and ``save_pretrained`` both into ``directory``."""
+    from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessorPil, JanusProcessor
+
+    tokenizer = _tokenizer()
+    text = dict(
+        model_type="llama", vocab_size=len(tokenizer), hidden_size=D_MODEL, intermediate_size=64,
+        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    vision = dict(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2.0, image_size=IMAGE_SIZE,
+        patch_size=PATCH, projection_dim=D_MODEL, num_image_tokens=N_IMAGE_TOKENS,
+    )  # fmt: skip
+    vq = dict(
+        embed_dim=8, num_embeddings=64, latent_channels=8, base_channels=32, channel_multiplier=[1, 2],
+        num_res_blocks=1, projection_dim=D_MODEL, image_token_embed_dim=D_MODEL,
+    )  # fmt: skip
+    config = JanusConfig(
+        text_config=text, vision_config=vision, vq_config=vq,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = JanusForConditionalGeneration(config).eval()
+    images = JanusImageProcessorPil(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = JanusProcessor(
+        image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=N_IMAGE_TOKENS
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny_janus")
+    _save_tiny_janus(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def janus(tiny_dir):
+    return load_model("janus:" + str(tiny_dir), dtype="float32", device="cpu", do_sample="true")
+
+
+@pytest.fixture(scope="module")
+def picture():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, size=(40, 30, 3), dtype=np.uint8))
+
+
+# -- capturing what generation computes, to compare with the teacher-forced pass --------------------------------
+
+
+@contextlib.contextmanager
+def _hooks_during_generate(adapter, monkeypatch) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record, during ``model.generate`` only, the decoder's input, each layer's output and the final norm's
+    output at every call (prefill and each step), all batch rows."""
+    lm = adapter.model.model.language_model
+    seen: dict[str, list[torch.Tensor]] = {"input": [], "norm": [], **{f"layer{i}": [] for i in range(N_LAYERS)}}
+
+    def keep(key):
+        def hook(module, args, output):
+            seen[key].append((output[0] if isinstance(output, tuple) else output).detach().clone())
+
+        return hook
+
+    def keep_input(module, args, kwargs):
+        seen["input"].append((args[0] if args else kwargs["hidden_states"]).detach().clone())
+
+    original = adapter.model.generate
+
+    def generate(*args, **kwargs):
+        handles = [lm.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+        handles += [layer.register_forward_hook(keep(f"layer{i}")) for i, layer in enumerate(lm.layers)]
+        handles.append(lm.norm.register_forward_hook(keep("norm")))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    monkeypatch.setattr(adapter.model, "generate", generate)
+    yield seen
+
+
+def _hooked_states(seen: dict[str, list[torch.Tensor]], row: int = 0) -> torch.Tensor:
+    """Hook records → (L + 1, tokens, d) of one batch row, in the ``hidden_states`` convention
+    (embedding output, layers 1..L-1, then the last layer after the final norm)."""
+    keys = ["input"] + [f"layer{i}" for i in range(N_LAYERS - 1)] + ["norm"]
+    return torch.stack([torch.cat([chunk[row] for chunk in seen[key]], dim=0) for key in keys]).float()
+
+
+def _joined(response) -> torch.Tensor:
+    return torch.cat([response.prompt.states, response.response.states], dim=1)  # (L + 1, P + G, d)
+
+
+# -- loading and description ------------------------------------------------------------------------------------
+
+
+def test_load_by_path_describes_the_model(janus, tiny_dir):
+    assert janus.family == "janus" and janus.name == "janus:" + str(tiny_dir)
+    assert (janus.num_layers, janus.d_model, janus.num_image_tokens) == (N_LAYERS, D_MODEL, N_IMAGE_TOKENS)
+    described = janus.describe()
+    assert described["final_norm"] is True and described["dtype"] == "torch.float32"
+    assert described["capabilities"] == [
+        "encode/image", "encode/text", "image-gen/text", "text-gen/image", "text-gen/text"
+    ]  # fmt: skip
+    fingerprint = janus.fingerprint()
+    assert len(fingerprint) == 16 and fingerprint == janus.fingerprint()
+
+
+def test_boi_token_recovered_when_the_saved_generation_config_lacks_it(janus, tiny_dir):
+    saved = (tiny_dir / "generation_config.json").read_text()
+    assert "boi_token_id" not in saved  # what a freshly built / reloaded transformers 5.x Janus gives
+    assert janus.boi_token_id == janus.processor.tokenizer.convert_tokens_to_ids("<begin_of_image>")
+
+
+def test_missing_weights_raise_load_error(tiny_dir, tmp_path):
+    broken = tmp_path / "no_weights"
+    shutil.copytree(tiny_dir, broken, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(LoadError, match="Cannot load Janus model from '.*no_weights'"):
+        load_model("janus:" + str(broken), device="cpu")
+    with pytest.raises(LoadError, match="Cannot load Janus model from '.*nowhere'"):
+        load_model("janus:" + str(tmp_path / "nowhere"), device="cpu")
+
+
+def test_bad_loading_arguments(tiny_dir):
+    with pytest.raises(InputError, match="Unknown model argument\\(s\\) colour"):
+        load_model("janus:" + str(tiny_dir), colour="red")
+    with pytest.raises(InputError, match="guidance_scale must be a number; got 'strong'"):
+        load_model("janus:" + str(tiny_dir), guidance_scale="strong")
+    with pytest.raises(InputError, match="needs a path"):
+        load_model("janus")
+
+
+# -- prompts --------------------------------------------------------------------------------------------------
+
+
+def test_encode_text_shapes_and_tokens(janus):
+    states = janus.encode_text("a red cat sat on the mat")
+    ids = janus.processor.tokenizer("a red cat sat on the mat").input_ids
+    assert states.states.shape == (N_LAYERS + 1, 8, D_MODEL) and states.states.dtype == torch.float32
+    assert states.token_ids.tolist() == ids and ids[0] == janus.processor.tokenizer.bos_token_id  # BOS included
+    assert states.positions.tolist() == list(range(8)) and states.final_norm is True
+    assert torch.isfinite(states.states).all()
+
+
+def test_encode_image_returns_the_image_token_positions(janus, picture, tmp_path):
+    states = janus.encode_image(picture, instruction="what is shown in this picture")
+    assert states.states.shape == (N_LAYERS + 1, N_IMAGE_TOKENS, D_MODEL)
+    assert states.num_tokens == janus.model.config.vision_config.num_image_tokens
+    assert (states.token_ids == janus.model.config.image_token_id).all()
+    assert (states.positions.diff() == 1).all()  # one contiguous block
+    path = tmp_path / "picture.png"
+    picture.save(path)
+    from_path = janus.encode_image(str(path), instruction="what is shown in this picture")
+    torch.testing.assert_close(from_path.states, states.states)
+    # the instruction is context: it changes the image tokens' states only after the image (causal), i.e. not at all
+    alone = janus.encode_image(picture)
+    torch.testing.assert_close(alone.states, states.states, atol=1e-5, rtol=0)
+
+
+def test_encode_image_without_a_chat_template(janus, picture, monkeypatch):
+    monkeypatch.setattr(janus.processor, "chat_template", None)
+    states = janus.encode_image(picture, instruction="what is this")
+    assert states.num_tokens == N_IMAGE_TOKENS and states.positions[0].item() == 2  # BOS, begin-of-image
+
+
+def test_image_states_see_the_image(janus, picture):
+    other = Image.fromarray(255 - np.asarray(picture))
+    assert (janus.encode_image(picture).states[1:] - janus.encode_image(other).states[1:]).abs().max() > 1e-3
+
+
+# -- text responses -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["text-prompt", "image-prompt"])
+def test_text_response_states_equal_generation_states(janus, picture, monkeypatch, with_image):
+    image = picture if with_image else None
+    with _hooks_during_generate(janus, monkeypatch) as seen:
+        response = janus.respond_text("what is shown in this picture", image=image, max_new_tokens=6, seed=3)
+    n_prompt, n_new = response.prompt.num_tokens, response.response.num_tokens
+    assert 1 <= n_new <= 6 and response.output_ids.tolist() == response.response.token_ids.tolist()
+    assert response.response.positions.tolist() == list(range(n_prompt, n_prompt + n_new))  # the last one too
+    assert response.response.states.shape == (N_LAYERS + 1, n_new, D_MODEL) and isinstance(response.output, str)
+    hooked = _hooked_states(seen)  # generation never feeds its last token back
+    assert hooked.shape == (N_LAYERS + 1, n_prompt + n_new - 1, D_MODEL)
+    assert (_joined(response)[:, :-1] - hooked).abs().max() <= 1e-5
+    n_image = int((response.prompt.token_ids == janus.image_token_id).sum())
+    assert n_image == (N_IMAGE_TOKENS if with_image else 0)
+
+
+def test_text_response_is_deterministic_under_a_seed(janus):
+    first = janus.respond_text("a cat", max_new_tokens=8, seed=11)
+    again = janus.respond_text("a cat", max_new_tokens=8, seed=11)
+    assert first.output_ids.tolist() == again.output_ids.tolist() and first.output == again.output
+    torch.testing.assert_close(first.response.states, again.response.states)
+    others = [janus.respond_text("a cat", max_new_tokens=8, seed=s).output_ids.tolist() for s in (12, 13)]
+    assert any(ids != first.output_ids.tolist() for ids in others)
+
+
+# -- image responses ------------------------------------------------------------------------------------------
+
+
+def test_image_response_states_equal_conditional_generation_states(janus, monkeypatch):
+    with _hooks_during_generate(janus, monkeypatch) as seen:
+        response = janus.respond_image("a red cat", seed=5, guidance_scale=3.0)
+    assert all(chunk.shape[0] == 2 for chunk in seen["input"])  # conditional + unconditional rows
+    n_prompt = response.prompt.num_tokens
+    assert response.prompt.token_ids[-1].item() == janus.boi_token_id
+    assert response.response.states.shape == (N_LAYERS + 1, N_IMAGE_TOKENS, D_MODEL)
+    assert response.response.positions.tolist() == list(range(n_prompt, n_prompt + N_IMAGE_TOKENS))
+    assert response.output_ids.tolist() == response.response.token_ids.tolist()
+    conditional, unconditional = _hooked_states(seen, row=0), _hooked_states(seen, row=1)
+    assert conditional.shape == (N_LAYERS + 1, n_prompt + N_IMAGE_TOKENS - 1, D_MODEL)
+    assert (_joined(response)[:, :-1] - conditional).abs().max() <= 1e-5
+    assert (_joined(response)[:, :-1] - unconditional).abs().max() > 1e-3  # the CFG rows are left out
+    assert response.extra["guidance_scale"] == 3.0
+    assert isinstance(response.output, Image.Image) and response.output.mode == "RGB"
+    assert response.output.size == (8, 8)  # 4x4 latent codes, one 2x upsampling
+
+
+def test_image_response_is_deterministic_under_a_seed(janus):
+    first = janus.respond_image("a blue dog", seed=7)
+    again = janus.respond_image("a blue dog", seed=7)
+    other = janus.respond_image("a blue dog", seed=8)
+    assert first.output_ids.tolist() == again.output_ids.tolist()
+    assert np.array_equal(np.asarray(first.output), np.asarray(again.output))
+    torch.testing.assert_close(first.response.states, again.response.states)
+    assert first.output_ids.tolist() != other.output_ids.tolist()
+
+
+def test_seeding_leaves_the_callers_rng_alone(janus):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    janus.respond_text("a cat", max_new_tokens=2, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+
+
+def test_capability_errors_name_model_and_capability(janus):
+    assert all(janus.can(*capability) for capability in janus.capabilities)
+    with pytest.raises(CapabilityError, match="janus:.*cannot do image-gen on image prompts"):
+        janus.require("image-gen", "image")
+
+
+def test_unreadable_images_name_the_item(janus, tmp_path):
+    fake = tmp_path / "not_an_image.png"
+    fake.write_text("plain text")
+    with pytest.raises(ItemError, match="image prompt '.*not_an_image.png': unreadable image"):
+        janus.encode_image(str(fake))
+    with pytest.raises(ItemError, match="image prompt '.*missing.png': unreadable image"):
+        janus.respond_text("what is this", image=str(tmp_path / "missing.png"))
+    with pytest.raises(ItemError, match="image prompt: unreadable image"):
+        janus.encode_image(b"not an image either")
+    with pytest.raises(ItemError, match="expected a PIL image, an image path or image bytes; got int"):
+        janus.encode_image(42)
+
+
+def test_over_long_prompts_name_the_item(janus):
+    long_text = " ".join(["cat"] * CONTEXT)
+    with pytest.raises(ItemError, match="text prompt 'cat cat .*: 65 tokens is longer than the model's context of 64"):
+        janus.encode_text(long_text)
+    with pytest.raises(ItemError, match="text prompt 'cat cat .*leave no room to respond in the model's context of 64"):
+        janus.respond_text(long_text)
+    with pytest.raises(ItemError, match="text prompt 'cat cat .*longer than the model's context of 64"):
+        janus.respond_image(" ".join(["cat"] * (CONTEXT - N_IMAGE_TOKENS)))
+
+
+def test_responses_are_capped_to_the_context(janus):
+    response = janus.respond_text("a cat", max_new_tokens=10 * CONTEXT, seed=1)
+    assert response.prompt.num_tokens + response.response.num_tokens <= CONTEXT
+
+
+def test_bad_requests(janus):
+    with pytest.raises(InputError, match="got neither"):
+        janus.respond_text()
+    with pytest.raises(InputError, match="max_new_tokens must be a positive integer; got 0"):
+        janus.respond_text("a cat", max_new_tokens=0)
+    with pytest.raises(InputError, match="Unknown generation argument\\(s\\) colour"):
+        janus.respond_image("a cat", colour="red")
+    with pytest.raises(InputError, match="rejected the arguments .*temperature.*strictly positive"):
+        janus.respond_image("a cat", temperature=-1.0)
+    with pytest.raises(InputError, match="num_beams and num_return_sequences must be 1; got 2"):
+        janus.respond_image("a cat", num_beams=2)
+    with pytest.raises(ItemError, match="text prompt '': the prompt text is empty"):
+        janus.encode_text("")
+    with pytest.raises(ItemError, match="text prompt ' ': the prompt text is empty"):
+        janus.respond_image(" ")
+
+
+def test_load_time_generation_defaults(tiny_dir):
+    adapter = load_model("janus:" + str(tiny_dir), device="cpu", guidance_scale="2.5", temperature="0.7")
+    assert adapter.generation == {"guidance_scale": 2.5, "temperature": 0.7}
+    assert adapter.respond_image("a cat", seed=0).extra["guidance_scale"] == 2.5
+    assert adapter.respond_image("a cat", seed=0, guidance_scale=4.0).extra["guidance_scale"] == 4.0
+    # without a do_sample default, image generation still samples (as Janus does): seeds give different images
+    codes = [adapter.respond_image("a cat", seed=s).output_ids.tolist() for s in (0, 1)]
+    assert codes[0] != codes[1]

@@ -1,0 +1,178 @@
+"""Benchmark of the estimators: batched entropies vs a naive per-layer loop vs the bare Gram + eigvalsh floor.
+
+    python benchmarks/bench_entropy.py            # the full grid (≈ 10 minutes on 2 cores), Markdown to stdout
+    python benchmarks/bench_entropy.py --quick    # n ∈ {128, 512} only
+
+Every case runs in its own fresh process, so each process uses one LAPACK backend (numpy's and torch's
+eigensolvers in one process were measured to slow both several-fold) and its peak memory is its own. The
+cases of one invocation run back to back, so their ratios are measured side by side.
+
+Cases, for 33 layers × n tokens × d = 2048 (random states, seed 0):
+- ``batched``: ``entroprobe.renyi_entropy`` on the whole ``(33, n, d)`` tensor (median σ per layer);
+- ``floor``: torch's batched Gram ``x xᵀ`` and ``eigvalsh`` alone, the two operations no method avoids;
+- ``naive``: a per-layer loop in numpy float64: distances, median σ, ``exp``, ``eigvalsh``, entropy.
+Peak extra memory is the process's peak resident size during the call minus its size before it
+(``/proc/self/clear_refs`` resets the peak), on CPU; on CUDA, ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LAYERS, DIM = 33, 2048
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # pragma: no cover - not Linux
+        pass
+
+
+def run_case(method: str, n: int, dtype: str, alpha: float, device: str, repeats: int) -> dict:
+    """Time one case in this process; returns seconds (best of ``repeats``) and peak extra memory (MiB)."""
+    if method == "naive":
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((LAYERS, n, DIM))
+
+        def call():
+            out = []
+            for layer in x:
+                sq = (layer**2).sum(1)
+                d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * layer @ layer.T, 0)
+                np.fill_diagonal(d2, 0)
+                sigma2 = np.median(d2[np.triu_indices(n, 1)]) / 2
+                lam = np.clip(np.linalg.eigvalsh(np.exp(-d2 / (2 * sigma2)) / n), 0, None)
+                lam = lam[lam > n * np.finfo(float).eps * lam.max()]
+                lam /= lam.sum()
+                out.append(np.log2((lam**alpha).sum()) / (1 - alpha))
+            return out
+
+    else:
+        import torch
+
+        torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        x = torch.randn(LAYERS, n, DIM, generator=torch.Generator().manual_seed(0), dtype=torch_dtype).to(device)
+        if method == "batched":
+            from entroprobe import renyi_entropy
+
+            def call():
+                return renyi_entropy(x, alpha=alpha)
+
+        else:  # floor
+
+            def call():
+                return torch.linalg.eigvalsh(x @ x.transpose(-1, -2))
+
+    def sync():
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    call()  # warm-up (allocator, kernels)
+    sync()
+    best, peak = float("inf"), 0.0
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        else:
+            _reset_peak()
+            before = _rss_kib("VmRSS:") * 1024
+        start = time.perf_counter()
+        call()
+        sync()
+        best = min(best, time.perf_counter() - start)
+        if device.startswith("cuda"):
+            peak = max(peak, (torch.cuda.max_memory_allocated() - before) / 2**20)
+        else:
+            peak = max(peak, (_rss_kib("VmHWM:") * 1024 - before) / 2**20)
+    return {"method": method, "n": n, "dtype": dtype, "alpha": alpha, "seconds": best, "peak_extra_mib": peak,
+            "device": device}  # fmt: skip
+
+
+def grid(quick: bool) -> list[dict]:
+    sizes = (128, 512) if quick else (128, 512, 2048)
+    cases = []
+    for n in sizes:
+        repeats = 3 if n <= 512 else 1
+        for dtype in ("float32", "float64"):
+            for alpha in (1.01, 2.0):
+                cases.append(dict(method="batched", n=n, dtype=dtype, alpha=alpha, repeats=repeats))
+            cases.append(dict(method="floor", n=n, dtype=dtype, alpha=0.0, repeats=repeats))
+        cases.append(dict(method="naive", n=n, dtype="float64", alpha=1.01, repeats=repeats))
+    return cases
+
+
+def markdown(results: list[dict]) -> str:
+    def find(method, n, dtype, alpha=None):
+        for r in results:
+            if r["method"] == method and r["n"] == n and r["dtype"] == dtype and (alpha is None or r["alpha"] == alpha):
+                return r
+        return None
+
+    lines = [
+        f"| method | n | dtype | α | seconds (33 layers, d = {DIM}) | peak extra MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        alpha = "–" if r["method"] == "floor" else r["alpha"]
+        lines.append(f"| {r['method']} | {r['n']} | {r['dtype']} | {alpha} | {r['seconds']:.3f} | {r['peak_extra_mib']:.0f} |")
+    lines += ["", "| ratio | value | goal |", "|---|---|---|"]
+    for n in sorted({r["n"] for r in results}):
+        slow, fast = find("batched", n, "float32", 1.01), find("batched", n, "float32", 2.0)
+        naive, floor = find("naive", n, "float64"), find("floor", n, "float32")
+        if slow and fast:
+            goal = "≥ 20×" if n == 2048 else ""
+            lines.append(f"| n = {n}: α = 1.01 time / α = 2 time (float32) | {slow['seconds'] / fast['seconds']:.1f}× | {goal} |")
+        if slow and naive:
+            goal = "≥ 2×" if n == 512 else ""
+            lines.append(f"| n = {n}: naive loop / batched float32 | {naive['seconds'] / slow['seconds']:.1f}× | {goal} |")
+        if slow and floor:
+            goal = "≤ 1.3×" if n == 512 else ""
+            lines.append(f"| n = {n}: batched float32 / floor float32 | {slow['seconds'] / floor['seconds']:.2f}× | {goal} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="n ∈ {128, 512} only")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(**json.loads(args.case))))
+        return
+    results = []
+    for case in grid(args.quick):
+        if case["method"] == "naive" and args.device != "cpu":
+            continue
+        spec = json.dumps({**case, "device": args.device})
+        out = subprocess.run([sys.executable, __file__, "--case", spec], capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

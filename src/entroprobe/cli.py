@@ -85,12 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_collect)
 
     p = _subparser(sub, "report", "Write the paper's table and figures for one or more runs (models side by side).")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--table-layer", type=int, default=0, help="layer of Table 1 (default 0, the embedding output)")
-    p.add_argument("--depth-fraction", action="store_true", help="plot layers as depth fraction 0..1")
-    p.add_argument("--allow-mixed", action="store_true", help="allow runs with different alpha / sigma / base")
-    p.set_defaults(handler=_report)
+    from entroprobe.report import add_arguments, run_command  # cheap: pandas/matplotlib load when a report is made
+
+    add_arguments(p)
+    p.set_defaults(handler=run_command)
 
     p = _subparser(sub, "prompts", "List a prompt source's prompts (JSON lines), or their counts with --summary.")
     p.add_argument("source")
@@ -146,15 +144,6 @@ def _collect(args: argparse.Namespace) -> int:
 
     frame = collect(args.run_dir)
     print(f"{len(frame)} rows → {args.run_dir / 'results.parquet'}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from entroprobe.report import make_report
-
-    path = make_report(args.run_dirs, args.out, table_layer=args.table_layer, depth_fraction=args.depth_fraction,
-                       allow_mixed=args.allow_mixed)  # fmt: skip
-    print(f"report: {path}")
     return 0
 
 

@@ -1,0 +1,255 @@
+"""The numbers behind the report: Table 1 and every figure's curves, as tidy tables with bootstrap intervals.
+
+Every function takes the stacked rows of :func:`entroprobe.report.runs.load` and returns one tidy DataFrame
+(written next to the figure as CSV). Curves have columns ``label, <group>, layer, depth, mean, low, high, n``:
+the mean over prompts, its 95 % bootstrap interval and the number of prompts at that point.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from entroprobe.errors import InputError
+from entroprobe.report.runs import PROMPT_KEY
+from entroprobe.report.stats import bootstrap_mean, curve
+
+__all__ = [
+    "TEXT_TYPES",
+    "IMAGE_TYPES",
+    "LENGTHS",
+    "Boot",
+    "select",
+    "type_order",
+    "resolve_layers",
+    "table1",
+    "length_bins",
+    "length_groups",
+    "trajectories",
+    "normalised",
+    "unit_name",
+    "log_name",
+]
+
+# The paper's prompt types, in the order of its Table 1.
+TEXT_TYPES = ("composition", "abductive", "inductive", "deductive")
+IMAGE_TYPES = ("attribute", "logical", "relation", "coarse", "single-instance", "cross-instance")
+LENGTHS = ("short", "medium", "long")
+
+
+@dataclass(frozen=True)
+class Boot:
+    """Bootstrap settings shared by every interval of a report."""
+
+    n_boot: int = 1000
+    seed: int = 0
+
+
+def select(df: pd.DataFrame, *, task: str | tuple[str, ...], measure: str, modality: str | None = None) -> pd.DataFrame:
+    """Rows of one measure, for a task (or several) and optionally one prompt modality."""
+    tasks = (task,) if isinstance(task, str) else task
+    keep = df["task"].isin(tasks) & (df["measure"] == measure)
+    if modality is not None:
+        keep &= df["modality"] == modality
+    return df[keep]
+
+
+def type_order(types) -> list[str]:
+    """The paper's text types, then its image types, then any other type (sorted), keeping those present."""
+    present = set(types)
+    paper = [t for t in TEXT_TYPES + IMAGE_TYPES if t in present]
+    return paper + sorted(present - set(paper))
+
+
+def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
+    """Each model's layer for ``table_layer`` (negative counts from the last layer, −1 = last).
+
+    Raises:
+        InputError: the layer does not exist for a model (naming the model and its layers).
+    """
+    out = {}
+    for label, num_layers in df.groupby("label", sort=False)["num_layers"].first().items():
+        layer = table_layer if table_layer >= 0 else int(num_layers) + 1 + table_layer
+        if not 0 <= layer <= num_layers:
+            raise InputError(
+                f"table layer {table_layer} does not exist for model {label}: its layers are 0 (embedding output) "
+                f"to {int(num_layers)} (or −1 to −{int(num_layers) + 1} counting from the last)"
+            )
+        out[label] = layer
+    return out
+
+
+def table1(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame:
+    """Mean prompt entropy (task encode) per model × prompt type at each model's table layer.
+
+    Returns:
+        Columns ``model, modality, prompt_type, layer, n_prompts, mean, ci_low, ci_high``, models in the order
+        of the runs and prompt types in the paper's order.
+    """
+    rows = select(df, task="encode", measure="prompt_entropy")
+    rows = rows[rows["layer"] == rows["label"].map(layers)]
+    order = type_order(rows["prompt_type"].unique())
+    out = []
+    for label in df["label"].unique():
+        for prompt_type in order:
+            cell = rows[(rows["label"] == label) & (rows["prompt_type"] == prompt_type)]
+            if cell.empty:
+                continue
+            per_prompt = cell.groupby(PROMPT_KEY)["value"].mean().to_numpy()  # (P,)
+            mean, low, high, n = bootstrap_mean(
+                per_prompt, n_boot=boot.n_boot, seed=boot.seed, key=f"table1|{label}|{prompt_type}"
+            )
+            out.append({
+                "model": label,
+                "modality": cell["modality"].iloc[0],
+                "prompt_type": prompt_type,
+                "layer": layers[label],
+                "n_prompts": int(n),
+                "mean": float(mean),
+                "ci_low": float(low),
+                "ci_high": float(high),
+            })
+    return pd.DataFrame(out, columns=["model", "modality", "prompt_type", "layer", "n_prompts", "mean",
+                                      "ci_low", "ci_high"])
+
+
+def length_bins(df: pd.DataFrame, layers: dict[str, int], boot: Boot, max_bins: int = 8) -> pd.DataFrame:
+    """Text prompt entropy (task encode) per token-count bin, at each model's table layer.
+
+    Bins are shared by every model: geometric edges from the fewest to the most tokens.
+
+    Returns:
+        Columns ``label, bin, n_tokens_from, n_tokens_to, n_tokens_mean, mean, low, high, n``.
+    """
+    columns = ["label", "bin", "n_tokens_from", "n_tokens_to", "n_tokens_mean", "mean", "low", "high", "n"]
+    rows = select(df, task="encode", measure="prompt_entropy", modality="text")
+    rows = rows[rows["layer"] == rows["label"].map(layers)]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    prompts = rows.groupby(PROMPT_KEY, sort=False).agg(value=("value", "mean"), n_tokens=("n_tokens", "first"))
+    prompts = prompts.reset_index()
+    edges = _geometric_edges(prompts["n_tokens"].to_numpy(), max_bins)
+    prompts["bin"] = np.clip(np.searchsorted(edges, prompts["n_tokens"], side="right") - 1, 0, len(edges) - 2)
+    out = []
+    for (label, b), sub in prompts.groupby(["label", "bin"], sort=False):
+        mean, low, high, n = bootstrap_mean(
+            sub["value"].to_numpy(), n_boot=boot.n_boot, seed=boot.seed, key=f"length|{label}|{b}"
+        )
+        out.append([label, int(b), int(edges[b]), int(edges[b + 1]) - 1, float(sub["n_tokens"].mean()),
+                    float(mean), float(low), float(high), int(n)])
+    return pd.DataFrame(out, columns=columns).sort_values(["label", "bin"], kind="stable", ignore_index=True)
+
+
+def _geometric_edges(n_tokens: np.ndarray, max_bins: int) -> np.ndarray:
+    """Integer bin edges ``[e0, e1, …]``, bin i holding ``e_i ≤ n < e_{i+1}``."""
+    low, high = int(n_tokens.min()), int(n_tokens.max()) + 1
+    k = max(1, min(max_bins, len(np.unique(n_tokens))))
+    edges = np.unique(np.round(np.geomspace(max(low, 1), high, k + 1)).astype(np.int64))
+    edges[0], edges[-1] = min(edges[0], low), max(edges[-1], high)
+    return edges if len(edges) > 1 else np.array([low, high])
+
+
+def length_groups(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Text prompts' rows with a ``length`` column (short / medium / long), and how each model's was found.
+
+    The length comes from ``prompt_meta["length"]`` when every text prompt of the model has one of
+    short / medium / long there, and otherwise from tertiles of the model's prompt token counts.
+
+    Returns:
+        The text prompts' rows (every task and measure) with ``length``, and per model a sentence on the method.
+    """
+    text = df[df["modality"] == "text"].copy()
+    meta_length = {m: _meta_length(m) for m in text["prompt_meta"].dropna().unique()}
+    text["length"] = text["prompt_meta"].map(meta_length).astype("object")
+    how = {}
+    for label, sub in text.groupby("label", sort=False):
+        if sub["length"].isin(LENGTHS).all():
+            how[label] = "from the prompts' length field (prompt_meta 'length')"
+            continue
+        tokens = sub.groupby(PROMPT_KEY)["n_tokens"].first().to_numpy()
+        q1, q2 = np.quantile(tokens, [1 / 3, 2 / 3])
+        n = sub["n_tokens"]
+        text.loc[sub.index, "length"] = np.where(n <= q1, "short", np.where(n <= q2, "medium", "long"))
+        how[label] = (f"from tertiles of token count (short ≤ {q1:g}, medium ≤ {q2:g}, long > {q2:g} tokens; "
+                      "the prompts carry no length field)")
+    return text, how
+
+
+def _meta_length(meta: str) -> str | None:
+    try:
+        value = json.loads(meta)
+    except (TypeError, ValueError):
+        return None
+    length = value.get("length") if isinstance(value, dict) else None
+    return length if length in LENGTHS else None
+
+
+def trajectories(
+    rows: pd.DataFrame, group: str, boot: Boot, *, value: str = "value", name: str, order: list | None = None
+) -> pd.DataFrame:
+    """Per model and per value of ``group``, the mean of ``value`` over prompts at each layer, with a band.
+
+    Args:
+        rows: the rows to average (one measure).
+        group: the column whose values become separate curves (``modality``, ``task``, ``prompt_type``, …).
+        boot: bootstrap settings.
+        value: the column averaged (``value``, ``sigma``, ``saturation``, ``normalised``).
+        name: the figure's name, mixed into the bootstrap seed.
+        order: the order of the groups (others follow, sorted); default the order of appearance.
+
+    Returns:
+        Columns ``label, <group>, layer, depth, num_layers, mean, low, high, n``.
+    """
+    columns = ["label", group, "layer", "depth", "num_layers", "mean", "low", "high", "n"]
+    rows = rows[rows[value].notna()]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    present = list(dict.fromkeys(rows[group]))
+    groups = [g for g in (order or []) if g in present] + [g for g in present if g not in (order or [])]
+    out = []
+    for label, by_model in rows.groupby("label", sort=False):
+        num_layers = int(by_model["num_layers"].iloc[0])
+        for g in groups:
+            sub = by_model[by_model[group] == g]
+            if sub.empty:
+                continue
+            c = curve(sub, by="layer", unit=PROMPT_KEY, value=value, n_boot=boot.n_boot, seed=boot.seed,
+                      key=f"{name}|{label}|{g}")
+            c.insert(0, "label", label)
+            c.insert(1, group, g)
+            c.insert(3, "depth", c["layer"] / num_layers if num_layers else np.nan)
+            c.insert(4, "num_layers", num_layers)
+            out.append(c)
+    return pd.concat(out, ignore_index=True)[columns]
+
+
+def normalised(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``normalised = value / max_entropy`` (NaN where the ceiling is 0: a single token)."""
+    rows = rows.copy()
+    ceiling = rows["max_entropy"].where(rows["max_entropy"] > 0)
+    rows["normalised"] = rows["value"] / ceiling
+    return rows
+
+
+def unit_name(bases) -> str:
+    """The unit of entropies in these bases: ``bits`` (2), ``nats`` (e), ``dits`` (10), else ``log-b units``."""
+    bases = sorted({float(b) for b in bases})
+    if len(bases) != 1:
+        return "units of each run's log base"
+    b = bases[0]
+    for known, name in ((2.0, "bits"), (float(np.e), "nats"), (10.0, "dits")):
+        if np.isclose(b, known):
+            return name
+    return f"log{b:g} units"
+
+
+def log_name(bases) -> str:
+    """How the ceiling log_b(n) is written: ``log2(n)``, ``ln(n)``, ``log10(n)``, ``log_b(n)``."""
+    bases = sorted({float(b) for b in bases})
+    if len(bases) != 1:
+        return "log_b(n)"
+    b = bases[0]
+    return "ln(n)" if np.isclose(b, np.e) else f"log{b:g}(n)"

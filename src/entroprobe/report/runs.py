@@ -1,0 +1,216 @@
+"""Load run directories for the report: check each is complete, check their settings agree, stack their rows.
+
+A run directory holds ``manifest.json`` and ``results.parquet`` (columns in :mod:`entroprobe.probe.schema`).
+The stacked table keeps the schema's columns and adds three:
+
+- ``run``: the run directory, as given;
+- ``label``: the name the report shows for the model (its spec; the spec and the run's folder name when the
+  same spec comes from runs with different settings);
+- ``depth``: ``layer / num_layers``, 0 at the embedding output, 1 at the last layer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from entroprobe.errors import InputError, LoadError
+from entroprobe.probe.schema import COLUMNS, MEASURES, MODALITIES, TASKS
+
+__all__ = ["Run", "load", "PROMPT_KEY"]
+
+# what identifies one prompt of one model: the unit the bootstrap resamples
+PROMPT_KEY = ["label", "source", "prompt_id"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One loaded run directory: where it is, its manifest and the settings the report compares."""
+
+    path: Path
+    manifest: dict[str, Any]
+    alpha: float
+    sigma: str | float  # "median" or the fixed bandwidth
+    base: float
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def settings_text(self) -> str:
+        return f"α = {self.alpha:g}, σ = {sigma_text(self.sigma)}, base = {self.base:g}"
+
+
+def sigma_text(sigma: str | float) -> str:
+    """``"median"`` → ``"median rule"``; a number → ``"fixed 1.5"``."""
+    return "median rule" if sigma == "median" else f"fixed {float(sigma):g}"
+
+
+def load(run_dirs: Sequence[str | Path], *, allow_mixed: bool = False) -> tuple[pd.DataFrame, list[Run]]:
+    """Load and check run directories; stack their rows.
+
+    Args:
+        run_dirs: one or more run directories (each with ``manifest.json`` and ``results.parquet``).
+        allow_mixed: accept runs whose α, σ rule or base differ (otherwise refused).
+
+    Returns:
+        The stacked rows (schema columns + ``run``, ``label``, ``depth``) and the runs, in the order given.
+
+    Raises:
+        InputError: no run directory given; settings differ (without ``allow_mixed``); a table that lacks
+            schema columns, has unknown tasks/measures/modalities, disagrees with its manifest, or repeats
+            measurements of another run.
+        LoadError: a directory that is missing, partial (status not ``"complete"`` or no results.parquet) or
+            whose files cannot be read.
+    """
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    if len(run_dirs) == 0:
+        raise InputError("make a report from at least one run directory; got none")
+    seen: set[Path] = set()
+    runs, tables = [], []
+    for given in run_dirs:
+        path = Path(given)
+        if path.resolve() in seen:
+            raise InputError(f"run directory {path} is given twice; give each run once")
+        seen.add(path.resolve())
+        run = _read_manifest(path)
+        runs.append(run)
+        tables.append(_read_results(run))
+    if not allow_mixed:
+        _refuse_mixed(runs)
+    df = pd.concat(tables, ignore_index=True)
+    df["label"] = _labels(df, runs)
+    df["depth"] = df["layer"] / df["num_layers"].where(df["num_layers"] > 0)
+    _check_consistent(df)
+    return df, runs
+
+
+def _read_manifest(path: Path) -> Run:
+    if not path.is_dir():
+        raise LoadError(f"run directory {path} does not exist (expected a folder written by `entroprobe run`)")
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise LoadError(f"run directory {path} has no manifest.json: not a run directory, or a partial run")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LoadError(f"cannot read {manifest_path}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise LoadError(f"{manifest_path} must hold a JSON object; got {type(manifest).__name__}")
+    status = manifest.get("status")
+    if status != "complete":
+        raise LoadError(
+            f"run directory {path} is partial: manifest status is {status!r}, expected 'complete' "
+            "(resume the run with the same command, then make the report)"
+        )
+    if not (path / "results.parquet").is_file():
+        raise LoadError(f"run directory {path} is partial: it has no results.parquet (resume or re-run it)")
+    settings = manifest.get("settings")
+    if not isinstance(settings, dict):
+        raise LoadError(f"{manifest_path} has no 'settings' object (expected alpha, sigma, base, …)")
+    missing = [key for key in ("alpha", "sigma", "base") if key not in settings]
+    if missing:
+        raise LoadError(f"{manifest_path} settings lack {', '.join(missing)} (expected alpha, sigma, base)")
+    sigma = settings["sigma"]
+    if sigma != "median":
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise LoadError(f"{manifest_path} settings.sigma must be 'median' or a number; got {sigma!r}") from None
+    try:
+        alpha, base = float(settings["alpha"]), float(settings["base"])
+    except (TypeError, ValueError):
+        raise LoadError(
+            f"{manifest_path} settings.alpha and settings.base must be numbers; "
+            f"got {settings['alpha']!r} and {settings['base']!r}"
+        ) from None
+    return Run(path=path, manifest=manifest, alpha=alpha, sigma=sigma, base=base)
+
+
+def _read_results(run: Run) -> pd.DataFrame:
+    file = run.path / "results.parquet"
+    try:
+        df = pd.read_parquet(file)
+    except Exception as exc:  # pyarrow raises several unrelated types for a broken file
+        raise LoadError(f"cannot read {file}: {exc}") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{file} lacks the columns {', '.join(missing)} (expected every column of probe.schema)")
+    df = df[list(COLUMNS)].copy()
+    for column, (dtype, _) in COLUMNS.items():
+        try:
+            df[column] = df[column].astype("float64" if dtype == "int64" and df[column].isna().any() else dtype)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{file} column {column!r} is not {dtype}: {exc}") from None
+    for column, known in (("task", TASKS), ("measure", MEASURES), ("modality", MODALITIES)):
+        unknown = sorted(set(df[column].dropna()) - set(known))
+        if unknown:
+            raise InputError(f"{file} has unknown {column} values {unknown}; expected one of {list(known)}")
+    _check_against_manifest(df, run, file)
+    df.insert(0, "run", run.name)
+    return df
+
+
+def _check_against_manifest(df: pd.DataFrame, run: Run, file: Path) -> None:
+    """The table's α, σ rule and base must be the manifest's: the report states the manifest's."""
+    for column, expected in (("alpha", run.alpha), ("base", run.base)):
+        values = sorted(set(df[column].dropna().round(12)))
+        if any(not math.isclose(v, expected, rel_tol=1e-9) for v in values):
+            raise InputError(f"{file} has {column} {values} but its manifest says {expected:g}")
+    rule = "median" if run.sigma == "median" else "fixed"
+    rules = sorted(set(df["sigma_rule"].dropna()))
+    if any(r != rule for r in rules):
+        raise InputError(f"{file} has sigma_rule {rules} but its manifest's sigma {run.sigma!r} means {rule!r}")
+
+
+def _refuse_mixed(runs: list[Run]) -> None:
+    differing = []
+    for name, get in (("α", lambda r: r.alpha), ("σ", lambda r: sigma_text(r.sigma)), ("base", lambda r: r.base)):
+        values = [get(r) for r in runs]
+        if len(set(values)) > 1:
+            differing.append(f"{name}: " + ", ".join(f"{r.name} has {v if isinstance(v, str) else f'{v:g}'}"
+                                                     for r, v in zip(runs, values)))
+    if differing:
+        raise InputError(
+            "these runs were measured with different settings and are not comparable in one report ("
+            + "; ".join(differing)
+            + "). Report them separately, or pass allow_mixed=True (--allow-mixed) to compare them anyway."
+        )
+
+
+def _labels(df: pd.DataFrame, runs: list[Run]) -> pd.Series:
+    """The model spec, made unique when one spec comes from runs with different settings."""
+    settings = {r.name: (r.alpha, sigma_text(r.sigma), r.base) for r in runs}
+    labels = df["model"].astype("string").copy()
+    for model, group in df.groupby("model", sort=False)["run"]:
+        names = list(dict.fromkeys(group))
+        if len({settings[n] for n in names}) > 1:
+            for name in names:
+                rows = (df["model"] == model) & (df["run"] == name)
+                labels[rows] = f"{model} [{Path(name).name}]"
+    return labels
+
+
+def _check_consistent(df: pd.DataFrame) -> None:
+    layers = df.groupby("label")["num_layers"].unique()
+    for label, values in layers.items():
+        if len(values) > 1:
+            raise InputError(f"model {label} has rows with different num_layers {sorted(values)}; expected one")
+    key = PROMPT_KEY + ["task", "measure", "layer"]
+    dup = df.duplicated(key, keep=False)
+    if dup.any():
+        rows = df[dup]
+        first = rows.iloc[0]
+        runs = sorted(set(rows.loc[(rows[key] == first[key]).all(axis=1), "run"]))
+        raise InputError(
+            f"{int(dup.sum())} rows measure the same thing twice, e.g. model {first['label']}, prompt "
+            f"{first['source']}/{first['prompt_id']}, task {first['task']}, measure {first['measure']}, layer "
+            f"{first['layer']} in {', '.join(runs)}; expected each (model, prompt, task, measure, layer) once"
+        )

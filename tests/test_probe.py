@@ -236,3 +236,22 @@ def test_minilm_end_to_end_through_the_cli(tmp_path, capsys):
     assert ((frame["value"] > 0) & (frame["value"] <= frame["max_entropy"] + 1e-9)).all()
     assert "rows in results.parquet: 28" in capsys.readouterr().err
     assert torch.isfinite(torch.tensor(frame["sigma"].to_numpy())).all()
+
+
+def test_save_states_keeps_each_units_layer_states(tmp_path):
+    from safetensors.torch import load_file
+
+    run_probe(config(tmp_path / "run", limit=1, save_states=True, image_prompts=None))
+    files = sorted((tmp_path / "run" / "states").glob("*.safetensors"))
+    assert len(files) == 3  # one text prompt × three tasks
+    encode = load_file(next(f for f in files if f.name.endswith("__encode.safetensors")))
+    assert set(encode) == {"prompt"} and encode["prompt"].shape[0] == fake_adapter.NUM_LAYERS + 1
+    generated = load_file(next(f for f in files if f.name.endswith("__text-gen.safetensors")))
+    assert set(generated) == {"prompt", "response"}
+
+
+def test_collect_on_demand_from_a_partial_run(tmp_path):
+    run_probe(config(tmp_path / "run", limit=2))
+    (tmp_path / "run" / "results.parquet").unlink()
+    assert main(["collect", str(tmp_path / "run")]) == 0
+    assert len(pd.read_parquet(tmp_path / "run" / "results.parquet")) > 0

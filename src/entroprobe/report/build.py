@@ -183,8 +183,10 @@ def _method_text(runs: list[Run], ctx: Context) -> str:
     depth = ("; the figures draw depth = layer / number of layers (1 = the last layer) to compare models of "
              "different depth") if ctx.depth else ""
     return (
-        f"Order α = {alphas} (α → 1 is Shannon entropy); bandwidth σ: {sigmas} (median rule: σ set for each "
-        "measurement from the median distance between its tokens' hidden states; fixed: one σ everywhere); "
+        f"Order α = {alphas} (α → 1 is Shannon entropy); bandwidth σ: {sigmas} (median rule: for each prompt and "
+        "layer, σ = sqrt(median over token pairs of ‖z_i − z_j‖² / 2), over the prompt's tokens for the prompt "
+        "entropy, the response's for the response entropy and their union for the joint and conditional "
+        "entropies; fixed: one σ everywhere); "
         f"logarithm base {bases}, so values are in {ctx.unit}. Layer 0 is the embedding output, layer i the "
         f"output of layer i{depth}. Every mean is over prompts, with a 95 % percentile bootstrap interval from "
         f"{ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}); two curves differ at a layer when "

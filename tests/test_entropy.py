@@ -257,8 +257,26 @@ def test_batched_equals_looped(alpha):
 def test_chunking_under_a_tiny_memory_budget_gives_the_same_values():
     x = random_points(7, 9, 30, 6)
     y = random_points(8, 9, 12, 6)
-    assert torch.equal(renyi_entropy(x, memory_budget=1), renyi_entropy(x))
+    assert torch.allclose(renyi_entropy(x, memory_budget=1), renyi_entropy(x), atol=1e-12)
     assert torch.allclose(conditional_entropy(x, y, memory_budget=1), conditional_entropy(x, y), atol=1e-12)
+
+
+def test_float32_is_unbiased_on_large_structured_states():
+    # low rank + noise, like hidden states: many small but genuine eigenvalues that a rank-style cut-off
+    # (n · eps · λ_max) would drop in float32, biasing every entropy low
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1024, 16, generator=g) @ torch.randn(16, 128, generator=g) + 0.05 * torch.randn(1024, 128, generator=g)
+    for alpha in (0.5, 1.01, 2.0):
+        single = renyi_entropy(z.float(), alpha=alpha).item()
+        double = renyi_entropy(z.double(), alpha=alpha).item()
+        assert single == pytest.approx(double, abs=2e-3), alpha
+
+
+def test_a_tiny_fixed_sigma_saturates_instead_of_failing():
+    x = random_points(30, 10, 3)
+    for dtype in (torch.float32, torch.float64):
+        assert renyi_entropy(x.to(dtype), sigma=1e-25).item() == pytest.approx(math.log2(10))
+        assert renyi_entropy(torch.ones(5, 3, dtype=dtype), sigma=1e-25).item() == 0.0
 
 
 def test_half_precision_is_upcast():
@@ -334,13 +352,16 @@ def test_mutual_information_proxy():
     assert mutual_information(x, random_points(22, 25, 6)).item() < details.value.item()
 
 
-def test_prompt_response_entropies_agree_with_the_single_functions():
-    x, y = random_points(23, 3, 18, 5), random_points(24, 3, 11, 5)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prompt_response_entropies_agree_with_the_single_functions(dtype):
+    # large offsets, as in transformer states: the prompt and response entropies must equal renyi_entropy's
+    x = random_points(23, 3, 18, 5, dtype=dtype) + 40
+    y = random_points(24, 3, 11, 5, dtype=dtype) - 40
     measures = prompt_response_entropies(x, y)
-    assert torch.allclose(measures["prompt_entropy"].value, renyi_entropy(x), atol=1e-12)
-    assert torch.allclose(measures["response_entropy"].value, renyi_entropy(y), atol=1e-12)
-    assert torch.allclose(measures["joint_entropy"].value, joint_entropy(x, y), atol=1e-12)
-    assert torch.allclose(measures["conditional_entropy"].value, conditional_entropy(x, y), atol=1e-12)
+    assert torch.equal(measures["prompt_entropy"].value, renyi_entropy(x))
+    assert torch.equal(measures["response_entropy"].value, renyi_entropy(y))
+    assert torch.allclose(measures["joint_entropy"].value, joint_entropy(x, y), atol=1e-9)
+    assert torch.allclose(measures["conditional_entropy"].value, conditional_entropy(x, y), atol=1e-9)
     assert measures["prompt_entropy"].n == 18 and measures["joint_entropy"].n == 29
 
 
@@ -358,6 +379,8 @@ def test_kernel_diagnostics_flags_both_saturations():
     assert "too large" in large.warnings()[0]
     healthy = kernel_diagnostics(x)
     assert healthy.states == ["ok"] and healthy.warnings() == []
+    same = kernel_diagnostics(torch.ones(6, 4))
+    assert same.states == ["identical"] and "same point" in same.warnings()[0]
     assert 0 < healthy.offdiag_mean.item() < 1
 
 

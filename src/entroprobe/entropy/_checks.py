@@ -15,7 +15,7 @@ SIGMA_RULES = ("median",)
 def as_points(x: Any, name: str = "x") -> torch.Tensor:
     """Check ``x`` is a finite ``(..., n, d)`` array of real numbers and return it as a float tensor.
 
-    fp16/bf16 (and integer) input is upcast to float32; float64 stays float64.
+    Integer input becomes float32; fp16/bf16 are left to be upcast to float32 chunk by chunk; float64 stays.
     """
     if not isinstance(x, torch.Tensor):
         try:
@@ -36,8 +36,8 @@ def as_points(x: Any, name: str = "x") -> torch.Tensor:
         raise InputError(f"{name} has no features (d = 0); got shape {tuple(x.shape)}")
     if any(size == 0 for size in x.shape[:-2]):
         raise InputError(f"{name} has an empty leading dimension; got shape {tuple(x.shape)}")
-    if x.dtype != torch.float64:
-        x = x.to(torch.float32)
+    if not x.is_floating_point():
+        x = x.to(torch.float32)  # half precision stays as it is here: the engine upcasts chunk by chunk
     finite = torch.isfinite(x).flatten(start_dim=-2).all(dim=-1)  # (...,)
     if not bool(finite.all()):
         where = ""

@@ -43,10 +43,16 @@ class KernelDiagnostics:
 
     @property
     def states(self) -> list[str]:
-        """Per sequence (flattened): ``"identity"`` (σ too small), ``"ones"`` (σ too large) or ``"ok"``."""
+        """Per sequence (flattened): ``"identity"`` (σ too small), ``"ones"`` (σ too large), ``"identical"``
+        (all tokens coincide: no σ, entropy 0) or ``"ok"``."""
         out = []
-        for sat, flagged in zip(self.saturation.reshape(-1).tolist(), self.saturated.reshape(-1).tolist()):
-            out.append("ok" if not flagged else ("identity" if sat > 0 else "ones"))
+        flat = zip(self.saturation.reshape(-1).tolist(), self.saturated.reshape(-1).tolist(),
+                   self.sigma.reshape(-1).tolist())  # fmt: skip
+        for sat, flagged, sigma in flat:
+            if sigma != sigma:  # NaN σ: every token is the same point
+                out.append("identical")
+            else:
+                out.append("ok" if not flagged else ("identity" if sat > 0 else "ones"))
         return out
 
     def warnings(self) -> list[str]:
@@ -58,6 +64,8 @@ class KernelDiagnostics:
                     f"index {i}: kernel ≈ identity (σ = {self.sigma.reshape(-1)[i]:.4g} too small): "
                     "entropy ≈ log n measures the token count, not structure"
                 )
+            elif state == "identical":
+                messages.append(f"index {i}: every token is the same point (K = all-ones, no σ defined): entropy 0")
             elif state == "ones":
                 messages.append(
                     f"index {i}: kernel ≈ all-ones (σ = {self.sigma.reshape(-1)[i]:.4g} too large): entropy ≈ 0"

@@ -87,4 +87,6 @@ def gaussian_kernel(dist: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         ``(B, n, n)`` in ``dist``'s dtype, unit diagonal.
     """
     scale = torch.where(torch.isnan(sigma), torch.zeros_like(sigma), -0.5 / sigma.square())  # (B,)
-    return torch.exp(dist * scale.to(dist.dtype)[:, None, None])  # (B, n, n)
+    # a tiny σ must not overflow to −inf (0 · −inf = NaN on the diagonal): the most negative finite scale
+    scale = scale.clamp_min(-torch.finfo(dist.dtype).max).to(dist.dtype)
+    return torch.exp(dist * scale[:, None, None])  # (B, n, n)

@@ -42,7 +42,8 @@ __all__ = [
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of extra working memory the batched computation may use
 SATURATION_THRESHOLD = 0.9  # |saturation| at or above this flags a saturated kernel (see kernel_diagnostics)
-_ALPHA_ONE_TOL = 1e-6  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
+_ALPHA_ONE_TOL = 1e-6
+_NOISE_EPS = 4.0  # eigenvalues ≤ this many machine epsilons of the largest are treated as zero  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,9 @@ class EntropyResult:
 def entropy_from_eigenvalues(eigenvalues: torch.Tensor, alpha: float = 1.01, base: float = 2) -> torch.Tensor:
     """Rényi entropy of order ``alpha`` of distributions given as the last dimension of ``eigenvalues``.
 
-    Negative values are clamped to 0, values at the rank tolerance (``n · eps · λ_max``, numpy's) are
-    dropped as numerically zero, and the rest renormalised to sum 1 before any logarithm (0 · log 0 = 0).
-    Computed in float64.
+    Negative values are clamped to 0; values at the eigensolver's rounding noise (twice the magnitude of the
+    most negative value, and at least ``4 · eps · λ_max`` of the input's precision) are dropped as numerically
+    zero; the rest are renormalised to sum 1 before any logarithm (0 · log 0 = 0). Computed in float64.
 
     >>> entropy_from_eigenvalues(torch.tensor([0.25, 0.25, 0.25, 0.25]), alpha=1.0).item()
     2.0
@@ -89,8 +90,12 @@ def entropy_from_eigenvalues(eigenvalues: torch.Tensor, alpha: float = 1.01, bas
 
 
 def _entropy(lam: torch.Tensor, alpha: float, base: float, eps: float) -> torch.Tensor:
-    lam = lam.double().clamp_min(0.0)  # (..., n)
-    tol = lam.shape[-1] * eps * lam.amax(dim=-1, keepdim=True)  # (..., 1)
+    lam = lam.double()  # (..., n)
+    # numerically zero: at or below the rounding noise of the eigensolver, read off the most negative
+    # eigenvalue (noise is symmetric about 0), and never above a few epsilons of the largest
+    noise = lam.amin(dim=-1, keepdim=True).clamp_max(0.0).abs()  # (..., 1)
+    tol = torch.maximum(2 * noise, _NOISE_EPS * eps * lam.amax(dim=-1, keepdim=True))  # (..., 1)
+    lam = lam.clamp_min(0.0)
     lam = torch.where(lam > tol, lam, torch.zeros_like(lam))
     lam = lam / lam.sum(dim=-1, keepdim=True)
     log_lam = torch.where(lam > 0, lam.log(), torch.full_like(lam, -math.inf))  # (..., n)
@@ -145,42 +150,53 @@ def _engine(
 ) -> dict[Request, EntropyResult]:
     """Compute each requested entropy for validated ``x`` (…, n, d) and optional ``y`` (…, m, d).
 
-    Works on the flattened batch in chunks whose working memory stays under ``memory_budget``; one
-    distance matrix over the rows of ``[x; y]`` per chunk serves every request (blocks of it for x and y).
+    Works on the flattened batch in chunks whose working memory stays under ``memory_budget`` (half-precision
+    input is upcast chunk by chunk). A request over the rows whose own distances set σ (``("x", "x")``,
+    ``("y", "y")``) gets the distances of those rows alone, exactly as :func:`renyi_entropy` would; requests of
+    a pair measure share one distance matrix over the rows of ``[x; y]`` (blocks of it for x or y).
     """
     leading = x.shape[:-2]
     n, d = x.shape[-2:]
     m = 0 if y is None else y.shape[-2]
     dtype = torch.float64 if (x.dtype == torch.float64 or (y is not None and y.dtype == torch.float64)) else torch.float32
-    points = x.to(dtype) if y is None else torch.cat([x.to(dtype), y.to(dtype)], dim=-2)  # (..., n + m, d)
-    points = points.reshape(-1, n + m, d)  # (B, n + m, d)
-    fixed_sigma = None if isinstance(sigma, str) else sigma.reshape(-1).to(points.device)  # (B,)
+    xs = x.reshape(-1, n, d)  # (B, n, d), a view when x is contiguous
+    ys = None if y is None else y.reshape(-1, m, d)  # (B, m, d)
+    fixed_sigma = None if isinstance(sigma, str) else sigma.reshape(-1).to(x.device)  # (B,)
     blocks = {"x": slice(0, n), "y": slice(n, n + m), "xy": slice(0, n + m)}
 
     total = n + m
     itemsize = torch.finfo(dtype).bits // 8
-    # per item: centred copy (n·d) + distances, norms/floor, a kernel and eigvalsh's copy (≈ 4·N²) + σ pairs (N²/2)
-    per_item = itemsize * (total * d + 4.5 * total * total)
+    # per item: the upcast rows and their centred copy (2·N·d), distances, norms/floor, a kernel and eigvalsh's
+    # copy (≈ 4·N²), σ pairs (N²/2), and the own-rows distances of x and y when asked for (≤ N²)
+    per_item = itemsize * (2 * total * d + 5.5 * total * total)
     chunk = max(1, int(memory_budget // per_item))
 
     parts: dict[Request, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {r: [] for r in requests}
-    for start in range(0, points.shape[0], chunk):
-        dist = squared_distances(points[start : start + chunk])  # (b, N, N)
+    for start in range(0, xs.shape[0], chunk):
+        part = slice(start, start + chunk)
+        rows_of = {"x": lambda: xs[part].to(dtype), "y": lambda: ys[part].to(dtype)}
+        rows_of["xy"] = lambda: rows_of["x"]() if ys is None else torch.cat([rows_of["x"](), rows_of["y"]()], dim=-2)
+        distances: dict[str, torch.Tensor] = {}  # "x", "y": own rows; "xy": the union
+
+        def dist_for(rows: str, sigma_rows: str) -> torch.Tensor:
+            key = rows if rows == sigma_rows else "xy"
+            if key not in distances:
+                distances[key] = squared_distances(rows_of[key]())  # (b, k, k)
+            return distances[key] if key == rows else distances[key][:, blocks[rows], blocks[rows]]
+
         sigmas: dict[str, torch.Tensor] = {}
         for rows, sigma_rows in requests:
             if sigma_rows not in sigmas:
                 if fixed_sigma is not None:
-                    sigmas[sigma_rows] = fixed_sigma[start : start + chunk]
+                    sigmas[sigma_rows] = fixed_sigma[part]
                 else:
-                    block = blocks[sigma_rows]
-                    sigmas[sigma_rows] = median_sigma(dist[:, block, block])
-            block = blocks[rows]
-            kernel = gaussian_kernel(dist[:, block, block], sigmas[sigma_rows])  # (b, k, k)
+                    sigmas[sigma_rows] = median_sigma(dist_for(sigma_rows, sigma_rows))
+            kernel = gaussian_kernel(dist_for(rows, sigma_rows), sigmas[sigma_rows])  # (b, k, k)
             parts[(rows, sigma_rows)].append(
                 (_spectrum_entropy(kernel, alpha, base), sigmas[sigma_rows], _saturation(kernel))
             )
             del kernel
-        del dist
+        distances.clear()
 
     sizes = {"x": n, "y": m, "xy": n + m}
     out = {}

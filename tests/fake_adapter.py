@@ -44,9 +44,12 @@ class FakeAdapter(ModelAdapter):
     @classmethod
     def load(cls, path=None, **kwargs):
         caps = kwargs.pop("caps", None)
+        device = kwargs.pop("device", "cpu")
         if kwargs:
             raise TypeError(f"unexpected {kwargs}")
-        return cls(None if caps is None else {tuple(c.split("/")) for c in caps.split("+")})
+        adapter = cls(None if caps is None else {tuple(c.split("/")) for c in caps.split("+")})
+        adapter.device = torch.device(device)  # recorded only: the fake computes on the CPU
+        return adapter
 
     def _check(self, text):
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))

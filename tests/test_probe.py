@@ -255,3 +255,40 @@ def test_collect_on_demand_from_a_partial_run(tmp_path):
     (tmp_path / "run" / "results.parquet").unlink()
     assert main(["collect", str(tmp_path / "run")]) == 0
     assert len(pd.read_parquet(tmp_path / "run" / "results.parquet")) > 0
+
+
+def test_bad_estimator_settings_fail_before_the_model_loads(tmp_path):
+    for changes, message in [({"alpha": -1}, r"alpha must be > 0"), ({"sigma": 0.0}, r"sigma must be positive"),
+                             ({"base": 1}, r"base must be"), ({"max_new_tokens": 0}, r"max_new_tokens must be"),
+                             ({"tasks": ()}, r"No task given")]:  # fmt: skip
+        with pytest.raises(InputError, match=message):
+            run_probe(config(tmp_path / "run", model="janus:/nonexistent", **changes))
+        assert not (tmp_path / "run").exists()
+
+
+def test_failed_items_are_retried_when_the_run_starts_again(tmp_path, monkeypatch):
+    source = write_jsonl(tmp_path / "p.jsonl", ["calm", f"will {fake_adapter.FAIL_WORD}"])
+    settings = dict(text_prompts=source, image_prompts=None, tasks=("encode",))
+    assert run_probe(config(tmp_path / "run", **settings)).failed == 1
+    monkeypatch.setattr(fake_adapter, "FAIL_WORD", "no-such-word")  # the transient failure is gone
+    again = run_probe(config(tmp_path / "run", **settings))
+    assert again.succeeded == 1 and again.done_before == 1
+    assert (tmp_path / "run" / "errors.jsonl").read_text() == ""
+    assert set(pd.read_parquet(tmp_path / "run" / "results.parquet")["prompt_id"]) == {"p0", "p1"}
+
+
+def test_overwrite_with_the_same_settings_resumes(tmp_path):
+    run_probe(config(tmp_path / "run", limit=2))
+    again = run_probe(config(tmp_path / "run", limit=2, overwrite=True))
+    assert again.succeeded == 0 and again.done_before == again.units
+
+
+def test_device_does_not_count_as_a_setting_but_other_weights_do(tmp_path, monkeypatch):
+    run_probe(config(tmp_path / "run", limit=2, model_args={"device": "cpu"}))
+    elsewhere = run_probe(config(tmp_path / "run", limit=2, model_args={"device": "cuda:3"}))
+    assert elsewhere.succeeded == 0 and elsewhere.done_before == elsewhere.units  # resumed on another device
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["placement"] == {"device": "cuda:3"}
+    monkeypatch.setattr(fake_adapter.FakeAdapter, "fingerprint", lambda self: "other-weights")
+    with pytest.raises(InputError, match=r"other weights \(fingerprint fake0001, now other-weights\)"):
+        run_probe(config(tmp_path / "run", limit=2))
+    assert run_probe(config(tmp_path / "run", limit=2, overwrite=True)).done_before == 0

@@ -38,6 +38,7 @@ __all__ = [
     "mutual_information",
     "prompt_response_entropies",
     "entropy_from_eigenvalues",
+    "check_parameters",
 ]
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of extra working memory the batched computation may use
@@ -229,6 +230,21 @@ def _finish(result: EntropyResult, base: float, normalize: bool, return_details:
         value = value / math.log(result.n, base) if result.n > 1 else torch.zeros_like(value)
         result = EntropyResult(value=value, sigma=result.sigma, saturation=result.saturation, n=result.n)
     return result if return_details else value
+
+
+def check_parameters(*, alpha: Any = 1.01, sigma: Any = "median", base: Any = 2) -> None:
+    """Raise :class:`InputError` now if ``alpha``, ``sigma`` or ``base`` would be refused by the estimators.
+
+    For callers that set up long runs: a bad setting fails before any model is loaded.
+
+    >>> check_parameters(alpha=0)
+    Traceback (most recent call last):
+    ...
+    entroprobe.errors.InputError: alpha must be > 0 (or inf); got 0
+    """
+    _checks.check_alpha(alpha)
+    _checks.check_sigma(sigma, torch.Size([]))
+    _checks.check_base(base)
 
 
 # -- public faces -----------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 >>> run_probe(ProbeConfig(model="minilm", text_prompts="samples", out="runs/minilm"))  # doctest: +SKIP
 
 Work is split into units, one prompt × one task. Each unit's rows are committed in one transaction to the
-rank's SQLite shard (see :mod:`.store`); a restarted run skips what is done, and ``results.parquet``,
+rank's SQLite shard (see :mod:`.store`); a restarted run skips what is done and retries what failed, and
+``results.parquet``,
 ``errors.jsonl``, ``responses.jsonl`` and ``manifest.json`` are written at the end. Under ``torchrun`` the
 units are sharded by rank and rank 0 writes the merged results.
 """
@@ -34,6 +35,8 @@ from entroprobe.probe.schema import TASKS
 
 __all__ = ["ProbeConfig", "RunSummary", "run_probe", "collect", "parse_model_args"]
 
+# loading keywords that place the model but do not change its results: a run may resume elsewhere
+PLACEMENT_KEYS = ("device", "device_map")
 SETTINGS_KEYS = (
     "model", "model_args", "text_prompts", "image_prompts", "tasks",
     "alpha", "sigma", "base", "limit", "max_new_tokens", "seed",
@@ -64,8 +67,25 @@ class ProbeConfig:
         """The settings that define a run's results; resuming requires the same ones."""
         out = {key: getattr(self, key) for key in SETTINGS_KEYS}
         out["tasks"] = list(self.tasks)
-        out["model_args"] = {k: str(v) for k, v in sorted(self.model_args.items())}
+        out["model_args"] = {k: str(v) for k, v in sorted(self.model_args.items()) if k not in PLACEMENT_KEYS}
         return out
+
+    def check(self) -> None:
+        """Refuse settings the run would fail on, before anything is loaded."""
+        from entroprobe.entropy import check_parameters
+
+        check_parameters(alpha=self.alpha, sigma=self.sigma, base=self.base)
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown:
+            raise InputError(f"Unknown task(s) {', '.join(unknown)}; expected any of {', '.join(TASKS)}")
+        if not self.tasks:
+            raise InputError("No task given; expected any of " + ", ".join(TASKS))
+        if not self.text_prompts and not self.image_prompts:
+            raise InputError("Nothing to probe: give --text-prompts and/or --image-prompts")
+        for name in ("max_new_tokens", "limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name} must be a positive integer; got {value!r}")
 
 
 @dataclass
@@ -139,7 +159,8 @@ def _barrier(world: int) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+        # ranks may finish hours apart (uneven generation lengths): wait up to three days at the final barrier
+        dist.init_process_group(backend="gloo", timeout=_dt.timedelta(days=3))
     dist.barrier()
 
 
@@ -166,9 +187,21 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _wipe(run_dir: Path) -> None:
+    for name in ("shards", "states", "images"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("results.parquet", "errors.jsonl", "responses.jsonl", "manifest.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def _prepare_run_dir(config: ProbeConfig, rank: int) -> tuple[Path, dict[str, Any] | None]:
-    """Create or check the run directory; returns it and the manifest found there (None when new)."""
+    """Create or check the run directory (rank 0 alone); returns it and the manifest of the run to resume.
+
+    The same settings resume; other settings are refused unless ``overwrite``, which then starts afresh.
+    """
     run_dir = Path(config.out)
+    if rank != 0:
+        return run_dir, None
     manifest_path = run_dir / "manifest.json"
     previous = None
     if manifest_path.exists():
@@ -177,24 +210,48 @@ def _prepare_run_dir(config: ProbeConfig, rank: int) -> tuple[Path, dict[str, An
         except (OSError, json.JSONDecodeError) as exc:
             raise LoadError(f"Cannot read {manifest_path}: {exc}") from exc
         old, new = previous.get("settings", {}), json.loads(json.dumps(config.settings()))
-        if old != new and not config.overwrite:
-            changed = ", ".join(
-                f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in new if old.get(key) != new.get(key)
-            )
-            raise InputError(
-                f"{run_dir} holds a run with other settings ({changed}); pass --overwrite to replace it, "
-                "or choose another --out"
-            )
-    elif store.shard_paths(run_dir) and not config.overwrite:
-        raise InputError(f"{run_dir} holds shards but no manifest.json; pass --overwrite to start afresh")
-    if config.overwrite and rank == 0:
-        for name in ("shards", "states", "images"):
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        for name in ("results.parquet", "errors.jsonl", "responses.jsonl", "manifest.json"):
-            (run_dir / name).unlink(missing_ok=True)
-        previous = None
+        if old != new:
+            if not config.overwrite:
+                changed = ", ".join(
+                    f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in new if old.get(key) != new.get(key)
+                )
+                raise InputError(
+                    f"{run_dir} holds a run with other settings ({changed}); pass --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            _wipe(run_dir)
+            previous = None
+    elif store.shard_paths(run_dir):
+        if not config.overwrite:
+            raise InputError(f"{run_dir} holds shards but no manifest.json; pass --overwrite to start afresh")
+        _wipe(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, previous
+
+
+def _check_weights(config: ProbeConfig, run_dir: Path, previous: dict[str, Any] | None, fingerprint: str) -> None:
+    """Refuse to resume a run with other weights at the same path (unless overwrite: start afresh)."""
+    if previous is None:
+        return
+    before = previous.get("model", {}).get("fingerprint")
+    if before is not None and before != fingerprint:
+        if not config.overwrite:
+            raise InputError(
+                f"{run_dir} was started with other weights (fingerprint {before}, now {fingerprint}); "
+                "pass --overwrite to start afresh, or choose another --out"
+            )
+        _wipe(run_dir)
+
+
+def _placed(model_args: dict[str, Any], world: int) -> dict[str, Any]:
+    """Under torchrun on GPUs, each rank's model goes to its own GPU (``cuda:LOCAL_RANK``)."""
+    if world <= 1 or not torch.cuda.is_available() or "device_map" in model_args:
+        return model_args
+    if str(model_args.get("device", "auto")) not in ("auto", "cuda"):
+        return model_args
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local_rank)
+    return {**model_args, "device": f"cuda:{local_rank}"}
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -217,20 +274,23 @@ class _Unit:
         return zlib.crc32(self.key.encode())
 
 
-def _plan(config: ProbeConfig, adapter: Any) -> tuple[list[_Unit], list[str]]:
-    """Every (prompt, task) unit the model can do, in a stable order, and the pairs it cannot do."""
+def _load_prompts(config: ProbeConfig) -> list[Any]:
+    """The run's prompts: text prompts of the text source, then image prompts of the image source."""
     from entroprobe.sources import load_prompts
 
-    unknown = [task for task in config.tasks if task not in TASKS]
-    if unknown:
-        raise InputError(f"Unknown task(s) {', '.join(unknown)}; expected any of {', '.join(TASKS)}")
-    if not config.text_prompts and not config.image_prompts:
-        raise InputError("Nothing to probe: give --text-prompts and/or --image-prompts")
     prompts = []
     if config.text_prompts:
         prompts += load_prompts(config.text_prompts, limit=config.limit, modality="text")
     if config.image_prompts:
         prompts += load_prompts(config.image_prompts, limit=config.limit, modality="image")
+    if not prompts:
+        raise InputError(f"The prompt sources hold no prompts of their modality: {config.text_prompts or ''} "
+                         f"{config.image_prompts or ''}".strip())  # fmt: skip
+    return prompts
+
+
+def _plan(config: ProbeConfig, adapter: Any, prompts: list[Any]) -> tuple[list[_Unit], list[str]]:
+    """Every (prompt, task) unit the model can do, in a stable order, and the pairs it cannot do."""
     units, skipped = [], []
     for task in config.tasks:
         for modality in ("text", "image"):
@@ -346,19 +406,24 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
     from entroprobe.models import load_model
 
     started = time.perf_counter()
+    config.check()
     rank, world = _world()
+    prompts = _load_prompts(config)  # a bad source fails before the model loads
     run_dir, previous = _prepare_run_dir(config, rank)
     _barrier(world)  # no rank reads the directory before rank 0 has prepared it
     if adapter is None:
-        adapter = load_model(config.model, **config.model_args)
-    units, skipped = _plan(config, adapter)
+        adapter = load_model(config.model, **_placed(config.model_args, world))
+    units, skipped = _plan(config, adapter, prompts)
     if not units:
         raise CapabilityError(f"Model '{config.model}' can do none of the requested work: {', '.join(skipped)}")
+    fingerprint = adapter.fingerprint()
+    if rank == 0:
+        _check_weights(config, run_dir, previous, fingerprint)
 
     manifest = {
         "entroprobe_version": _versions()["entroprobe"],
         "status": "running",
-        "model": {"spec": config.model, **adapter.describe(), "fingerprint": adapter.fingerprint()},
+        "model": {"spec": config.model, **adapter.describe(), "fingerprint": fingerprint},
         "settings": config.settings(),
         "started": (previous or {}).get("started") or _now(),
         "ended": None,
@@ -366,12 +431,14 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         "skipped": skipped,
         "versions": _versions(),
         "device": str(getattr(adapter, "device", "cpu")),
+        "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
         "world_size": world,
     }
     if rank == 0:
         _write_manifest(run_dir, manifest)
 
     done = store.done_units(run_dir)
+    _barrier(world)  # every rank has read the done marks before any creates its shard
     todo = [u for u in units[rank::world] if u.key not in done]
     summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done & {u.key for u in units}),
                          skipped=skipped)  # fmt: skip
@@ -389,6 +456,8 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
                 record = {"item": unit.prompt.id, "source": unit.prompt.source, "task": unit.task, "reason": reason}
                 shard.commit_error(unit.key, unit.order, record)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()  # after an out-of-memory item, the next ones get the memory back
                 with open(errors_path, "a") as handle:  # live view; rewritten whole at the end
                     handle.write(json.dumps(record) + "\n")
                 summary.failed += 1

@@ -56,12 +56,14 @@ class ShardStore:
             self.connection.executemany(f"INSERT INTO rows VALUES ({placeholders})", values)
             if output is not None:
                 self.connection.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?)", (unit, json.dumps(output)))
-            self.connection.execute("INSERT INTO units VALUES (?, ?, 'ok', NULL)", (unit, order))
+            self.connection.execute("INSERT OR REPLACE INTO units VALUES (?, ?, 'ok', NULL)", (unit, order))
 
     def commit_error(self, unit: str, order: int, record: dict[str, Any]) -> None:
         """Mark a unit failed, with its error record (item, task, reason)."""
         with self.connection:
-            self.connection.execute("INSERT INTO units VALUES (?, ?, 'error', ?)", (unit, order, json.dumps(record)))
+            self.connection.execute(
+                "INSERT OR REPLACE INTO units VALUES (?, ?, 'error', ?)", (unit, order, json.dumps(record))
+            )
 
     def close(self) -> None:
         self.connection.close()
@@ -71,6 +73,8 @@ def _query(run_dir: Path, sql: str) -> Iterable[tuple]:
     for path in shard_paths(run_dir):
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'units'").fetchone():
+                continue  # a shard whose tables are not created yet holds nothing
             yield from connection.execute(sql).fetchall()
         except sqlite3.DatabaseError as exc:
             raise LoadError(f"Cannot read the run's shard database {path}: {exc}") from exc
@@ -79,8 +83,8 @@ def _query(run_dir: Path, sql: str) -> Iterable[tuple]:
 
 
 def done_units(run_dir: Path) -> set[str]:
-    """The units any rank has finished (successfully or with a recorded error)."""
-    return {unit for (unit,) in _query(run_dir, "SELECT unit FROM units")}
+    """The units any rank has committed rows for (failed units are not done: a restarted run retries them)."""
+    return {unit for (unit,) in _query(run_dir, "SELECT unit FROM units WHERE status = 'ok'")}
 
 
 def read_rows(run_dir: Path) -> pd.DataFrame:
@@ -96,8 +100,9 @@ def read_rows(run_dir: Path) -> pd.DataFrame:
 
 def read_errors(run_dir: Path) -> list[dict[str, Any]]:
     """The recorded per-item errors, in the run's prompt order."""
-    rows = sorted(_query(run_dir, "SELECT ord, detail FROM units WHERE status = 'error'"))
-    return [json.loads(detail) for _, detail in rows]
+    done = done_units(run_dir)  # a unit retried on another rank may have succeeded there
+    rows = sorted(_query(run_dir, "SELECT ord, detail, unit FROM units WHERE status = 'error'"))
+    return [json.loads(detail) for _, detail, unit in rows if unit not in done]
 
 
 def read_outputs(run_dir: Path) -> list[dict[str, Any]]:

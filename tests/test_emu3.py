@@ -137,6 +137,42 @@ def test_image_response_with_cfg_keeps_conditional_calls(emu3):
     assert not torch.allclose(cond_last[1:], uncond_last[1:], atol=1e-4)  # …in different contexts
 
 
+def test_image_options_set_at_load_are_defaults_that_calls_override(emu3_dir):
+    """``--model-args`` reach image generation: the probe calls respond_image(text, seed=…) only."""
+    adapter = load_model(
+        f"emu3:{emu3_dir}", image_area="6400", ratio="1:1", guidance_scale="3", negative_prompt="a blue sphere"
+    )  # strings, as from the command line
+    assert adapter.image_defaults == {
+        "image_area": 6400, "ratio": "1:1", "guidance_scale": 3.0, "negative_prompt": "a blue sphere"
+    }  # fmt: skip
+    assert adapter.describe()["image_defaults"]["image_area"] == 6400
+    with pytest.raises(ItemError, match=r"image tokens \(10x10 grid\) exceed the model's context of 96"):
+        adapter.respond_image("a red cube")  # the load-time image_area reached generation
+
+    def negative_length(text: str) -> int:
+        ids = adapter.processor(text=[text], return_for_image_generation=True, return_tensors="pt", image_area=256)
+        return ids["input_ids"].shape[1]
+
+    assert negative_length("a blue sphere") != negative_length("")
+    with capture_layers(adapter.model, LAYERS, calls_per_step=2) as cap:
+        reply = adapter.respond_image("a red cube", seed=1, image_area=256)  # a per-call value overrides
+    assert reply.extra["grid"] == (2, 2) and reply.extra["guidance_scale"] == 3.0  # the load-time guidance
+    unconditional = cap.select(call_in_step=1)[0].stacked()  # the load-time negative prompt's tokens
+    assert unconditional.shape[2] == negative_length("a blue sphere")
+    with capture_layers(adapter.model, LAYERS, calls_per_step=2) as cap:
+        reply = adapter.respond_image("a red cube", seed=1, image_area=256, negative_prompt="")
+    assert cap.select(call_in_step=1)[0].stacked().shape[2] == negative_length("")
+    with capture_layers(adapter.model, LAYERS) as cap:
+        reply = adapter.respond_image("a red cube", seed=1, image_area=256, guidance_scale=1.0)
+    assert reply.extra["guidance_scale"] == 1.0
+    assert len(cap.calls) == reply.output_ids.numel() + 1  # no unconditional calls: guidance is off
+    accepted = r"accepted: .*chat_template, guidance_scale, negative_prompt, ratio, image_area"
+    with pytest.raises(InputError, match=rf"Unknown model argument\(s\) steps; {accepted}"):
+        load_model(f"emu3:{emu3_dir}", steps=3)
+    with pytest.raises(InputError, match=r"Image generation argument image_area='large' is not an integer"):
+        load_model(f"emu3:{emu3_dir}", image_area="large")
+
+
 def test_image_generation_deterministic_under_seed(emu3):
     a = emu3.respond_image("a red cube", seed=5, image_area=256)
     b = emu3.respond_image("a red cube", seed=5, image_area=256)

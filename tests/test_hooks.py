@@ -9,6 +9,7 @@ from torch import nn
 
 from entroprobe.errors import InputError
 from entroprobe.models.hooks import (
+    LayerCall,
     LayerCapture,
     capture_layers,
     concat_calls,
@@ -368,3 +369,62 @@ def test_to_layer_states_positions_and_final_norm():
         to_layer_states(stacked, [9])
     with pytest.raises(InputError, match=r"Expected states \(layers \+ 1, \[rows,\] tokens, d\)"):
         to_layer_states(torch.zeros(3, 4), [0])
+
+
+# -- devices: layers spread over GPUs by device_map, captures offloaded to the CPU -----------------------------
+# Without a second GPU, "meta" stands in for another device: torch.stack and the ops refuse to mix it with
+# "cpu" tensors exactly as they refuse to mix cuda:0 and cuda:1 (cpu → meta moves work; meta → cpu does not).
+
+
+def test_stacked_gathers_layer_outputs_on_the_embeddings_device():
+    call = LayerCall(index=0, step=0, call_in_step=0)
+    call.embedding = torch.zeros(1, 4, D, device="meta")  # the first GPU
+    call.outputs = [torch.ones(1, 4, D), torch.ones(1, 4, D)]  # later layers on another device
+    with pytest.raises(RuntimeError, match="not on the expected device"):
+        torch.stack([call.embedding, *call.outputs])  # what a plain stack does
+    stacked = call.stacked()
+    assert stacked.device.type == "meta" and stacked.shape == (3, 1, 4, D) and stacked.dtype == torch.float32
+    other = LayerCall(index=1, step=0, call_in_step=0, embedding=torch.ones(1, 2, D), outputs=[torch.ones(1, 2, D)] * 2)
+    joined = concat_calls([call, other])  # calls gathered on the first call's device
+    assert joined.device.type == "meta" and joined.shape == (3, 1, 6, D)
+
+
+class RecordingNorm(nn.Module):
+    """A norm whose parameters live on ``device`` and which records where its input was.
+
+    Its output is a CPU tensor of ones whatever the device: a meta norm computes no numbers, and the states
+    here are CPU states, so what is checked is where the norm was fed and that the result joins the states.
+    """
+
+    def __init__(self, device: str, dtype: torch.dtype = torch.float16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(D, device=device, dtype=dtype))
+        self.seen: list[tuple[torch.device, torch.dtype]] = []
+
+    def forward(self, hidden):
+        self.seen.append((hidden.device, hidden.dtype))
+        return torch.ones(hidden.shape, dtype=hidden.dtype)
+
+
+def test_final_norm_runs_on_its_own_device_for_offloaded_states():
+    offloaded = torch.randn(3, 1, 5, D)  # (L + 1, rows, T, d) captured with offload="cpu"
+    norm = RecordingNorm("meta")  # the model's norm, on the GPU
+    with pytest.raises(RuntimeError, match="not on the expected device"):
+        nn.LayerNorm(D, device="meta")(offloaded[-1, 0])  # what feeding the norm CPU states does
+    states = to_layer_states(offloaded, slice(None), final_norm=norm)
+    assert norm.seen == [(torch.device("meta"), torch.float16)]  # fed on its device, in its dtype
+    assert states.states.device.type == "cpu" and states.states.dtype == torch.float32  # back with the states
+    assert torch.equal(states.states[-1], torch.ones(5, D)) and torch.equal(states.states[:-1], offloaded[:-1, 0])
+    free = to_layer_states(offloaded, [0, 1], final_norm=nn.Identity())  # a norm without parameters
+    assert torch.equal(free.states, offloaded[:, 0, :2]) and free.final_norm
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@torch.no_grad()
+def test_final_norm_on_gpu_with_states_offloaded_to_cpu():
+    model = Decoder(TupleLayer).cuda()
+    with capture_layers(model, "model.layers", offload="cpu") as cap:
+        out = model(IDS.cuda())
+    states = to_layer_states(cap.calls[0].stacked(), slice(None), final_norm=model.norm)
+    assert states.states.device.type == "cpu"
+    assert torch.allclose(states.states[-1], out[0].cpu(), atol=1e-5)

@@ -11,6 +11,7 @@ from tiny_models import random_image, tiny_bert, tiny_llama
 
 from entroprobe.errors import CapabilityError, InputError, ItemError, LoadError
 from entroprobe.models import load_model
+from entroprobe.models.base import stack_hidden_states
 from entroprobe.models.hf import CausalLMAdapter, MiniLMAdapter, load_image, room_to_generate, tokenize_checked
 from entroprobe.models.hooks import capture_layers, concat_calls, to_layer_states
 
@@ -167,6 +168,19 @@ def test_shared_input_helpers(llama, tmp_path):
     truncated.write_bytes((tmp_path / "ok.png").read_bytes()[:40])
     with pytest.raises(ItemError, match=r"unreadable image"):
         load_image(truncated)
+
+
+def test_stack_hidden_states_gathers_layers_spread_over_devices():
+    """With device_map over several GPUs each hidden state is on its layer's device. Without a second GPU,
+    "meta" stands in for one: torch.stack refuses to mix it with "cpu" as it refuses cuda:0 with cuda:1."""
+    hidden = (torch.zeros(2, 4, 8, device="meta"), torch.ones(2, 4, 8), torch.ones(2, 4, 8))  # (B, T, d) each
+    with pytest.raises(RuntimeError, match="not on the expected device"):
+        torch.stack(hidden)
+    stacked = stack_hidden_states(hidden)  # on the first state's device
+    assert stacked.device.type == "meta" and stacked.shape == (3, 4, 8) and stacked.dtype == torch.float32
+    on_cpu = [torch.arange(2 * 4 * 8, dtype=torch.float16).reshape(2, 4, 8) + i for i in range(3)]
+    assert torch.equal(stack_hidden_states(on_cpu, batch_index=1), torch.stack([h[1] for h in on_cpu]).float())
+    assert stack_hidden_states(on_cpu, device="meta").device.type == "meta"  # a given target
 
 
 # -- encoder and minilm ------------------------------------------------------------------------------------------

@@ -234,10 +234,22 @@ def resolve_device(value: str | torch.device | None) -> torch.device:
 
 
 def stack_hidden_states(
-    hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor], batch_index: int = 0
+    hidden_states: tuple[torch.Tensor, ...] | list[torch.Tensor],
+    batch_index: int = 0,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """transformers' ``output_hidden_states`` tuple → ``(layers + 1, tokens, d_model)`` float32 of one row."""
-    return torch.stack([h[batch_index] for h in hidden_states]).float()  # (L + 1, T, d)
+    """transformers' ``output_hidden_states`` tuple → ``(layers + 1, tokens, d_model)`` float32 of one row.
+
+    With ``device_map`` spreading a model over several GPUs each layer's state lives on its layer's device;
+    every state is moved to one device before stacking.
+
+    Args:
+        hidden_states: ``layers + 1`` tensors of ``(batch, tokens, d_model)``.
+        batch_index: the row to keep.
+        device: where the result lives; None: the first state's device.
+    """
+    target = torch.device(device) if device is not None else hidden_states[0].device
+    return torch.stack([h[batch_index].to(target) for h in hidden_states]).float()  # (L + 1, T, d)
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")

@@ -34,7 +34,14 @@ from entroprobe.models.hf_loading import as_bool, context_limit, load_processor
 
 __all__ = ["Emu3Adapter", "visual_constraint"]
 
-IMAGE_KEYS = ("guidance_scale", "negative_prompt", "ratio", "image_area", *GENERATION_KEYS)
+# image generation options, per call to respond_image or as load-time defaults (`--model-args image_area=…`)
+IMAGE_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "guidance_scale": float,
+    "negative_prompt": str,
+    "ratio": str,
+    "image_area": int,
+}
+IMAGE_KEYS = (*IMAGE_OPTIONS, *GENERATION_KEYS)
 
 
 def visual_constraint(
@@ -64,7 +71,17 @@ def _parsed(value: Any, cast: Callable[[Any], Any], key: str) -> Any:
     try:
         return cast(value)
     except (TypeError, ValueError):
-        raise InputError(f"Image generation argument {key}={value!r} is not a {cast.__name__}") from None
+        kind = {"float": "a float", "int": "an integer"}.get(cast.__name__, f"a {cast.__name__}")
+        raise InputError(f"Image generation argument {key}={value!r} is not {kind}") from None
+
+
+def image_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The ``IMAGE_OPTIONS`` among ``values`` (strings from the command line, or typed) → typed values.
+
+    Raises:
+        InputError: naming the key and the value that does not parse.
+    """
+    return {key: _parsed(value, IMAGE_OPTIONS[key], key) for key, value in values.items() if key in IMAGE_OPTIONS}
 
 
 class Emu3Adapter(ImageTokenAdapter):
@@ -77,8 +94,12 @@ class Emu3Adapter(ImageTokenAdapter):
     (else the text as is); image prompts are ``<image>`` followed by the instruction. Image prompts are fed as
     their VQ token ids (computed once from the pixels), so all passes see the same input.
 
-    Loading keywords: ``LOAD_KEYS``, ``chat_template`` and ``GENERATION_KEYS``. :meth:`respond_image` also takes
-    ``guidance_scale``, ``negative_prompt``, ``ratio`` (``"1:1"``) and ``image_area`` (pixels).
+    Loading keywords: ``LOAD_KEYS``, ``chat_template``, ``GENERATION_KEYS`` (defaults for every response) and
+    the image options ``guidance_scale``, ``negative_prompt``, ``ratio`` (``"1:1"``) and ``image_area`` (pixels):
+    defaults for :meth:`respond_image` (``image_defaults``), so a command-line run (``--model-args
+    guidance_scale=3,image_area=262144``) sets how images are generated. :meth:`respond_image` takes the same
+    options per call, over these defaults; unset ones fall back to the checkpoint's generation config
+    (``guidance_scale``) and processor (``ratio``, ``image_area``), and to an empty negative prompt.
     """
 
     family = "emu3"
@@ -86,17 +107,23 @@ class Emu3Adapter(ImageTokenAdapter):
         {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
     )
 
+    def __init__(self, model: Any, processor: Any, *, image_defaults: dict[str, Any] | None = None, **common: Any):
+        super().__init__(model, processor, **common)
+        self.image_defaults = image_options(dict(image_defaults or {}))
+
     @classmethod
     def load(cls, path: str | None = None, **kwargs: Any) -> Emu3Adapter:
         """Load an Emu3 checkpoint directory (or hub id) with its ``Emu3Processor``.
 
         Raises:
-            InputError: without a path, or for an unknown keyword.
+            InputError: without a path, for an unknown keyword (listing the accepted ones), or an image option
+                or generation default that does not parse.
             LoadError: naming the path when the weights or processor are missing or unreadable.
         """
         if not path:
             raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
-        load_kwargs, extra = split_kwargs(kwargs, ("chat_template", *GENERATION_KEYS))
+        load_kwargs, extra = split_kwargs(kwargs, ("chat_template", *IMAGE_KEYS))
+        generation, image_defaults = parse_generation(extra), image_options(extra)  # checked before loading
         from transformers import AutoProcessor, Emu3ForConditionalGeneration
 
         model, device = load_pretrained(Emu3ForConditionalGeneration, path, what="Emu3 model", **load_kwargs)
@@ -114,8 +141,12 @@ class Emu3Adapter(ImageTokenAdapter):
             d_model=text.hidden_size,
             final_norm=True,
             context=context_limit(text),
-            generation=parse_generation(extra),
+            generation=generation,
+            image_defaults=image_defaults,
         )
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "image_defaults": dict(self.image_defaults)}
 
     # -- prompts -------------------------------------------------------------------------------------------
     def _text_ids(self, text: str, *, respond: bool) -> torch.Tensor:
@@ -145,7 +176,7 @@ class Emu3Adapter(ImageTokenAdapter):
         if codes.numel() != int(mask.sum()):
             raise EntroprobeError(f"{item}: {codes.numel()} image tokens for {int(mask.sum())} image positions")
         ids = ids.clone()
-        ids[0, mask] = codes.to(ids.dtype)
+        ids[0, mask] = codes.to(ids.device, ids.dtype)
         return ids, mask
 
     # -- image generation ----------------------------------------------------------------------------------
@@ -157,18 +188,26 @@ class Emu3Adapter(ImageTokenAdapter):
             )
         options = {**self.generation, **parse_generation(generation)}
         options.pop("min_new_tokens", None)  # the grid fixes an image's length
-        scale = generation.get("guidance_scale", getattr(self.model.generation_config, "guidance_scale", None))
+        image = {**self.image_defaults, **image_options(generation)}  # per call over the load-time defaults
+        scale = image.get("guidance_scale", getattr(self.model.generation_config, "guidance_scale", None))
         options["guidance_scale"] = None if scale is None else _parsed(scale, float, "guidance_scale")
-        options["image_area"] = _parsed(generation.get("image_area", self.processor.image_area), int, "image_area")
-        options["ratio"] = str(generation.get("ratio", self.processor.ratio))
+        options["image_area"] = _parsed(image.get("image_area", self.processor.image_area), int, "image_area")
+        options["ratio"] = str(image.get("ratio", self.processor.ratio))
+        options["negative_prompt"] = image.get("negative_prompt", "")
         return options
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Generate an image for ``text`` (seeded); ``response`` holds the ``height * (width + 1)`` grid tokens'
         states from one teacher-forced pass over the (conditional) prompt + all generated tokens.
 
+        Args:
+            text: the prompt.
+            seed: the sampling seed.
+            **generation: ``IMAGE_KEYS`` for this call, over the load-time ``image_defaults`` and generation
+                defaults.
+
         Raises:
-            InputError: for an unknown generation argument.
+            InputError: for an unknown generation argument, or an image option that does not parse.
             ItemError: for an empty prompt, or a prompt + image longer than the model's context.
         """
         self.require("image-gen", "text")
@@ -192,8 +231,7 @@ class Emu3Adapter(ImageTokenAdapter):
                 f"model's context of {self.context} tokens",
             )
         extra: dict[str, Any] = {"prefix_allowed_tokens_fn": self._constraint(height, width)}
-        scale = options.pop("guidance_scale")
-        negative = str(generation.get("negative_prompt", ""))
+        scale, negative = options.pop("guidance_scale"), options.pop("negative_prompt")
         if scale is not None and scale > 1:
             neg = self.processor(text=[negative], return_for_image_generation=True, return_tensors="pt", **sizing)
             extra.update(guidance_scale=scale, negative_prompt_ids=neg["input_ids"].to(self.device))

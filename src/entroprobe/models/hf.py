@@ -292,7 +292,7 @@ def detect_final_norm(model: Any, num_layers: int, device: torch.device, **extra
         states = forward_states(model, num_layers, input_ids=ids, **extra)  # (L + 1, 2, d)
     finally:
         capture.detach()
-    raw = capture.calls[0].outputs[0][0].float()  # (2, d)
+    raw = capture.calls[0].outputs[0][0].float().to(states.device)  # (2, d), from the last layer's device
     return not torch.allclose(states[-1], raw, rtol=1e-4, atol=1e-5)
 
 

@@ -144,7 +144,9 @@ class LayerCall:
     outputs: list[torch.Tensor | None] = field(default_factory=list)
 
     def stacked(self) -> torch.Tensor:
-        """``(layers + 1, [rows,] tokens, d)`` float32: the embedding output, then every hooked layer's output.
+        """``(layers + 1, [rows,] tokens, d)`` float32: the embedding output, then every hooked layer's output,
+        on the embedding's device (layers spread over several GPUs by ``device_map`` leave their outputs on
+        their own device).
 
         Raises:
             InputError: when the embedding or a layer's output was not captured in this call.
@@ -155,7 +157,8 @@ class LayerCall:
                 f" layers {missing}" if missing else ""
             )
             raise InputError(f"Call {self.index} (step {self.step}) is incomplete: missing {what.strip()}")
-        return torch.stack([self.embedding, *self.outputs]).float()  # (L + 1, [rows,] T, d)
+        device = self.embedding.device
+        return torch.stack([t.to(device) for t in (self.embedding, *self.outputs)]).float()  # (L + 1, [rows,] T, d)
 
 
 class LayerCapture:
@@ -361,6 +364,7 @@ def concat_calls(calls: Sequence[LayerCall]) -> torch.Tensor:
     if not calls:
         raise InputError("concat_calls needs at least one call; got none")
     stacked = [call.stacked() for call in calls]
+    stacked = [s.to(stacked[0].device) for s in stacked]  # on the first call's device
     token_axis = stacked[0].dim() - 2
     try:
         return torch.cat(stacked, dim=token_axis)
@@ -385,7 +389,8 @@ def to_layer_states(
         token_ids: their ids, if they are tokens.
         row: the batch row, for batched states.
         final_norm: the model's final norm module; applied to the last entry (``final_norm=True`` in the
-            result) so the layout matches transformers' ``hidden_states``. None leaves it raw.
+            result) so the layout matches transformers' ``hidden_states``. None leaves it raw. It runs on its
+            parameters' device (states offloaded to the CPU go there and back).
 
     Raises:
         InputError: for states that are not 3-D or 4-D, or positions out of range.
@@ -403,10 +408,11 @@ def to_layer_states(
         raise InputError(f"Positions {index.tolist()} are out of range for {n_tokens} captured tokens")
     selected = states[:, index.to(states.device)].float()  # (L + 1, n, d)
     if final_norm is not None:
-        dtype = next((p.dtype for p in final_norm.parameters()), selected.dtype)
+        param = next(final_norm.parameters(), None)
+        dtype, device = (selected.dtype, selected.device) if param is None else (param.dtype, param.device)
         with torch.no_grad():
-            last = final_norm(selected[-1].to(dtype)).float()  # (n, d)
-        selected = torch.cat([selected[:-1], last[None]])
+            last = final_norm(selected[-1].to(device=device, dtype=dtype))  # (n, d) on the norm's device
+        selected = torch.cat([selected[:-1], last.float().to(selected.device)[None]])
     return LayerStates(
         states=selected,
         positions=index.cpu(),

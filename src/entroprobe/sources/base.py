@@ -32,6 +32,8 @@ class Prompt:
         image_bytes: the encoded image (PNG/JPEG…) of an image prompt, decoded lazily by :meth:`load_image`.
         image_path: alternatively, where the image file is.
         meta: extra string fields kept for the report (sub-class, category, length bucket, file…).
+        image_error: why the image cannot be had, found while loading the source (a dangling reference, bad
+            base64); :meth:`load_image` raises it as this prompt's :class:`ItemError`, so the run records it.
     """
 
     id: str
@@ -42,11 +44,14 @@ class Prompt:
     image_bytes: bytes | None = field(default=None, repr=False)
     image_path: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    image_error: str | None = None
 
     def load_image(self) -> Image.Image:
         """Decode the image as RGB; an unreadable image raises :class:`ItemError` naming this prompt."""
         from PIL import Image, UnidentifiedImageError
 
+        if self.image_error is not None:
+            raise ItemError(self.id, self.image_error)
         if self.image_bytes is None and self.image_path is None:
             raise ItemError(self.id, "has no image")
         try:

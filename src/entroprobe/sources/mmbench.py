@@ -21,10 +21,9 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
-from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.errors import InputError, LoadError
 from entroprobe.sources.base import Prompt
 
 __all__ = ["L2_TYPES", "CIRCULAR_STRIDE", "load"]
@@ -43,15 +42,6 @@ L2_TYPES: dict[str, str] = {
 }
 _REQUIRED = ("index", "question", "l2-category", "image")
 _OPTIONAL_META = (("category", "category"), ("answer", "answer"))
-
-
-@dataclass(frozen=True)
-class _UnavailableImagePrompt(Prompt):
-    """An image prompt whose image could not be had from the TSV; ``meta["image_error"]`` says why."""
-
-    def load_image(self):
-        """Raise the reason the image is unavailable, as the per-item :class:`ItemError`."""
-        raise ItemError(self.id, self.meta["image_error"])
 
 
 def load(file: str) -> list[Prompt]:
@@ -165,5 +155,5 @@ def _prompt(path: Path, base: int, row: dict[str, str], image: bytes | str) -> P
             meta[key] = row[column].strip()
     fields = dict(id=f"{SOURCE}/{base}", source=SOURCE, modality="image", prompt_type=L2_TYPES[l2], text=text)
     if isinstance(image, str):
-        return _UnavailableImagePrompt(**fields, meta={**meta, "image_error": image})
+        return Prompt(**fields, meta=meta, image_error=image)
     return Prompt(**fields, image_bytes=image, meta=meta)

@@ -273,27 +273,147 @@ def _curves(group, a, b, rows):
     return pd.DataFrame(out)
 
 
+def _sizes(text_tokens=20.0, image_tokens=576.0):
+    return pd.DataFrame({"label": ["m", "m"], "modality": ["text", "image"], "n_prompts": [9, 7],
+                         "mean_tokens": [text_tokens, image_tokens],
+                         "mean_ceiling": [np.log2(text_tokens), np.log2(image_tokens)]})
+
+
+def _paired(rows):
+    """A paired-difference table of one model: rows of (layer, mean_a, mean_b, low, high, n)."""
+    return pd.DataFrame([{"label": "m", "layer": layer, "mean_a": a, "mean_b": b, "mean": a - b, "low": lo,
+                          "high": hi, "n": n} for layer, a, b, lo, hi, n in rows])
+
+
 def test_claims_on_hand_made_curves():
     overlap = _curves("modality", "text", "image", [(0, 1.0, 0.5, 1.5, 1.2, 0.9, 1.6),
                                                     (1, 2.0, 1.9, 2.1, 2.05, 1.95, 2.2)])
-    (claim,) = modality_claims(overlap, "bits")
+    (claim,) = modality_claims(overlap, "bits", normalised=overlap, sizes=_sizes())
     assert claim["differ_layers"] == [] and "do not differ at any of 2 layers" in claim["text"]
     assert "At layer 0: text 1.00 [0.50, 1.50] vs image 1.20 [0.90, 1.60] bits (9 text, 7 image prompts)" in \
         claim["text"]
     apart = _curves("modality", "text", "image", [(0, 1, 0.9, 1.1, 3, 2.9, 3.1), (1, 1, 0.9, 1.1, 1.05, 1, 1.2),
                                                   (2, 4, 3.9, 4.1, 2, 1.9, 2.1)])
-    (claim,) = modality_claims(apart, "nats")
+    (claim,) = modality_claims(apart, "nats", normalised=apart, sizes=_sizes())
     assert claim["differ_layers"] == [0, 2] and claim["image_higher_layers"] == [0]
     assert "at 2 of 3 layers (0, 2); image prompts are higher at 1 of them" in claim["text"]
-    tie = _curves("task", "text-gen", "image-gen", [(0, 2, 1.9, 2.1, 1, 0.9, 1.1), (1, 1, 0.5, 1.5, 1.2, 0.7, 1.7)])
+    tie = _paired([(0, 2, 1, 0.8, 1.2, 9), (1, 1, 1.2, -0.7, 0.3, 9)])
     (claim,) = response_claims(tie, "bits")
     assert "neither generation task has the higher conditional entropy at more of the 2 layers" in claim["text"]
-    assert "text generation higher at 1, 1 with intervals not overlapping; image generation higher at 1, 0" in \
+    assert ("text generation higher at 1, 1 of them with the 95 % interval of the per-prompt difference excluding "
+            "0; image generation higher at 1, 0 excluding 0; the interval excludes 0 at 1 of 2 layers (0))") in \
         claim["text"]
-    image = _curves("task", "text-gen", "image-gen", [(0, 1, 0.9, 1.1, 2, 1.9, 2.1), (1, 1, 0.5, 1.5, 1.2, 0.7, 1.7)])
+    image = _paired([(0, 1, 2, -1.1, -0.9, 9), (1, 1, 1.2, -0.5, 0.1, 8)])
     (claim,) = response_claims(image, "bits")
-    assert claim["text"].startswith("m: image generation has the higher conditional entropy at 2 of 2 layers")
-    assert "Mean over layers: text generation 1.00 vs image generation 1.60 bits (9 and 7 prompts)" in claim["text"]
+    assert claim["text"].startswith("m: image generation has the higher conditional entropy at 2 of 2 layers, on "
+                                    "the same 9 text prompts compared prompt by prompt")
+    assert "Mean over layers: text generation 1.00 vs image generation 1.60 bits, difference -0.60 bits" in \
+        claim["text"]
+    assert claim["differ_layers"] == [0] and claim["image_gen_higher_layers"] == [0, 1]
+
+
+def test_modality_claim_normalises_by_the_ceiling():
+    # raw: image prompts far above text prompts at every layer; per token ceiling: the same
+    raw = _curves("modality", "text", "image", [(0, 3.5, 3.4, 3.6, 7.3, 7.2, 7.4), (1, 3.6, 3.5, 3.7, 7.4, 7.3, 7.5)])
+    norm = _curves("modality", "text", "image", [(0, 0.80, 0.78, 0.82, 0.80, 0.79, 0.81),
+                                                 (1, 0.83, 0.81, 0.85, 0.78, 0.77, 0.79)])
+    (claim,) = modality_claims(raw, "bits", normalised=norm, sizes=_sizes(20.0, 576.0), log_name="log2(n)")
+    assert claim["differ_layers"] == [0, 1] and claim["image_higher_layers"] == [0, 1]
+    assert claim["normalised_differ_layers"] == [1] and claim["normalised_image_higher_layers"] == []
+    assert claim["mean_tokens"] == {"text": 20.0, "image": 576.0}
+    assert ("Text prompts have 20.0 tokens on average and image prompts 576.0, so their ceilings log2(n) differ "
+            "(4.32 against 9.17 bits on average). Normalised by the ceiling (value / log2(n), per prompt) they "
+            "differ (95 % intervals not overlapping) at 1 of 2 layers (1); image prompts are higher at 0 of them."
+            ) in claim["text"]
+    assert claim["text"].endswith("(9 text, 7 image prompts); normalised 0.80 [0.78, 0.82] vs 0.80 [0.79, 0.81].")
+
+
+def test_modality_claims_of_a_report_state_tokens_and_normalised_layers(report, two_runs):
+    out = report[0].parent
+    summary = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    df = pd.concat([pd.read_parquet(d / "results.parquet") for d in two_runs])
+    df = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy")]
+    for claim in [c for c in summary["claims"] if c["kind"] == "modality"]:
+        mine = df[df["model"] == claim["model"]]
+        prompts = mine.groupby(["modality", "source", "prompt_id"])["n_tokens"].first()
+        tokens = {m: float(prompts[m].mean()) for m in ("text", "image")}
+        assert claim["mean_tokens"] == pytest.approx(tokens)
+        assert (f"Text prompts have {tokens['text']:.1f} tokens on average and image prompts "
+                f"{tokens['image']:.1f}") in claim["text"]
+        curves = pd.read_csv(out / "data" / "fig4_modality_normalised.csv")
+        direct = (mine["value"] / mine["max_entropy"]).groupby([mine["modality"], mine["layer"]]).mean()
+        got = curves[curves["label"] == claim["model"]].set_index(["modality", "layer"])["mean"]
+        np.testing.assert_allclose(got.loc[direct.index], direct, rtol=1e-12)
+        t, i = (curves[(curves["label"] == claim["model"]) & (curves["modality"] == m)].set_index("layer")
+                for m in ("text", "image"))
+        apart = t.index[(t["high"] < i["low"]) | (i["high"] < t["low"])]
+        assert claim["normalised_differ_layers"] == apart.tolist()
+
+
+def test_response_claim_pairs_text_prompts_and_keeps_image_prompts_apart(tmp_path):
+    run = write_run(tmp_path / "r", n_text=6, n_image=5)
+    df = pd.read_parquet(run / "results.parquet")
+    cond, text = df["measure"] == "conditional_entropy", df["modality"] == "text"
+    ids = df.loc[text, "prompt_id"].unique()
+    base = dict(zip(ids, np.random.default_rng(5).uniform(0, 10, len(ids))))  # prompts differ a lot…
+    rows = cond & text
+    df.loc[rows, "value"] = df.loc[rows, "prompt_id"].map(base) + np.where(df.loc[rows, "task"] == "image-gen",
+                                                                           0.1, 0.0)  # …the tasks by 0.1
+    df.loc[cond & ~text, "value"] = 50.0  # text generation on image prompts: far above, and not comparable
+    df.to_parquet(run / "results.parquet")
+    out = tmp_path / "out"
+    make_report([run], out, n_boot=200)
+    summary = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    (claim,) = [c for c in summary["claims"] if c["kind"] == "response"]
+    assert claim["text"].startswith("causal-lm:tiny-a: image generation has the higher conditional entropy at 5 "
+                                    "of 5 layers, on the same 24 text prompts compared prompt by prompt")
+    assert claim["differ_layers"] == [0, 1, 2, 3, 4]  # paired: every prompt is 0.1 apart
+    paired = pd.read_csv(out / "data" / "fig5_response_paired.csv")
+    np.testing.assert_allclose(paired[["mean", "low", "high"]].to_numpy(), -0.1, atol=1e-9)
+    assert (paired["n"] == 24).all()
+    curves = pd.read_csv(out / "data" / "fig5_response.csv")
+    assert set(zip(curves["task"], curves["modality"])) == {("text-gen", "text"), ("image-gen", "text"),
+                                                            ("text-gen", "image")}
+    on_images = curves[(curves["task"] == "text-gen") & (curves["modality"] == "image")]
+    assert (on_images["mean"] == 50.0).all() and (on_images["n"] == 30).all()
+    on_text = curves[(curves["task"] == "text-gen") & (curves["modality"] == "text")]
+    np.testing.assert_allclose(on_text["mean"], np.mean(list(base.values())), rtol=1e-12)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "text generation, image prompts: 30 prompts" in page and "uses text prompts only" in page
+    kernel = pd.read_csv(out / "data" / "fig6_kernel.csv")
+    assert {"text", "image"} <= set(kernel.loc[kernel["part"] == "conditional", "modality"])
+
+
+def test_a_type_name_in_both_modalities_stays_two_types(tmp_path):
+    run = write_run(tmp_path / "r", n_text=3, n_image=2)
+    df = pd.read_parquet(run / "results.parquet")
+    df.loc[df["prompt_type"] == "coarse", "prompt_type"] = "composition"  # an images:DIR folder "composition"
+    df.to_parquet(run / "results.parquet")
+    out = tmp_path / "out"
+    make_report([run], out, n_boot=50)
+    table = pd.read_csv(out / "table1.csv")
+    cells = table[table["prompt_type"] == "composition"].set_index("modality")
+    assert sorted(cells.index) == ["image", "text"]
+    enc = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy") & (df["layer"] == 0)
+             & (df["prompt_type"] == "composition")]
+    want = enc.groupby("modality")["value"].agg(["mean", "count"])
+    np.testing.assert_allclose(cells.loc[want.index, "mean"], want["mean"], rtol=1e-12)
+    assert cells.loc["text", "n_prompts"] == 3 and cells.loc["image", "n_prompts"] == 2
+    assert list(zip(table["modality"], table["prompt_type"]))[:5] == [
+        ("text", "composition"), ("text", "abductive"), ("text", "inductive"), ("text", "deductive"),
+        ("image", "composition")]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<th>composition (text)</th>" in page and "<th>composition (image)</th>" in page
+    assert 'colspan="4">text prompt types' in page and 'colspan="6">image prompt types' in page
+    tex = (out / "table1.tex").read_text(encoding="utf-8")
+    assert "Composition (text) & Abductive" in tex and "Composition (image)" in tex
+    svg = (out / "figures" / "fig3_prompt_types.svg").read_text(encoding="utf-8")
+    assert "composition (text)" in svg and "composition (image)" in svg  # the legend tells the curves apart
+    curves = pd.read_csv(out / "data" / "fig3_prompt_types.csv")
+    mine = curves[curves["prompt_type"] == "composition"].set_index(["modality", "layer"])["mean"]
+    rows = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy") & (df["prompt_type"] == "composition")]
+    np.testing.assert_allclose(mine.sort_index(), rows.groupby(["modality", "layer"])["value"].mean().sort_index(),
+                               rtol=1e-12)
 
 
 def test_kernel_warnings_at_zero(tmp_path):

@@ -24,11 +24,15 @@ __all__ = [
     "Boot",
     "select",
     "type_order",
+    "type_keys",
+    "type_names",
     "resolve_layers",
     "table1",
     "length_bins",
     "length_groups",
     "trajectories",
+    "paired_difference",
+    "prompt_sizes",
     "normalised",
     "unit_name",
     "log_name",
@@ -64,6 +68,30 @@ def type_order(types) -> list[str]:
     return paper + sorted(present - set(paper))
 
 
+def type_keys(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """The ``(modality, prompt_type)`` pairs present in ``rows``: text before image, each in :func:`type_order`.
+
+    A type is keyed with its modality, so a name that both modalities use (``untyped``, or an image folder
+    called ``composition``) stays two types, never one that mixes text and image prompts.
+    """
+    pairs = set(zip(rows["modality"], rows["prompt_type"]))
+    modalities = [m for m in ("text", "image") if any(p[0] == m for p in pairs)]
+    modalities += sorted({m for m, _ in pairs} - set(modalities))
+    return [(m, t) for m in modalities for t in type_order(t for mm, t in pairs if mm == m)]
+
+
+def type_names(keys: list[tuple[str, str]]) -> list[str]:
+    """How each ``(modality, prompt_type)`` is shown: the type, with its modality when both modalities use it.
+
+    >>> type_names([("text", "composition"), ("text", "deductive"), ("image", "composition")])
+    ['composition (text)', 'deductive', 'composition (image)']
+    """
+    modalities: dict[str, set[str]] = {}
+    for m, t in keys:
+        modalities.setdefault(t, set()).add(m)
+    return [f"{t} ({m})" if len(modalities[t]) > 1 else t for m, t in keys]
+
+
 def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
     """Each model's layer for ``table_layer`` (negative counts from the last layer, −1 = last).
 
@@ -83,28 +111,28 @@ def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
 
 
 def table1(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame:
-    """Mean prompt entropy (task encode) per model × prompt type at each model's table layer.
+    """Mean prompt entropy (task encode) per model × (modality, prompt type) at each model's table layer.
 
     Returns:
         Columns ``model, modality, prompt_type, layer, n_prompts, mean, ci_low, ci_high``, models in the order
-        of the runs and prompt types in the paper's order.
+        of the runs, text types before image types, each in the paper's order (see :func:`type_keys`).
     """
     rows = select(df, task="encode", measure="prompt_entropy")
     rows = rows[rows["layer"] == rows["label"].map(layers)]
-    order = type_order(rows["prompt_type"].unique())
     out = []
     for label in df["label"].unique():
-        for prompt_type in order:
-            cell = rows[(rows["label"] == label) & (rows["prompt_type"] == prompt_type)]
+        for modality, prompt_type in type_keys(rows):
+            cell = rows[(rows["label"] == label) & (rows["modality"] == modality)
+                        & (rows["prompt_type"] == prompt_type)]
             if cell.empty:
                 continue
             per_prompt = cell.groupby(PROMPT_KEY)["value"].mean().to_numpy()  # (P,)
             mean, low, high, n = bootstrap_mean(
-                per_prompt, n_boot=boot.n_boot, seed=boot.seed, key=f"table1|{label}|{prompt_type}"
+                per_prompt, n_boot=boot.n_boot, seed=boot.seed, key=f"table1|{label}|{modality}|{prompt_type}"
             )
             out.append({
                 "model": label,
-                "modality": cell["modality"].iloc[0],
+                "modality": modality,
                 "prompt_type": prompt_type,
                 "layer": layers[label],
                 "n_prompts": int(n),
@@ -188,42 +216,105 @@ def _meta_length(meta: str) -> str | None:
 
 
 def trajectories(
-    rows: pd.DataFrame, group: str, boot: Boot, *, value: str = "value", name: str, order: list | None = None
+    rows: pd.DataFrame, group: str | list[str], boot: Boot, *, value: str = "value", name: str,
+    order: list | None = None,
 ) -> pd.DataFrame:
     """Per model and per value of ``group``, the mean of ``value`` over prompts at each layer, with a band.
 
     Args:
         rows: the rows to average (one measure).
-        group: the column whose values become separate curves (``modality``, ``task``, ``prompt_type``, …).
+        group: the column whose values become separate curves (``modality``, ``task``, …), or several
+            columns whose combinations do (``["modality", "prompt_type"]``, ``["task", "modality"]``).
         boot: bootstrap settings.
         value: the column averaged (``value``, ``sigma``, ``saturation``, ``normalised``).
         name: the figure's name, mixed into the bootstrap seed.
-        order: the order of the groups (others follow, sorted); default the order of appearance.
+        order: the order of the groups (values, or tuples for several columns; others follow in the order of
+            appearance); default the order of appearance.
 
     Returns:
-        Columns ``label, <group>, layer, depth, num_layers, mean, low, high, n``.
+        Columns ``label, <group column(s)>, layer, depth, num_layers, mean, low, high, n``.
     """
-    columns = ["label", group, "layer", "depth", "num_layers", "mean", "low", "high", "n"]
+    cols = [group] if isinstance(group, str) else list(group)
+    columns = ["label", *cols, "layer", "depth", "num_layers", "mean", "low", "high", "n"]
     rows = rows[rows[value].notna()]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    present = list(dict.fromkeys(rows[group]))
-    groups = [g for g in (order or []) if g in present] + [g for g in present if g not in (order or [])]
+    present = list(dict.fromkeys(zip(*(rows[c] for c in cols))))  # one tuple per group
+    wanted = [k if isinstance(k, tuple) else (k,) for k in (order or [])]
+    groups = [g for g in wanted if g in present] + [g for g in present if g not in wanted]
     out = []
     for label, by_model in rows.groupby("label", sort=False):
         num_layers = int(by_model["num_layers"].iloc[0])
+        parts = dict(iter(by_model.groupby(cols, sort=False)))  # tuple key → rows
         for g in groups:
-            sub = by_model[by_model[group] == g]
-            if sub.empty:
+            sub = parts.get(g)
+            if sub is None:
                 continue
             c = curve(sub, by="layer", unit=PROMPT_KEY, value=value, n_boot=boot.n_boot, seed=boot.seed,
-                      key=f"{name}|{label}|{g}")
+                      key=f"{name}|{label}|{'|'.join(map(str, g))}")
             c.insert(0, "label", label)
-            c.insert(1, group, g)
-            c.insert(3, "depth", c["layer"] / num_layers if num_layers else np.nan)
-            c.insert(4, "num_layers", num_layers)
+            for i, (col, v) in enumerate(zip(cols, g)):
+                c.insert(1 + i, col, v)
+            c.insert(len(cols) + 2, "depth", c["layer"] / num_layers if num_layers else np.nan)
+            c.insert(len(cols) + 3, "num_layers", num_layers)
             out.append(c)
     return pd.concat(out, ignore_index=True)[columns]
+
+
+def paired_difference(rows: pd.DataFrame, group: str, a: str, b: str, boot: Boot, *, name: str) -> pd.DataFrame:
+    """Per model and layer, ``a`` minus ``b`` prompt by prompt, over the prompts measured under both.
+
+    The bootstrap resamples prompts and averages their differences, so what the prompts share (a prompt
+    that is high under both) cancels: the interval is that of the paired difference, not of two means.
+
+    Args:
+        rows: one measure's rows; only prompts with a value under both ``a`` and ``b`` at a layer count there.
+        group: the column that holds ``a`` and ``b`` (e.g. ``task``).
+        a, b: the two values of ``group`` compared.
+        boot: bootstrap settings.
+        name: the figure's name, mixed into the bootstrap seed.
+
+    Returns:
+        Columns ``label, layer, depth, num_layers, mean_a, mean_b, mean, low, high, n``: the means of ``a`` and
+        ``b`` over the paired prompts, the mean difference ``a − b`` with its 95 % interval, the pairs ``n``.
+        Models without a paired prompt are left out.
+    """
+    columns = ["label", "layer", "depth", "num_layers", "mean_a", "mean_b", "mean", "low", "high", "n"]
+    out = []
+    for label, by_model in rows[rows[group].isin([a, b])].groupby("label", sort=False):
+        wide = by_model.groupby([*PROMPT_KEY, "layer", group])["value"].mean().unstack(group)  # (P·L, 2)
+        if a not in wide.columns or b not in wide.columns:
+            continue
+        both = wide[[a, b]].dropna()
+        if both.empty:
+            continue
+        diff = (both[a] - both[b]).rename("value").reset_index()  # one row per (prompt, layer)
+        c = curve(diff, by="layer", unit=PROMPT_KEY, n_boot=boot.n_boot, seed=boot.seed, key=f"{name}|{label}")
+        means = both.groupby(level="layer").mean()
+        num_layers = int(by_model["num_layers"].iloc[0])
+        c.insert(0, "label", label)
+        c.insert(2, "depth", c["layer"] / num_layers if num_layers else np.nan)
+        c.insert(3, "num_layers", num_layers)
+        c.insert(4, "mean_a", c["layer"].map(means[a]).to_numpy())
+        c.insert(5, "mean_b", c["layer"].map(means[b]).to_numpy())
+        out.append(c)
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
+
+
+def prompt_sizes(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and modality: the prompts, their mean token count and mean ceiling ``max_entropy``.
+
+    Returns:
+        Columns ``label, modality, n_prompts, mean_tokens, mean_ceiling`` (means over prompts).
+    """
+    columns = ["label", "modality", "n_prompts", "mean_tokens", "mean_ceiling"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    prompts = rows.groupby([*PROMPT_KEY, "modality"], sort=False).agg(
+        n_tokens=("n_tokens", "first"), ceiling=("max_entropy", "mean")).reset_index()
+    sizes = prompts.groupby(["label", "modality"], sort=False).agg(
+        n_prompts=("prompt_id", "size"), mean_tokens=("n_tokens", "mean"), mean_ceiling=("ceiling", "mean"))
+    return sizes.reset_index()[columns]
 
 
 def normalised(rows: pd.DataFrame) -> pd.DataFrame:

@@ -189,6 +189,8 @@ def _method_text(runs: list[Run], ctx: Context) -> str:
         "entropies; fixed: one σ everywhere); "
         f"logarithm base {bases}, so values are in {ctx.unit}. Layer 0 is the embedding output, layer i the "
         f"output of layer i{depth}. Every mean is over prompts, with a 95 % percentile bootstrap interval from "
-        f"{ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}); two curves differ at a layer when "
-        "their intervals do not overlap there."
+        f"{ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}); two curves of different prompts "
+        "(text against image prompts) differ at a layer when their intervals do not overlap there; text and image "
+        "generation are compared on the same text prompts, prompt by prompt, and differ at a layer when the "
+        "interval of the mean per-prompt difference excludes 0."
     )

@@ -26,6 +26,7 @@ LINESTYLES = ["-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 FIXED = {  # the same meaning gets the same look in every figure
     "text": 0, "image": 1, "text-gen": 2, "image-gen": 3,
+    "text-gen|text": 2, "image-gen|text": 3, "text-gen|image": 4, "image-gen|image": 5, "difference": 6,
     "short": 5, "medium": 4, "long": 3,
 }
 RC = {"font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "legend.fontsize": 9.5,
@@ -66,7 +67,7 @@ class Panel:
     empty: str | None = None
     rug: list[float] = field(default_factory=list)  # x positions to mark along the bottom
     rug_label: str = ""
-    kind: str = ""  # "normalised" | "saturation" | "sigma" | "" : adds reference lines / scales
+    kind: str = ""  # "normalised" | "saturation" | "sigma" | "difference" | "": adds reference lines / scales
 
 
 def _draw_curve(ax, curve: Curve, band_alpha: float) -> None:
@@ -84,6 +85,8 @@ def _decorate(ax, panel: Panel, log_name: str) -> None:
         ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.13)
         ax.text(0.01, 1.01, f"ceiling: value = {log_name}", transform=ax.get_yaxis_transform(), va="bottom",
                 fontsize=8, color="0.3")
+    elif panel.kind == "difference":
+        ax.axhline(0.0, color="0.3", linewidth=0.8, linestyle=":")
     elif panel.kind == "saturation":
         ax.axhline(0.0, color="0.3", linewidth=0.8, linestyle=":")
         ax.set_ylim(-1.05, 1.05)

@@ -1,7 +1,9 @@
 """The claims a report makes, each with the numbers behind it, and the kernel warnings.
 
-A claim compares two curves layer by layer; two curves *differ* at a layer when their 95 % bootstrap
-intervals do not overlap there.
+Two curves of different prompts (text against image prompts) *differ* at a layer when their 95 % bootstrap
+intervals do not overlap there. Two conditions measured on the same prompts (text against image generation,
+on text prompts) are compared prompt by prompt: they differ at a layer when the 95 % bootstrap interval of
+the mean per-prompt difference excludes 0.
 """
 
 from __future__ import annotations
@@ -38,68 +40,117 @@ def _interval(mean: float, low: float, high: float) -> str:
     return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def modality_claims(curves: pd.DataFrame, unit: str) -> list[dict]:
-    """Per model: the layers where text and image prompt entropies differ (curves grouped by ``modality``)."""
+def _apart(both: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The layers where the curves differ, those where image is higher, and the sentence that says so."""
+    differ = both[both["differ"]]
+    image_higher = differ[differ["mean_b"] > differ["mean_a"]]
+    if differ.empty:
+        return differ, image_higher, (f"do not differ at any of {len(both)} layers "
+                                      "(95 % intervals overlap at every layer)")
+    return differ, image_higher, (
+        f"differ (95 % intervals not overlapping) at {len(differ)} of {len(both)} layers "
+        f"({layer_ranges(differ['layer'])}); image prompts are higher at {len(image_higher)} of them")
+
+
+def modality_claims(curves: pd.DataFrame, unit: str, *, normalised: pd.DataFrame, sizes: pd.DataFrame,
+                    log_name: str = "log_b(n)") -> list[dict]:
+    """Per model: the layers where text and image prompt entropies differ, raw and normalised by the ceiling.
+
+    Text and image prompts differ in length (tens against hundreds of tokens), so their ceilings log_b(n)
+    differ by bits: each claim states the mean token count and ceiling of both sides, and repeats the
+    comparison on value / log_b(n).
+
+    Args:
+        curves: prompt-entropy curves grouped by ``modality`` (from :func:`analysis.trajectories`).
+        unit: the unit of the values (``bits``, …).
+        normalised: the same curves of ``value / max_entropy``.
+        sizes: from :func:`analysis.prompt_sizes`: ``label, modality, mean_tokens, mean_ceiling``.
+        log_name: how the ceiling is written (``log2(n)``).
+    """
     claims = []
     for label, by_model in curves.groupby("label", sort=False):
         both = compare(by_model, "modality", "text", "image")
         if both.empty:
             continue
-        differ = both[both["differ"]]
-        image_higher = differ[differ["mean_b"] > differ["mean_a"]]
+        differ, image_higher, where = _apart(both)
+        size = sizes[sizes["label"] == label].set_index("modality")
+        tokens = {m: float(size.loc[m, "mean_tokens"]) for m in ("text", "image")}
+        ceilings = {m: float(size.loc[m, "mean_ceiling"]) for m in ("text", "image")}
+        norm = compare(normalised[normalised["label"] == label], "modality", "text", "image")
+        n_differ, n_image_higher, n_where = _apart(norm)
+        if norm.empty:  # every prompt of one side has a single token: its ceiling is 0
+            n_where = "cannot be compared (the prompts of one side have a single token: a ceiling of 0)"
         first = both.iloc[0]
-        if differ.empty:
-            where = f"do not differ at any of {len(both)} layers (95 % intervals overlap at every layer)"
-        else:
-            where = (f"differ (95 % intervals not overlapping) at {len(differ)} of {len(both)} layers "
-                     f"({layer_ranges(differ['layer'])}); image prompts are higher at {len(image_higher)} of them")
         text = (
-            f"{label}: text and image prompt entropies {where}. At layer {int(first['layer'])}: text "
-            f"{_interval(first['mean_a'], first['low_a'], first['high_a'])} vs image "
-            f"{_interval(first['mean_b'], first['low_b'], first['high_b'])} {unit} "
-            f"({int(first['n_a'])} text, {int(first['n_b'])} image prompts)."
+            f"{label}: text and image prompt entropies {where}. Text prompts have {tokens['text']:.1f} tokens "
+            f"on average and image prompts {tokens['image']:.1f}, so their ceilings {log_name} differ "
+            f"({ceilings['text']:.2f} against {ceilings['image']:.2f} {unit} on average). "
+            f"Normalised by the ceiling (value / {log_name}, per prompt) they {n_where}. "
+            f"At layer {int(first['layer'])}: text {_interval(first['mean_a'], first['low_a'], first['high_a'])} "
+            f"vs image {_interval(first['mean_b'], first['low_b'], first['high_b'])} {unit} "
+            f"({int(first['n_a'])} text, {int(first['n_b'])} image prompts)"
         )
+        at = norm[norm["layer"] == first["layer"]]
+        if not at.empty:
+            f = at.iloc[0]
+            text += (f"; normalised {_interval(f['mean_a'], f['low_a'], f['high_a'])} vs "
+                     f"{_interval(f['mean_b'], f['low_b'], f['high_b'])}")
         claims.append({
             "kind": "modality",
             "model": label,
             "layers": int(len(both)),
             "differ_layers": [int(v) for v in differ["layer"]],
             "image_higher_layers": [int(v) for v in image_higher["layer"]],
-            "text": text,
+            "mean_tokens": tokens,
+            "mean_ceiling": ceilings,
+            "normalised_differ_layers": [int(v) for v in n_differ["layer"]],
+            "normalised_image_higher_layers": [int(v) for v in n_image_higher["layer"]],
+            "text": text + ".",
         })
     return claims
 
 
-def response_claims(curves: pd.DataFrame, unit: str) -> list[dict]:
-    """Per model: which generation task has the higher conditional entropy, at how many layers."""
+def response_claims(paired: pd.DataFrame, unit: str) -> list[dict]:
+    """Per model: which generation task has the higher conditional entropy on the same text prompts.
+
+    Args:
+        paired: from :func:`analysis.paired_difference` of text-gen (a) against image-gen (b) on text
+            prompts: ``label, layer, mean_a, mean_b, mean, low, high, n`` with ``mean`` the mean per-prompt
+            difference and ``low, high`` its 95 % interval. A layer counts as a clear difference when that
+            interval excludes 0.
+        unit: the unit of the values.
+    """
     claims = []
-    for label, by_model in curves.groupby("label", sort=False):
-        both = compare(by_model, "task", "text-gen", "image-gen")
-        if both.empty:
-            continue
-        text_higher = both["mean_a"] > both["mean_b"]
-        image_higher = both["mean_b"] > both["mean_a"]
+    for label, both in paired.groupby("label", sort=False):
+        both = both.sort_values("layer", ignore_index=True)
+        text_higher = both["mean"] > 0
+        image_higher = both["mean"] < 0
+        differ = (both["low"] > 0) | (both["high"] < 0)
         n_text, n_image = int(text_higher.sum()), int(image_higher.sum())
-        clear_text, clear_image = int((text_higher & both["differ"]).sum()), int((image_higher & both["differ"]).sum())
+        clear_text, clear_image = int((text_higher & differ).sum()), int((image_higher & differ).sum())
         if n_text == n_image:
             lead = f"neither generation task has the higher conditional entropy at more of the {len(both)} layers"
         else:
             leader = "text generation" if n_text > n_image else "image generation"
             lead = f"{leader} has the higher conditional entropy at {max(n_text, n_image)} of {len(both)} layers"
+        where = f" ({layer_ranges(both.loc[differ, 'layer'])})" if differ.any() else ""
         text = (
-            f"{label}: {lead} "
-            f"(text generation higher at {n_text}, {clear_text} with intervals not overlapping; image generation "
-            f"higher at {n_image}, {clear_image} not overlapping). Mean over layers: text generation "
-            f"{both['mean_a'].mean():.2f} vs image generation {both['mean_b'].mean():.2f} {unit} "
-            f"({int(both['n_a'].max())} and {int(both['n_b'].max())} prompts)."
+            f"{label}: {lead}, on the same {int(both['n'].max())} text prompts compared prompt by prompt "
+            f"(text generation higher at {n_text}, {clear_text} of them with the 95 % interval of the per-prompt "
+            f"difference excluding 0; image generation higher at {n_image}, {clear_image} excluding 0; "
+            f"the interval excludes 0 at {int(differ.sum())} of {len(both)} layers{where}). Mean over layers: "
+            f"text generation {both['mean_a'].mean():.2f} vs image generation {both['mean_b'].mean():.2f} {unit}, "
+            f"difference {both['mean'].mean():.2f} {unit}."
         )
         claims.append({
             "kind": "response",
             "model": label,
             "layers": int(len(both)),
+            "prompts": int(both["n"].max()),
+            "prompt_modality": "text",
             "text_gen_higher_layers": [int(v) for v in both.loc[text_higher, "layer"]],
             "image_gen_higher_layers": [int(v) for v in both.loc[image_higher, "layer"]],
-            "differ_layers": [int(v) for v in both.loc[both["differ"], "layer"]],
+            "differ_layers": [int(v) for v in both.loc[differ, "layer"]],
             "text": text,
         })
     return claims

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from entroprobe.report.analysis import type_keys, type_names
+
 __all__ = ["write_csv", "to_latex", "to_html"]
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -22,22 +24,25 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path, index=False)
 
 
-def _wide(table: pd.DataFrame) -> tuple[list[str], list[str], dict[tuple[str, str], pd.Series]]:
+Key = tuple[str, str]  # (modality, prompt_type): a column of the table
+
+
+def _wide(table: pd.DataFrame) -> tuple[list[str], list[Key], dict[tuple[str, str, str], pd.Series]]:
+    """The models (rows), the (modality, type) columns and the cells keyed by (model, modality, type)."""
     models = list(dict.fromkeys(table["model"]))
-    types = list(dict.fromkeys(table["prompt_type"]))
-    cells = {(r.model, r.prompt_type): r for r in table.itertuples(index=False)}
-    return models, types, cells
+    keys = type_keys(table)  # text before image, each in the paper's order
+    cells = {(r.model, r.modality, r.prompt_type): r for r in table.itertuples(index=False)}
+    return models, keys, cells
 
 
-def _groups(table: pd.DataFrame, types: list[str]) -> list[tuple[str, int]]:
+def _groups(keys: list[Key]) -> list[tuple[str, int]]:
     """Consecutive column groups by modality: ``[("text", 4), ("image", 6)]``."""
-    modality = table.drop_duplicates("prompt_type").set_index("prompt_type")["modality"]
     groups: list[tuple[str, int]] = []
-    for t in types:
-        if groups and groups[-1][0] == modality[t]:
-            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+    for m, _ in keys:
+        if groups and groups[-1][0] == m:
+            groups[-1] = (m, groups[-1][1] + 1)
         else:
-            groups.append((modality[t], 1))
+            groups.append((m, 1))
     return groups
 
 
@@ -46,8 +51,8 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
 
     Needs ``\\usepackage{booktabs,graphicx}`` in the document.
     """
-    models, types, cells = _wide(table)
-    groups = _groups(table, types)
+    models, keys, cells = _wide(table)
+    groups = _groups(keys)
     lines = [
         "% needs \\usepackage{booktabs,graphicx}",
         "\\begin{table}[t]",
@@ -55,7 +60,7 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
         f"\\caption{{{_tex(caption)}}}",
         "\\label{tab:prompt-entropy}",
         "\\resizebox{\\textwidth}{!}{%",
-        "\\begin{tabular}{l" + "c" * len(types) + "}",
+        "\\begin{tabular}{l" + "c" * len(keys) + "}",
         "\\toprule",
         " & " + " & ".join(f"\\multicolumn{{{k}}}{{c}}{{{_tex(m.capitalize())} prompt types}}" for m, k in groups)
         + " \\\\",
@@ -66,12 +71,12 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
         rules.append(f"\\cmidrule(lr){{{start}-{start + k - 1}}}")
         start += k
     lines.append(" ".join(rules))
-    lines.append(f"Model ({_tex(unit)}) & " + " & ".join(_tex(t.capitalize()) for t in types) + " \\\\")
+    lines.append(f"Model ({_tex(unit)}) & " + " & ".join(_tex(t.capitalize()) for t in type_names(keys)) + " \\\\")
     lines.append("\\midrule")
     for model in models:
         row = [_tex(model)]
-        for t in types:
-            c = cells.get((model, t))
+        for m, t in keys:
+            c = cells.get((model, m, t))
             row.append("--" if c is None else
                        f"{c.mean:.4f} {{\\scriptsize [{c.ci_low:.2f}, {c.ci_high:.2f}] ({c.n_prompts})}}")
         lines.append(" & ".join(row) + " \\\\")
@@ -81,15 +86,15 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
 
 def to_html(table: pd.DataFrame) -> str:
     """The same table as an HTML fragment; each cell shows the mean, its interval and the prompt count."""
-    models, types, cells = _wide(table)
-    groups = _groups(table, types)
+    models, keys, cells = _wide(table)
+    groups = _groups(keys)
     head1 = "<th></th>" + "".join(f'<th colspan="{k}">{html.escape(m)} prompt types</th>' for m, k in groups)
-    head2 = "<th>Model</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in types)
+    head2 = "<th>Model</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in type_names(keys))
     body = []
     for model in models:
         tds = []
-        for t in types:
-            c = cells.get((model, t))
+        for m, t in keys:
+            c = cells.get((model, m, t))
             tds.append("<td>—</td>" if c is None else
                        f'<td><b>{c.mean:.4f}</b><br><span class="ci">[{c.ci_low:.2f}, {c.ci_high:.2f}]'
                        f"<br>n = {c.n_prompts}</span></td>")

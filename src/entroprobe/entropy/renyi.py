@@ -193,9 +193,10 @@ def _engine(
                 else:
                     sigmas[sigma_rows] = median_sigma(dist_for(sigma_rows, sigma_rows))
             kernel = gaussian_kernel(dist_for(rows, sigma_rows), sigmas[sigma_rows])  # (b, k, k)
-            parts[(rows, sigma_rows)].append(
-                (_spectrum_entropy(kernel, alpha, base), sigmas[sigma_rows], _saturation(kernel))
-            )
+            value = _spectrum_entropy(kernel, alpha, base)  # (b,)
+            if fixed_sigma is None:  # all rows coincide (NaN σ): K is exactly all-ones, S = 0 exactly
+                value = value.masked_fill(torch.isnan(sigmas[sigma_rows]), 0.0)
+            parts[(rows, sigma_rows)].append((value, sigmas[sigma_rows], _saturation(kernel)))
             del kernel
         distances.clear()
 

@@ -1,0 +1,68 @@
+"""The command line: validation experiments, prompt listings, model listing, help, error exits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from entroprobe.cli import main
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7, 123])
+def test_validate_is_monotone_and_zero_at_the_identical_ends(tmp_path, seed, capsys):
+    assert main(["validate", "--out", str(tmp_path), "--seed", str(seed)]) == 0
+    result = json.loads((tmp_path / "validation.json").read_text())
+    assert [row["k"] for row in result["clusters"]] == [1, 5, 20, 100]
+    assert [row["case"] for row in result["alignment"]] == ["identical", "perturbed", "independent"]
+    entropies = [row["entropy"] for row in result["clusters"]]
+    assert entropies[0] == 0.0
+    assert all(a < b for a, b in zip(entropies, entropies[1:])), entropies
+    conditional = [row["conditional_entropy"] for row in result["alignment"]]
+    assert abs(conditional[0]) < 1e-6
+    assert conditional[0] < conditional[1] < conditional[2], conditional
+    for name in ("clusters.png", "alignment.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size[0] > 300 and len(image.convert("L").getcolors(maxcolors=1 << 16) or []) > 10  # drawn, not blank
+    assert "clusters k=100" in capsys.readouterr().out
+
+
+def test_validate_is_reproducible(tmp_path):
+    main(["validate", "--out", str(tmp_path / "a"), "--seed", "4"])
+    main(["validate", "--out", str(tmp_path / "b"), "--seed", "4"])
+    assert (tmp_path / "a" / "validation.json").read_text() == (tmp_path / "b" / "validation.json").read_text()
+
+
+def test_prompts_summary_and_listing(capsys):
+    assert main(["prompts", "samples", "--summary"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["modality"] == {"text": 36, "image": 24}
+    assert set(summary["prompt_type"]) >= {"composition", "deductive", "inductive", "abductive", "coarse", "logical"}
+    assert main(["prompts", "samples", "--limit", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and {"id", "type", "modality", "text"} <= set(lines[0])
+
+
+def test_models_lists_the_families(capsys):
+    assert main(["models"]) == 0
+    assert {"janus", "emu3", "chameleon", "causal-lm", "encoder", "minilm", "micro-ar", "micro-mask"} <= set(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_errors_exit_2_with_a_message(tmp_path, capsys):
+    assert main(["prompts", "nosuch:x"]) == 2
+    assert "Unknown prompt source 'nosuch'" in capsys.readouterr().err
+    assert main(["run", "--model", "minilm", "--text-prompts", "samples", "--alpha", "-1", "--out", str(tmp_path)]) == 2
+    assert "alpha must be > 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--model", "minilm", "--sigma", "wide", "--out", str(tmp_path)])
+    assert "--sigma takes 'median' or a positive number" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_an_example_in_its_help(capsys):
+    for command in ("demo", "run", "report", "prompts", "validate", "collect", "models", "micro"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "example:" in capsys.readouterr().out, command

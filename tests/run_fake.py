@@ -4,11 +4,11 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fake_adapter
 
-import fake_adapter  # noqa: E402
+    from entroprobe.cli import main
 
-from entroprobe.cli import main  # noqa: E402
-
-fake_adapter.register()
-sys.exit(main(sys.argv[1:]))
+    fake_adapter.register()
+    sys.exit(main(sys.argv[1:]))

@@ -38,6 +38,8 @@ def as_points(x: Any, name: str = "x") -> torch.Tensor:
         raise InputError(f"{name} has an empty leading dimension; got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         x = x.to(torch.float32)  # half precision stays as it is here: the engine upcasts chunk by chunk
+    if bool(torch.isfinite(x.sum())):  # fast path: one pass, no mask (an overflowing sum falls through)
+        return x
     finite = torch.isfinite(x).flatten(start_dim=-2).all(dim=-1)  # (...,)
     if not bool(finite.all()):
         where = ""

@@ -44,11 +44,15 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
 def _median_lastdim(values: torch.Tensor) -> torch.Tensor:
     """The median along the last dimension, the mean of the two middle values when their count is even."""
     m = values.shape[-1]
-    low = torch.kthvalue(values, (m + 1) // 2, dim=-1).values
+    k = (m + 1) // 2
+    low = torch.kthvalue(values, k, dim=-1, keepdim=True).values  # (..., 1)
     if m % 2 == 1:
-        return low
-    high = torch.kthvalue(values, m // 2 + 1, dim=-1).values
-    return (low + high) / 2
+        return low.squeeze(-1)
+    # the next order statistic: low again if it occurs more than k times, else the smallest value above it
+    above = values.masked_fill(values <= low, float("inf")).amin(dim=-1, keepdim=True)  # (..., 1)
+    repeated = (values <= low).sum(dim=-1, keepdim=True) > k
+    high = torch.where(repeated, low, above)
+    return ((low + high) / 2).squeeze(-1)
 
 
 def median_sigma(dist: torch.Tensor) -> torch.Tensor:

@@ -128,9 +128,10 @@ def _spectrum_entropy(kernel: torch.Tensor, alpha: float, base: float) -> torch.
 def _eigvalsh(kernels: torch.Tensor) -> torch.Tensor:
     """``torch.linalg.eigvalsh`` of a batch; on CPU one LAPACK thread per matrix, matrices spread over threads.
 
-    MKL's multithreaded symmetric eigensolver was measured 3× slower than its single-threaded one on an idle
-    2-core machine and 10–20× slower on a loaded one (OpenMP threads spinning against other processes);
-    solving each matrix on one thread, several matrices at once, is never slower there.
+    On a 2-core machine MKL's multithreaded symmetric eigensolver was measured 2–3× slower than its
+    single-threaded one at n = 512, and 2–20× slower at n = 512–2048 while other processes load the machine
+    (OpenMP threads spinning against them); solving each matrix on one thread, several at once, avoids that.
+    A single large matrix then gets one thread (see BENCHMARKS.md for n = 2048).
     """
     threads = torch.get_num_threads()
     if kernels.device.type != "cpu" or threads == 1:

@@ -1,6 +1,7 @@
 """Benchmark of the probe run end to end: prompts/s, the share of time in the estimators, peak memory.
 
     python benchmarks/bench_probe.py [--t2i ../shared/data/t2i-corebench] [--limit N]
+    python benchmarks/bench_probe.py --demo        # wall time of `entroprobe demo` as a user runs it (goal ≤ 5 min)
 
 Each case is a fresh process running ``entroprobe.probe.run_probe`` into a temporary run directory:
 ``minilm`` over ``samples`` and over the T2I-CoReBench copy (skipped when absent), and the micro unified models
@@ -43,12 +44,31 @@ def run_case(model: str, text: str | None, image: str | None, tasks: list[str], 
     }  # fmt: skip
 
 
+def time_demo() -> None:
+    """``python -m entroprobe demo`` in a fresh process and a new folder: wall seconds, the process's peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "entroprobe", "demo", "--out", tmp], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if out.returncode:
+        sys.exit(f"entroprobe demo failed:\n{out.stderr[-2000:]}")
+    print(out.stdout)
+    print(f"| entroprobe demo | {seconds:.0f} s | peak RSS {peak:.0f} MiB | goal ≤ 300 s: {'met' if seconds <= 300 else 'missed'} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--t2i", type=Path, default=DEFAULT_T2I, help="T2I-CoReBench data folder")
     parser.add_argument("--limit", type=int, default=None, help="prompts per source and modality")
+    parser.add_argument("--demo", action="store_true", help="time `entroprobe demo` end to end instead")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.demo:
+        time_demo()
+        return
     if args.case:
         print(json.dumps(run_case(**json.loads(args.case))))
         return

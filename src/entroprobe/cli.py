@@ -26,7 +26,10 @@ EXAMPLES = {
     "prompts": "entroprobe prompts t2i-corebench:T2I-CoReBench/data --summary",
     "validate": "entroprobe validate --out validation/ --seed 0",
     "collect": "entroprobe collect runs/janus-1b   # results.parquet from what a running or killed run committed",
-    "micro": "entroprobe micro train --variant mask --out micro-mask/\n  entroprobe micro eval --variant ar",
+    "micro": (
+        "entroprobe micro train --variant mask --out weights/\n  entroprobe micro eval --variant ar\n"
+        "  entroprobe micro card --weights-dir weights/"
+    ),
     "models": "entroprobe models",
 }
 
@@ -118,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=200, help="held-out examples")
     e.add_argument("--seed", type=int, default=1234)
     e.set_defaults(handler=_micro_eval)
+    c = micro.add_parser("card", help="evaluate both variants in a folder and write its MODEL_CARD.md")
+    c.add_argument("--weights-dir", type=Path, help="a folder of micro-ar.pt and micro-mask.pt (default: shipped)")
+    c.add_argument("--n", type=int, default=200, help="held-out examples")
+    c.add_argument("--seed", type=int, default=1234)
+    c.set_defaults(handler=_micro_card)
     return parser
 
 
@@ -195,6 +203,13 @@ def _micro_eval(args: argparse.Namespace) -> int:
     targets = [str(args.weights)] if args.weights else ([args.variant] if args.variant else ["ar", "mask"])
     for target in targets:
         print(json.dumps({"model": target, **evaluate(target, n=args.n, seed=args.seed)}, indent=2))
+    return 0
+
+
+def _micro_card(args: argparse.Namespace) -> int:
+    from entroprobe.models.micro.train import WEIGHTS_DIR, write_model_card
+
+    print(f"model card: {write_model_card(args.weights_dir or WEIGHTS_DIR, n=args.n, seed=args.seed)}")
     return 0
 
 

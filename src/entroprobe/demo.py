@@ -4,6 +4,9 @@ Probes the built-in ``samples`` (text prompts of four types in three lengths, ge
 types) with ``minilm`` (a real sentence encoder: text prompts) and the two micro unified models
 ``micro-ar`` (images by next-token prediction) and ``micro-mask`` (images by masked prediction) over every
 task they support, then writes the report and returns its main findings.
+
+>>> result = run_demo("demo")                  # doctest: +SKIP
+>>> result.report, result.findings[:2]         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from entroprobe.probe import ProbeConfig, run_probe
+from entroprobe.probe import ProbeConfig, RunSummary, run_probe
 from entroprobe.report import make_report
 
 __all__ = ["DEMO_MODELS", "DemoResult", "run_demo"]
@@ -29,6 +32,7 @@ DEMO_MODELS = {
 class DemoResult:
     report: Path  # report.html
     runs: list[Path]  # one run directory per model
+    summaries: list[RunSummary]  # one per model: what each run computed now and found already done
     findings: list[str]  # the report's main claims, with their numbers
 
 
@@ -38,20 +42,29 @@ def run_demo(out: str | Path, *, limit: int | None = None, seed: int = 0, max_ne
 
     Re-running with the same arguments resumes (nothing committed is recomputed); ``limit`` caps the prompts
     per modality (spread across types) for a quick look.
+
+    Args:
+        out: the demo folder (``runs/`` and ``report/`` go inside).
+        limit: at most this many prompts per modality (default: all samples).
+        seed: seeds the models' sampling.
+        max_new_tokens: length cap of text responses.
+        progress: progress bars (default: when stderr is a terminal).
     """
     out = Path(out)
-    runs = []
+    runs, summaries = [], []
     for model, tasks in DEMO_MODELS.items():
         run_dir = out / "runs" / model
         config = ProbeConfig(
             model=model, out=run_dir, text_prompts="samples", image_prompts="samples", tasks=tasks,
             limit=limit, seed=seed, max_new_tokens=max_new_tokens, progress=progress,
         )  # fmt: skip
-        run_probe(config)
+        summaries.append(run_probe(config))
         runs.append(run_dir)
     report = make_report(runs, out / "report")
-    findings_path = Path(report).parent / "findings.json"
-    findings = json.loads(findings_path.read_text()) if findings_path.exists() else []
-    if isinstance(findings, dict):
-        findings = findings.get("findings", [])
-    return DemoResult(report=Path(report), runs=runs, findings=[str(f) for f in findings][:3])
+    findings = json.loads((report.parent / "findings.json").read_text(encoding="utf-8"))["findings"]
+    return DemoResult(report=report, runs=runs, summaries=summaries, findings=_main_findings(findings))
+
+
+def _main_findings(findings: list[str], most: int = 3) -> list[str]:
+    """The first claims of each kind the report makes, up to ``most`` (the report orders them by kind)."""
+    return findings[:most]

@@ -1,0 +1,50 @@
+"""``entroprobe demo`` end to end: probes the samples with the shipped models and writes the report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from entroprobe.cli import main
+from entroprobe.demo import DEMO_MODELS, run_demo
+
+
+def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--limit", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report' / 'report.html'}" in printed
+    assert printed.count("\n- ") >= 1  # the findings
+    for model, tasks in DEMO_MODELS.items():
+        frame = pd.read_parquet(tmp_path / "runs" / model / "results.parquet")
+        assert set(frame["task"]) == set(tasks), model
+        assert frame["value"].notna().all()
+    micro = pd.read_parquet(tmp_path / "runs" / "micro-mask" / "results.parquet")
+    assert set(micro["modality"]) == {"text", "image"}
+    assert set(micro["measure"]) == {"prompt_entropy", "response_entropy", "joint_entropy", "conditional_entropy"}
+    findings = json.loads((tmp_path / "report" / "findings.json").read_text())["findings"]
+    assert findings and all(isinstance(f, str) for f in findings)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "micro-ar" in html and "micro-mask" in html and "minilm" in html
+
+
+def test_demo_resumes_without_recomputing(tmp_path):
+    first = run_demo(tmp_path, limit=1, progress=False)
+    rows = {run: pd.read_parquet(run / "results.parquet") for run in first.runs}
+    again = run_demo(tmp_path, limit=1, progress=False)
+    for before, summary in zip(first.summaries, again.summaries):
+        assert summary.succeeded == summary.failed == 0  # nothing computed again
+        assert summary.done_before == summary.units == before.succeeded
+    for run, frame in rows.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(run / "results.parquet"), frame)
+    assert again.report.exists() and again.findings == first.findings
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path):  # its wall time is measured by benchmarks/bench_probe.py --demo, not here
+    result = run_demo(tmp_path, progress=False)
+    assert len(result.findings) >= 2
+    assert all(summary.failed == 0 for summary in result.summaries)
+    frame = pd.read_parquet(tmp_path / "runs" / "micro-ar" / "results.parquet")
+    assert frame["prompt_id"].nunique() == 36 + 24

@@ -23,8 +23,14 @@ def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, 
     micro = pd.read_parquet(tmp_path / "runs" / "micro-mask" / "results.parquet")
     assert set(micro["modality"]) == {"text", "image"}
     assert set(micro["measure"]) == {"prompt_entropy", "response_entropy", "joint_entropy", "conditional_entropy"}
-    findings = json.loads((tmp_path / "report" / "findings.json").read_text())["findings"]
-    assert findings and all(isinstance(f, str) for f in findings)
+    summary = json.loads((tmp_path / "report" / "findings.json").read_text())
+    kinds = {claim["text"]: claim["kind"] for claim in summary["claims"]}
+    shown = [line[2:] for line in printed.splitlines() if line.startswith("- ")]
+    assert 1 <= len(shown) <= 3 and all(text in kinds for text in shown)  # the report's own claims
+    order = ["response", "modality", "length"]
+    assert [order.index(kinds[t]) for t in shown] == sorted(order.index(kinds[t]) for t in shown)
+    if "response" in kinds.values():  # the paper's central contrast comes first when the report makes it
+        assert kinds[shown[0]] == "response"
     html = (tmp_path / "report" / "report.html").read_text()
     assert "micro-ar" in html and "micro-mask" in html and "minilm" in html
 

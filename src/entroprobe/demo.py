@@ -61,10 +61,16 @@ def run_demo(out: str | Path, *, limit: int | None = None, seed: int = 0, max_ne
         summaries.append(run_probe(config))
         runs.append(run_dir)
     report = make_report(runs, out / "report")
-    findings = json.loads((report.parent / "findings.json").read_text(encoding="utf-8"))["findings"]
-    return DemoResult(report=report, runs=runs, summaries=summaries, findings=_main_findings(findings))
+    claims = json.loads((report.parent / "findings.json").read_text(encoding="utf-8"))["claims"]
+    return DemoResult(report=report, runs=runs, summaries=summaries, findings=_main_findings(claims))
 
 
-def _main_findings(findings: list[str], most: int = 3) -> list[str]:
-    """The first claims of each kind the report makes, up to ``most`` (the report orders them by kind)."""
-    return findings[:most]
+# what the demo puts first: the paper's central contrast (text against image generation, per model), then
+# how text and image prompts are encoded, then the length effect
+_DEMO_ORDER = ("response", "modality", "length")
+
+
+def _main_findings(claims: list[dict], most: int = 3) -> list[str]:
+    """The report's claims in :data:`_DEMO_ORDER` of their kinds (models in report order), the first ``most``."""
+    ranked = sorted(claims, key=lambda claim: _DEMO_ORDER.index(claim["kind"]))  # stable within a kind
+    return [claim["text"] for claim in ranked[:most]]

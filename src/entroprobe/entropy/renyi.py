@@ -125,16 +125,21 @@ def _spectrum_entropy(kernel: torch.Tensor, alpha: float, base: float) -> torch.
     return _entropy(eigenvalues, alpha, base, torch.finfo(kernel.dtype).eps)
 
 
+_SPREAD_MIN_N = 192  # smaller matrices are not spread over threads (break-even measured at n ≈ 160–256, idle)
+
+
 def _eigvalsh(kernels: torch.Tensor) -> torch.Tensor:
     """``torch.linalg.eigvalsh`` of a batch; on CPU one LAPACK thread per matrix, matrices spread over threads.
 
     On a 2-core machine MKL's multithreaded symmetric eigensolver was measured 2–3× slower than its
     single-threaded one at n = 512, and 2–20× slower at n = 512–2048 while other processes load the machine
     (OpenMP threads spinning against them); solving each matrix on one thread, several at once, avoids that.
-    A single large matrix then gets one thread (see BENCHMARKS.md for n = 2048).
+    A single large matrix then gets one thread (see BENCHMARKS.md for n = 2048). Below ``_SPREAD_MIN_N`` the
+    solver runs as torch runs it: there, starting the threads and switching torch's thread count cost more than
+    the eigenvalues themselves (2 ms against 0.05 ms for 7 matrices of n = 10; 7 ms against 4 ms at n = 100).
     """
     threads = torch.get_num_threads()
-    if kernels.device.type != "cpu" or threads == 1:
+    if kernels.device.type != "cpu" or threads == 1 or kernels.shape[-1] < _SPREAD_MIN_N:
         return torch.linalg.eigvalsh(kernels)
     torch.set_num_threads(1)
     try:

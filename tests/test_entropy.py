@@ -451,3 +451,10 @@ def test_nan_error_names_the_first_bad_layer():
     x[4, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"NaN or Inf at leading index \(3,\).*shape \(5, 4, 3\)"):
         renyi_entropy(x)
+
+
+def test_nan_error_in_y_names_y_and_its_first_bad_layer():
+    x, y = torch.zeros(2, 3, 4, 3), torch.zeros(2, 3, 5, 3)
+    y[1, 2, 4, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"y contains NaN or Inf at leading index \(1, 2\)"):
+        conditional_entropy(x, y)

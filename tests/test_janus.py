@@ -7,11 +7,8 @@ The tiny model: a 2-layer Llama decoder (d = 32, context 64), a 1-layer vision e
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest

@@ -44,8 +44,8 @@ __all__ = [
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of extra working memory the batched computation may use
 SATURATION_THRESHOLD = 0.9  # |saturation| at or above this flags a saturated kernel (see kernel_diagnostics)
-_ALPHA_ONE_TOL = 1e-6
-_NOISE_EPS = 4.0  # eigenvalues ≤ this many machine epsilons of the largest are treated as zero  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
+_ALPHA_ONE_TOL = 1e-6  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
+_NOISE_EPS = 4.0  # eigenvalues ≤ this many machine epsilons of the largest are treated as zero
 
 
 @dataclass(frozen=True)

@@ -322,7 +322,7 @@ def test_unreadable_images_name_the_item(janus, tmp_path):
         janus.encode_image(42)
 
 
-def test_over_long_prompts_name_the_item(janus):
+def test_over_long_prompts_name_the_item(janus, picture):
     long_text = " ".join(["cat"] * CONTEXT)
     with pytest.raises(ItemError, match="text prompt 'cat cat .*: 65 tokens is longer than the model's context of 64"):
         janus.encode_text(long_text)
@@ -330,6 +330,8 @@ def test_over_long_prompts_name_the_item(janus):
         janus.respond_text(long_text)
     with pytest.raises(ItemError, match="text prompt 'cat cat .*longer than the model's context of 64"):
         janus.respond_image(" ".join(["cat"] * (CONTEXT - N_IMAGE_TOKENS)))
+    with pytest.raises(ItemError, match="image prompt: 69 tokens is longer than the model's context of 64"):
+        janus.encode_image(picture, instruction=" ".join(["cat"] * (CONTEXT - N_IMAGE_TOKENS)))
 
 
 def test_responses_are_capped_to_the_context(janus):

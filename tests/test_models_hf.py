@@ -221,3 +221,51 @@ def test_minilm_for_real(minilm):
     assert not torch.allclose(a.states[-1, 0], b.states[-1, 0])
     assert minilm.fingerprint() == load_model("minilm").fingerprint()
     assert minilm.describe()["name"] == "minilm"
+
+
+# -- loading safety and precision --------------------------------------------------------------------------------
+
+
+def test_half_precision_weights_give_float32_states(llama_dir):
+    half = load_model(f"causal-lm:{llama_dir}", dtype="bf16", device="cpu")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    states = half.encode_text("the cat sat on the mat")
+    assert states.states.dtype == torch.float32 and torch.isfinite(states.states).all()
+
+
+def test_trust_remote_code_is_off_unless_asked():
+    from entroprobe.models.hf_loading import load_pretrained, load_processor
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            seen.append(kwargs)
+            return cls()
+
+    load_pretrained(Recorder, "some/model")
+    load_processor(Recorder, "some/model")
+    load_pretrained(Recorder, "some/model", trust_remote_code="true")
+    assert [kwargs["trust_remote_code"] for kwargs in seen] == [False, False, True]
+
+
+def test_pickled_weights_cannot_run_code(llama_dir, tmp_path):
+    import pathlib
+
+    class Payload:  # what a malicious pytorch_model.bin would hold: unpickling it calls Path.touch
+        def __reduce__(self):
+            return pathlib.Path.touch, (tmp_path / "pwned",)
+
+    folder = tmp_path / "evil"
+    shutil.copytree(llama_dir, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    torch.save({"model.embed_tokens.weight": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(LoadError, match=rf"Cannot load causal LM from '{folder}': unreadable weights \(UnpicklingError"):
+        load_model(f"causal-lm:{folder}")
+    assert not (tmp_path / "pwned").exists()

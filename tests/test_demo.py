@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,6 +35,15 @@ def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, 
         assert kinds[shown[0]] == "response"
     html = (tmp_path / "report" / "report.html").read_text()
     assert "micro-ar" in html and "micro-mask" in html and "minilm" in html
+    assert not re.search(r"https?:|<script|<link|<iframe", html, re.I)  # self-contained
+    # Table 1 of real runs equals a direct computation from their results.parquet (layer 0, encode task)
+    table = pd.read_csv(tmp_path / "report" / "table1.csv").set_index(["model", "prompt_type"])
+    rows = pd.concat(pd.read_parquet(tmp_path / "runs" / m / "results.parquet") for m in DEMO_MODELS)
+    rows = rows[(rows["task"] == "encode") & (rows["measure"] == "prompt_entropy") & (rows["layer"] == 0)]
+    want = rows.groupby(["model", "prompt_type"])["value"].agg(["mean", "count"])
+    assert sorted(table.index) == sorted(want.index)
+    np.testing.assert_allclose(table.loc[want.index, "mean"], want["mean"], rtol=1e-12)
+    np.testing.assert_array_equal(table.loc[want.index, "n_prompts"], want["count"])
 
 
 def test_demo_resumes_without_recomputing(tmp_path):

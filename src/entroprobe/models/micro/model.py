@@ -44,25 +44,39 @@ class KVCache:
         return self.layers[0]["k"].shape[2] if self.layers[0] else 0
 
 
+def _locality_prior(n_head: int, grid: int) -> torch.Tensor:
+    """Initial relative-position biases (nh, (2·grid − 1)²) over the offsets (Δrow, Δcol) between two codes of
+    a picture, row-major: head 0 sees its picture evenly; head h > 0 prefers nearby codes,
+    ``−slope_h · max(|Δrow| + |Δcol| − 1, 0)``, slopes doubling from 2^(4 − nh) (ALiBi in 2-D).
+
+    A ``<mask>`` holds nothing to copy, so micro-mask must read a code's neighbours through attention alone.
+    Started from even attention over the picture it had not learnt that within its budget: given every other
+    code of a held-out one-object picture it restored a hidden object code 56 % of the time (99 % with this
+    prior), and its objects came out in several colours. Both variants start from the same prior.
+    """
+    offsets = torch.arange(-(grid - 1), grid)  # (2·grid − 1,)
+    distance = (offsets[:, None].abs() + offsets[None, :].abs()).flatten()  # (span²,) Manhattan, row-major
+    slopes = torch.tensor([0.0] + [2.0 ** (h + 4 - n_head) for h in range(n_head - 1)])  # (nh,)
+    return -slopes[:, None] * (distance - 1).clamp_min(0)  # (nh, span²)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention under a boolean mask (True = may attend), with a learned bias per head for
-    each 2-D offset between two codes of the same picture (relative position, as in Swin)."""
+    """Multi-head self-attention with a learned bias per head for each 2-D offset between two codes of the same
+    picture (relative position, as in Swin). Which pairs may attend at all is folded into the same lookup: the
+    bias table ends with a 0 ("no offset": text, or codes of different pictures) and a −inf ("may not attend")."""
 
     def __init__(self, config: MicroConfig):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # query, key, value projections at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        span = 2 * config.image_grid - 1  # row (and column) offsets run from -(grid - 1) to grid - 1
-        self.rel_bias = nn.Parameter(torch.zeros(config.n_head, span * span))  # (nh, offsets)
+        self.rel_bias = nn.Parameter(_locality_prior(config.n_head, config.image_grid))  # (nh, (2·grid − 1)²)
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, offset: torch.Tensor, cache: dict | None = None
-    ) -> torch.Tensor:
-        """``x`` (B, T, C) new positions; ``mask`` (B, 1, T, S) and ``offset`` (B, T, S) over all S positions:
-        ``offset`` indexes ``rel_bias``, one past its end for pairs that are not two codes of one picture."""
+    def forward(self, x: torch.Tensor, offset: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """``x`` (B, T, C) new positions; ``offset`` (B, T, S) over all S positions indexes ``rel_bias``, one past
+        its end for pairs that may attend without a bias, two past its end for pairs that may not attend."""
         B, T, C = x.size()  # batch, new positions, embedding dimensionality (n_embd)
         hs = C // self.n_head
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # each (B, T, C)
@@ -74,9 +88,8 @@ class SelfAttention(nn.Module):
                 k = torch.cat([cache["k"], k], dim=2)  # (B, nh, S + T, hs)
                 v = torch.cat([cache["v"], v], dim=2)
             cache["k"], cache["v"] = k, v
-        table = F.pad(self.rel_bias, (0, 1))  # (nh, offsets + 1): the extra slot is "no bias"
+        table = F.pad(F.pad(self.rel_bias, (0, 1)), (0, 1), value=float("-inf"))  # (nh, offsets + 2)
         bias = table[:, offset].transpose(0, 1)  # (B, nh, T, S)
-        bias = bias.masked_fill(~mask, float("-inf"))  # (B, nh, T, S)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side
@@ -104,10 +117,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, offset: torch.Tensor, cache: dict | None = None
-    ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask, offset, cache)
+    def forward(self, x: torch.Tensor, offset: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), offset, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -171,9 +182,11 @@ class MicroUMM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # -- the trunk ------------------------------------------------------------------------------------------
-    def _inputs(self, idx: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embeddings of positions ``start..T-1`` of ``idx`` (B, T), their attention mask over ``0..T-1`` and
-        the relative-position offset of each pair (see :class:`SelfAttention`)."""
+    def _inputs(self, idx: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of positions ``start..T-1`` of ``idx`` (B, T) and, for each of them and each position
+        ``0..T-1``, the index into the attention bias table (see :class:`SelfAttention`): the 2-D offset of two
+        codes of one picture, "no offset", or "may not attend" (later positions, except within a picture for
+        micro-mask)."""
         cfg = self.config
         B, T = idx.size()
         pos = torch.arange(T, device=idx.device)  # (T,)
@@ -194,8 +207,9 @@ class MicroUMM(nn.Module):
         mask = mask.expand(B, T, T)  # (B, T, T)
         if cfg.bidirectional_image:
             mask = mask | same  # (B, T, T): the codes of one picture see each other
+        offset = offset.masked_fill(~mask, (2 * g - 1) ** 2 + 1)  # (B, T, T): the "may not attend" slot
         x = self.transformer.drop(x[:, start:])  # (B, T - start, C)
-        return x, mask[:, None, start:, :], offset[:, start:, :]  # (B, T', C), (B, 1, T', T), (B, T', T)
+        return x, offset[:, start:, :]  # (B, T', C), (B, T', T)
 
     def _trunk(
         self, idx: torch.Tensor, cache: KVCache | None = None, keep: bool = False
@@ -203,10 +217,10 @@ class MicroUMM(nn.Module):
         """Run the blocks over ``idx`` (B, T); with a cache, only the positions it lacks. Returns the last
         block's output (B, T', C) and, if ``keep``, every layer's output (the embedding output first)."""
         start = cache.length if cache is not None else 0
-        x, mask, offset = self._inputs(idx, start)
+        x, offset = self._inputs(idx, start)
         hidden = [x] if keep else []
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, offset, None if cache is None else cache.layers[i])
+            x = block(x, offset, None if cache is None else cache.layers[i])
             if keep:
                 hidden.append(x)
         return x, hidden

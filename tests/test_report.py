@@ -543,6 +543,21 @@ def test_figures_without_rows_say_so(tmp_path):
     assert "The paper&#x27;s types composition, abductive, inductive, deductive have no prompts" in text
 
 
+def test_a_model_that_only_encodes_gets_no_empty_panels_in_the_response_figure(tmp_path, monkeypatch):
+    from entroprobe.report import figures
+
+    drawn = {}
+    grid = figures.grid
+    monkeypatch.setattr(figures, "grid", lambda panels, **kw: drawn.setdefault(kw["title"], panels) and grid(panels, **kw))
+    encoder = write_run(tmp_path / "enc", model="minilm", tasks=("encode",), n_text=3, n_image=0)
+    generator = write_run(tmp_path / "gen", n_text=3, n_image=2, seed=1)
+    text = make_report([encoder, generator], tmp_path / "out", n_boot=20).read_text(encoding="utf-8")
+    (panels,) = [p for title, p in drawn.items() if "text vs image generation" in title]
+    assert [p.title.split("\n")[0] for p in panels] == ["causal-lm:tiny-a"] * 2  # curves, paired difference
+    assert all(p.empty is None for p in panels)
+    assert "Not shown, having no generation rows: minilm." in text
+
+
 def test_a_run_without_rows_gives_a_page_that_says_so(tmp_path):
     run = write_run(tmp_path / "r", n_text=1, n_image=1)
     pd.read_parquet(run / "results.parquet").iloc[:0].to_parquet(run / "results.parquet")

@@ -278,9 +278,12 @@ def response_section(ctx: Context) -> Section:
                                         ctx.boot, name="fig5d")
     claims = findings.response_claims(paired, ctx.unit)
     panels = []
+    generating = set(curves["label"])  # a model that only encodes (minilm) gets no empty row of panels here
     for curve_panel, label in zip(_panels(ctx, curves, ["task", "modality"], SERIES, name=_series_name,
                                           ylabel=f"conditional entropy ({ctx.unit})", empty="no generation rows",
                                           title=lambda label: f"{label}\nS(Y|X) per task and prompts"), ctx.labels):
+        if label not in generating:
+            continue
         mine = paired[paired["label"] == label]
         differ = mine.loc[(mine["low"] > 0) | (mine["high"] < 0), "layer"]
         curve_panel.rug = _at(ctx, curves, label, differ)
@@ -305,6 +308,8 @@ def response_section(ctx: Context) -> Section:
                "right, the mean over those prompts of the per-prompt difference, text generation minus image "
                "generation, with its 95 % bootstrap interval (prompts resampled in pairs); ticks mark layers "
                "where that interval excludes 0.")
+    if skipped := [label for label in ctx.labels if label not in generating]:
+        caption += f" Not shown, having no generation rows: {', '.join(skipped)}."
     after = _claims_html(claims, "Numbers behind the claims (text prompts, paired by prompt)")
     return Section(_figure("fig5", title, saved, caption, after), claims=claims, files=saved.files)
 

@@ -200,6 +200,17 @@ def _engine(
     per_item = itemsize * (2 * total * d + 5.5 * total * total)
     chunk = max(1, int(memory_budget // per_item))
 
+    # which distance matrix each step reads (σ first, when it is still to be found; then the kernel), so that a
+    # kernel can be built in its distance matrix's memory when no later step reads that matrix
+    reads: list[str] = []
+    kernel_read: list[int] = []  # per request, its place in reads
+    for rows, sigma_rows in requests:
+        if fixed_sigma is None and sigma_rows not in reads:
+            reads.append(sigma_rows)  # a σ request's rows are its own: the key is the rows themselves
+        kernel_read.append(len(reads))
+        reads.append(rows if rows == sigma_rows else "xy")
+    last_use = [reads[at] == rows and reads[at] not in reads[at + 1 :] for at, (rows, _) in zip(kernel_read, requests)]
+
     parts: dict[Request, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {r: [] for r in requests}
     for start in range(0, xs.shape[0], chunk):
         part = slice(start, start + chunk)
@@ -214,13 +225,13 @@ def _engine(
             return distances[key] if key == rows else distances[key][:, blocks[rows], blocks[rows]]
 
         sigmas: dict[str, torch.Tensor] = {}
-        for rows, sigma_rows in requests:
+        for index, (rows, sigma_rows) in enumerate(requests):
             if sigma_rows not in sigmas:
                 if fixed_sigma is not None:
                     sigmas[sigma_rows] = fixed_sigma[part]
                 else:
                     sigmas[sigma_rows] = median_sigma(dist_for(sigma_rows, sigma_rows))
-            kernel = gaussian_kernel(dist_for(rows, sigma_rows), sigmas[sigma_rows])  # (b, k, k)
+            kernel = gaussian_kernel(dist_for(rows, sigma_rows), sigmas[sigma_rows], inplace=last_use[index])
             value = _spectrum_entropy(kernel, alpha, base)  # (b,)
             if fixed_sigma is None:  # all rows coincide (NaN σ): K is exactly all-ones, S = 0 exactly
                 value = value.masked_fill(torch.isnan(sigmas[sigma_rows]), 0.0)

@@ -548,7 +548,12 @@ def test_a_model_that_only_encodes_gets_no_empty_panels_in_the_response_figure(t
 
     drawn = {}
     grid = figures.grid
-    monkeypatch.setattr(figures, "grid", lambda panels, **kw: drawn.setdefault(kw["title"], panels) and grid(panels, **kw))
+
+    def recording_grid(panels, **kw):
+        drawn[kw["title"]] = panels
+        return grid(panels, **kw)
+
+    monkeypatch.setattr(figures, "grid", recording_grid)
     encoder = write_run(tmp_path / "enc", model="minilm", tasks=("encode",), n_text=3, n_image=0)
     generator = write_run(tmp_path / "gen", n_text=3, n_image=2, seed=1)
     text = make_report([encoder, generator], tmp_path / "out", n_boot=20).read_text(encoding="utf-8")

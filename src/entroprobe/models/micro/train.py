@@ -64,7 +64,7 @@ class TrainConfig:
     """Everything that fixes a training run besides the variant (recorded in the checkpoint)."""
 
     seed: int = 0  # seeds the data stream, the codebook, the initial weights and the masking
-    steps: int = 1500  # AdamW updates
+    steps: int = 1400  # AdamW updates
     groups: dict[str, int] = field(
         default_factory=lambda: {"caption": 12, "draw": 20, "draw_riddle": 4, "text": 8}
     )  # sequences per task group in each step

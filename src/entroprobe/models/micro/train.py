@@ -328,8 +328,9 @@ def train(
         model, vocab, codebook = _build(name, cfg)
         data = _Data(random.Random(cfg.seed), vocab, codebook, p_two=cfg.p_two)
         masking = torch.Generator().manual_seed(cfg.seed + 1)
-        decay = [p for name, p in model.named_parameters() if p.dim() >= 2 and not name.endswith("rel_bias")]
-        no_decay = [p for name, p in model.named_parameters() if p.dim() < 2 or name.endswith("rel_bias")]
+        decayed = {name: p.dim() >= 2 and not name.endswith("rel_bias") for name, p in model.named_parameters()}
+        decay = [p for name, p in model.named_parameters() if decayed[name]]
+        no_decay = [p for name, p in model.named_parameters() if not decayed[name]]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,

@@ -21,6 +21,8 @@ from entroprobe import (
     prompt_response_entropies,
     renyi_entropy,
 )
+from entroprobe.entropy import kernel as kernel_module
+from entroprobe.entropy.kernel import squared_distances
 
 ALPHAS = [0.5, 1.0, 1.01, 2.0, 3.0, math.inf]
 
@@ -259,6 +261,66 @@ def test_chunking_under_a_tiny_memory_budget_gives_the_same_values():
     y = random_points(8, 9, 12, 6)
     assert torch.allclose(renyi_entropy(x, memory_budget=1), renyi_entropy(x), atol=1e-12)
     assert torch.allclose(conditional_entropy(x, y, memory_budget=1), conditional_entropy(x, y), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [127, 128, 129, 300, 1030])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_distances_computed_in_block_rows_match_the_reference(n, dtype):
+    # long sequences are computed one block row of the lower triangle at a time and mirrored: every block
+    # boundary must give the reference distances, an exactly symmetric matrix and an exactly zero diagonal
+    x = random_points(40, 2, n, 5) + 30  # a shared offset, as in transformer states
+    x[:, -1] = x[:, 0]  # a repeated token: distance exactly 0 across blocks
+    got = squared_distances(x.to(dtype)).double()
+    expected = ((x[:, :, None] - x[:, None, :]) ** 2).sum(-1)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(got, expected, rtol=tol, atol=tol * expected.max().item())
+    block = max(kernel_module._GRAM_MIN_BLOCK, -(-n // kernel_module._GRAM_BLOCK_ROWS))  # rows per block row
+    off_diagonal_blocks = ~torch.block_diag(*[torch.ones(block, block, dtype=torch.bool)] * (n // block + 1))[:n, :n]
+    assert torch.equal(got[:, off_diagonal_blocks], got.transpose(-1, -2)[:, off_diagonal_blocks])
+    assert torch.all(got.diagonal(dim1=-2, dim2=-1) == 0)
+    assert torch.all(got[:, -1, 0] == 0) and torch.all(got[:, 0, -1] == 0)
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads, whatever the machine: long sequences are then spread over threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("alpha", [1.01, 2.0])
+def test_long_sequences_spread_over_threads_match_the_reference(two_threads, alpha):
+    # n ≥ 192 with several layers: one sequence per call, sequences over threads, one BLAS thread each
+    x = random_points(41, 3, 200, 4)
+    got = renyi_entropy(x, alpha=alpha, return_details=True)
+    for layer in range(3):
+        assert got.value[layer].item() == pytest.approx(reference_entropy(x[layer].numpy(), alpha), abs=1e-9)
+        assert got.sigma[layer].item() == pytest.approx(reference_sigma(x[layer].numpy()), rel=1e-9)
+    assert torch.get_num_threads() == 2  # restored
+    torch.set_num_threads(1)  # the same values unspread
+    assert torch.allclose(renyi_entropy(x, alpha=alpha), got.value, atol=1e-10)
+
+
+def test_pair_measures_spread_over_threads_equal_each_sequence_alone(two_threads):
+    x, y = random_points(42, 3, 150, 4) + 5, random_points(43, 3, 60, 4)  # 210 rows in the joint kernel
+    measures = prompt_response_entropies(x, y)
+    for layer in range(3):
+        alone = prompt_response_entropies(x[layer], y[layer])
+        for name, result in measures.items():
+            assert result.value[layer].item() == pytest.approx(alone[name].value.item(), abs=1e-10), name
+            assert result.sigma[layer].item() == pytest.approx(alone[name].sigma.item(), rel=1e-12), name
+
+
+def test_a_failure_on_a_thread_propagates_and_restores_the_thread_count(two_threads, monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("eigensolver failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", failing)
+    with pytest.raises(RuntimeError, match="failed to converge"):
+        renyi_entropy(random_points(44, 3, 200, 4))
+    assert torch.get_num_threads() == 2
 
 
 def test_float32_is_unbiased_on_large_structured_states():

@@ -15,6 +15,11 @@ __all__ = ["squared_distances", "median_sigma", "gaussian_kernel"]
 # identical rows are identical to the kernel whatever the precision.
 _ROUNDING_FACTOR = 8.0
 
+# Distances are computed in at most this many block rows of at least this many rows each (n = 512: 4 block rows;
+# n = 2048: 8). Smaller blocks made the Gram products too thin to run at full speed.
+_GRAM_BLOCK_ROWS = 8
+_GRAM_MIN_BLOCK = 128
+
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
     """Pairwise squared Euclidean distances ``D_ij = ‖x_i − x_j‖²`` of each sequence in a batch.
@@ -22,6 +27,10 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
     Computed as ``‖c_i‖² + ‖c_j‖² − 2 c_i·c_j`` on the mean-centred rows ``c`` (translation-invariant and far
     more accurate than on raw transformer states, whose rows share a large common offset); no ``(n, n, d)``
     tensor is formed. Distances at the rounding floor are set to 0 and the diagonal is exactly 0.
+
+    D is symmetric, so only its lower block triangle is computed, one block row at a time (the Gram product
+    for those rows, then the distances), and mirrored: 62.5 % of the products at n = 512, 56 % at n = 2048
+    (BLAS has a symmetric rank-k update; torch does not expose it).
 
     On the CPU one sequence is worked at a time, into the output: its temporaries (the centred rows, the pair
     norms) are small enough for the allocator to reuse, where batch-sized ones are fresh pages on every call
@@ -31,22 +40,28 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
         x: ``(B, n, d)`` float32 or float64.
 
     Returns:
-        ``(B, n, n)`` in ``x``'s dtype, symmetric up to rounding, non-negative.
+        ``(B, n, n)`` in ``x``'s dtype, non-negative, symmetric (exactly, outside the diagonal blocks).
     """
     batch, n, d = x.shape
     dist = torch.empty(batch, n, n, dtype=x.dtype, device=x.device)
     floor_factor = _ROUNDING_FACTOR * torch.finfo(x.dtype).eps * d**0.5
+    block = max(_GRAM_MIN_BLOCK, -(-n // _GRAM_BLOCK_ROWS))
     step = 1 if x.device.type == "cpu" else batch
-    for lo in range(0, batch, step):
-        rows = x[lo : lo + step]  # (b, n, d)
+    for first in range(0, batch, step):
+        rows = x[first : first + step]  # (b, n, d)
         c = rows - rows.mean(dim=-2, keepdim=True)  # (b, n, d)
-        out = dist[lo : lo + step]  # (b, n, n), a view being filled
-        torch.matmul(c, c.transpose(-1, -2), out=out)  # the Gram matrix
-        sq = out.diagonal(dim1=-2, dim2=-1).clone()  # (b, n)
-        pair_norms = sq[:, :, None] + sq[:, None, :]  # (b, n, n)
-        out.mul_(-2).add_(pair_norms)
-        out.masked_fill_(out <= pair_norms.mul_(floor_factor), 0.0)
-        out.diagonal(dim1=-2, dim2=-1).zero_()
+        out = dist[first : first + step]  # (b, n, n), a view being filled
+        norms = torch.empty(c.shape[:2], dtype=c.dtype, device=c.device)  # (b, n): ‖c_i‖², the Gram diagonal
+        for top in range(0, n, block):
+            bottom = min(top + block, n)
+            band = out[:, top:bottom, :bottom]  # (b, rows, bottom): this block row of the lower triangle
+            torch.matmul(c[:, top:bottom], c[:, :bottom].transpose(-1, -2), out=band)
+            norms[:, top:bottom] = band[:, :, top:bottom].diagonal(dim1=-2, dim2=-1)
+            pair_norms = norms[:, top:bottom, None] + norms[:, None, :bottom]  # (b, rows, bottom)
+            band.mul_(-2).add_(pair_norms)
+            band.masked_fill_(band <= pair_norms.mul_(floor_factor), 0.0)
+            band[:, :, top:bottom].diagonal(dim1=-2, dim2=-1).zero_()
+            out[:, :top, top:bottom].copy_(band[:, :, :top].transpose(-1, -2))
     return dist
 
 

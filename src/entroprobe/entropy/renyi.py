@@ -20,9 +20,10 @@ One engine computes every measure; the public functions are thin faces over it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -46,6 +47,7 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of extra working memory the batched com
 SATURATION_THRESHOLD = 0.9  # |saturation| at or above this flags a saturated kernel (see kernel_diagnostics)
 _ALPHA_ONE_TOL = 1e-6  # |α − 1| below this uses the expansion around the Shannon limit (continuous at α = 1)
 _NOISE_EPS = 4.0  # eigenvalues ≤ this many machine epsilons of the largest are treated as zero
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -125,31 +127,39 @@ def _spectrum_entropy(kernel: torch.Tensor, alpha: float, base: float) -> torch.
     return _entropy(eigenvalues, alpha, base, torch.finfo(kernel.dtype).eps)
 
 
-_SPREAD_MIN_N = 192  # smaller matrices are not spread over threads (break-even measured at n ≈ 160–256, idle)
+# Below this many rows per kernel, work is not spread over threads: starting threads and switching torch's thread
+# count cost more than the eigenvalues themselves (2 ms against 0.05 ms for 7 matrices of n = 10; 7 ms against
+# 4 ms at n = 100; break-even measured at n ≈ 160–256 on an idle 2-core machine).
+_SPREAD_MIN_N = 192
 
 
-def _eigvalsh(kernels: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.eigvalsh`` of a batch; on CPU one LAPACK thread per matrix, matrices spread over threads.
+def _spread(work: Callable[[int], T], items: int) -> list[T]:
+    """``[work(i) for i in range(items)]`` on torch's number of CPU threads, each running torch single-threaded.
 
     On a 2-core machine MKL's multithreaded symmetric eigensolver was measured 2–3× slower than its
     single-threaded one at n = 512, and 2–20× slower at n = 512–2048 while other processes load the machine
-    (OpenMP threads spinning against them); solving each matrix on one thread, several at once, avoids that.
-    A single large matrix then gets one thread (see BENCHMARKS.md for n = 2048). Below ``_SPREAD_MIN_N`` the
-    solver runs as torch runs it: there, starting the threads and switching torch's thread count cost more than
-    the eigenvalues themselves (2 ms against 0.05 ms for 7 matrices of n = 10; 7 ms against 4 ms at n = 100).
+    (OpenMP threads spinning against them); independent matrices solved one per thread, several at once, avoid
+    that. torch's thread count is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(min(threads, items), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return list(pool.map(work, range(items)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _eigvalsh(kernels: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.eigvalsh`` of a batch; on CPU, matrices of n ≥ ``_SPREAD_MIN_N`` are spread over threads.
+
+    Each thread solves its share of the batch with one LAPACK thread (see :func:`_spread`); a single large
+    matrix then gets one thread (see BENCHMARKS.md for n = 2048). Smaller matrices are solved as torch solves them.
     """
     threads = torch.get_num_threads()
     if kernels.device.type != "cpu" or threads == 1 or kernels.shape[-1] < _SPREAD_MIN_N:
         return torch.linalg.eigvalsh(kernels)
-    torch.set_num_threads(1)
-    try:
-        workers = min(threads, kernels.shape[0])
-        if workers == 1:
-            return torch.linalg.eigvalsh(kernels)
-        with ThreadPoolExecutor(workers) as pool:
-            return torch.cat(list(pool.map(torch.linalg.eigvalsh, kernels.chunk(workers))))
-    finally:
-        torch.set_num_threads(threads)
+    shares = kernels.chunk(threads)
+    return torch.cat(_spread(lambda i: torch.linalg.eigvalsh(shares[i]), len(shares)))
 
 
 def _saturation(kernel: torch.Tensor) -> torch.Tensor:
@@ -165,6 +175,7 @@ def _saturation(kernel: torch.Tensor) -> torch.Tensor:
 
 # A request is (rows the kernel is built over, rows whose distances set the median σ): each "x", "y" or "xy".
 Request = tuple[str, str]
+Row = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # a request's (value, σ, saturation) over a batch
 
 
 def _engine(
@@ -183,6 +194,10 @@ def _engine(
     input is upcast chunk by chunk). A request over the rows whose own distances set σ (``("x", "x")``,
     ``("y", "y")``) gets the distances of those rows alone, exactly as :func:`renyi_entropy` would; requests of
     a pair measure share one distance matrix over the rows of ``[x; y]`` (blocks of it for x or y).
+
+    On the CPU, kernels of at least ``_SPREAD_MIN_N`` rows are worked one sequence per call, the sequences
+    spread over torch's threads with one BLAS thread each: a sequence's distances then stay in cache from the
+    Gram product to the eigensolver (n = 512, 33 layers: 10–17 % faster than batched calls on 2 threads).
     """
     leading = x.shape[:-2]
     n, d = x.shape[-2:]
@@ -211,11 +226,10 @@ def _engine(
         reads.append(rows if rows == sigma_rows else "xy")
     last_use = [reads[at] == rows and reads[at] not in reads[at + 1 :] for at, (rows, _) in zip(kernel_read, requests)]
 
-    parts: dict[Request, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {r: [] for r in requests}
-    for start in range(0, xs.shape[0], chunk):
-        part = slice(start, start + chunk)
-        rows_of = {"x": lambda: xs[part].to(dtype), "y": lambda: ys[part].to(dtype)}
-        rows_of["xy"] = lambda: rows_of["x"]() if ys is None else torch.cat([rows_of["x"](), rows_of["y"]()], dim=-2)
+    def measure(x_part: torch.Tensor, y_part: torch.Tensor | None, sigma_part: torch.Tensor | None) -> dict:
+        """Every request (a ``Row`` each) over a batch of sequences, in a few batched calls."""
+        rows_of = {"x": lambda: x_part.to(dtype), "y": lambda: y_part.to(dtype)}
+        rows_of["xy"] = lambda: rows_of["x"]() if y_part is None else torch.cat([rows_of["x"](), rows_of["y"]()], -2)
         distances: dict[str, torch.Tensor] = {}  # "x", "y": own rows; "xy": the union
 
         def dist_for(rows: str, sigma_rows: str) -> torch.Tensor:
@@ -225,19 +239,35 @@ def _engine(
             return distances[key] if key == rows else distances[key][:, blocks[rows], blocks[rows]]
 
         sigmas: dict[str, torch.Tensor] = {}
+        measured: dict[Request, Row] = {}
         for index, (rows, sigma_rows) in enumerate(requests):
             if sigma_rows not in sigmas:
-                if fixed_sigma is not None:
-                    sigmas[sigma_rows] = fixed_sigma[part]
+                if sigma_part is not None:
+                    sigmas[sigma_rows] = sigma_part
                 else:
                     sigmas[sigma_rows] = median_sigma(dist_for(sigma_rows, sigma_rows))
             kernel = gaussian_kernel(dist_for(rows, sigma_rows), sigmas[sigma_rows], inplace=last_use[index])
             value = _spectrum_entropy(kernel, alpha, base)  # (b,)
-            if fixed_sigma is None:  # all rows coincide (NaN σ): K is exactly all-ones, S = 0 exactly
+            if sigma_part is None:  # all rows coincide (NaN σ): K is exactly all-ones, S = 0 exactly
                 value = value.masked_fill(torch.isnan(sigmas[sigma_rows]), 0.0)
-            parts[(rows, sigma_rows)].append((value, sigmas[sigma_rows], _saturation(kernel)))
+            measured[(rows, sigma_rows)] = (value, sigmas[sigma_rows], _saturation(kernel))
             del kernel
-        distances.clear()
+        return measured
+
+    parts: dict[Request, list[Row]] = {r: [] for r in requests}
+    for start in range(0, xs.shape[0], chunk):
+        part = slice(start, start + chunk)
+        args = (xs[part], None if ys is None else ys[part], None if fixed_sigma is None else fixed_sigma[part])
+        items = args[0].shape[0]
+        if x.device.type == "cpu" and total >= _SPREAD_MIN_N and items > 1 and torch.get_num_threads() > 1:
+            # one sequence per call, sequences over threads: each one's distances stay in cache from the Gram
+            # product to the eigensolver, and BLAS/LAPACK run single-threaded, where they are most efficient
+            each = _spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), items)
+            measured = {r: tuple(torch.cat(column) for column in zip(*(one[r] for one in each))) for r in requests}
+        else:
+            measured = measure(*args)
+        for request in requests:
+            parts[request].append(measured[request])
 
     sizes = {"x": n, "y": m, "xy": n + m}
     out = {}

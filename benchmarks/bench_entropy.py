@@ -3,6 +3,7 @@
     python benchmarks/bench_entropy.py                # the full grid, twice (≈ 10 minutes on 2 cores), Markdown
     python benchmarks/bench_entropy.py --quick        # n ∈ {128, 512} only, three rounds (≈ 3 minutes)
     python benchmarks/bench_entropy.py --rounds 5     # more rounds: steadier ratios on a noisy machine
+    python benchmarks/bench_entropy.py --device cuda --sizes 2048 --rounds 1   # the α = 2 goal on a GPU
 
 Every case runs in its own fresh process, so each process uses one LAPACK backend (numpy's and torch's
 eigensolvers in one process were measured to slow both several-fold) and its peak memory is its own. The
@@ -120,8 +121,7 @@ def run_case(method: str, n: int, dtype: str, alpha: float, device: str, repeats
             "device": device}  # fmt: skip
 
 
-def grid(quick: bool) -> list[dict]:
-    sizes = (128, 512) if quick else (128, 512, 2048)
+def grid(sizes: list[int]) -> list[dict]:
     cases = []
     for n in sizes:
         repeats = 3 if n <= 512 else 1
@@ -167,6 +167,7 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="n ∈ {128, 512} only")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="sequence lengths (default 128 512 2048)")
     parser.add_argument("--rounds", type=int, help="rounds over the grid (default: 3 with --quick, else 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -178,7 +179,10 @@ def main() -> None:
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 2)
     if rounds < 1:
         parser.error(f"--rounds must be at least 1; got {rounds}")
-    cases = [c for c in grid(args.quick) if c["method"] != "naive" or args.device == "cpu"]
+    sizes = args.sizes or ([128, 512] if args.quick else [128, 512, 2048])
+    if min(sizes) < 2:
+        parser.error(f"--sizes must be at least 2 tokens; got {sizes}")
+    cases = [c for c in grid(sizes) if c["method"] != "naive" or args.device == "cpu"]
     results: list[dict] = [{} for _ in cases]
     for round_ in range(rounds):
         for at, case in enumerate(cases):

@@ -363,10 +363,17 @@ def test_numpy_input_is_accepted():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
-    x = random_points(12, 5, 64, 32).float()
-    on_gpu = renyi_entropy(x.cuda())
-    assert on_gpu.device.type == "cuda"
-    assert torch.allclose(on_gpu.cpu(), renyi_entropy(x), atol=1e-4)
+    for n in (64, 300):  # one block row of distances, and three (the whole batch at once on the GPU)
+        x = random_points(12, 5, n, 32).float()
+        on_gpu = renyi_entropy(x.cuda())
+        assert on_gpu.device.type == "cuda"
+        assert torch.allclose(on_gpu.cpu(), renyi_entropy(x), atol=1e-4)
+        y = random_points(13, 5, 40, 32).float()
+        measures = prompt_response_entropies(x.cuda(), y.cuda())
+        for name, expected in prompt_response_entropies(x, y).items():
+            assert torch.allclose(measures[name].value.cpu(), expected.value, atol=1e-4), name
+    distances = squared_distances(random_points(14, 2, 300, 8).cuda())
+    assert torch.allclose(distances.cpu(), squared_distances(random_points(14, 2, 300, 8)), atol=1e-9)
 
 
 # -- joint, conditional, mutual information -------------------------------------------------------------------

@@ -166,7 +166,7 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="n ∈ {128, 512} only")
+    parser.add_argument("--quick", action="store_true", help="n ∈ {128, 512} (unless --sizes), three rounds")
     parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="sequence lengths (default 128 512 2048)")
     parser.add_argument("--rounds", type=int, help="rounds over the grid (default: 3 with --quick, else 2)")
     parser.add_argument("--device", default="cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from entroprobe import (
     renyi_entropy,
 )
 from entroprobe.entropy import kernel as kernel_module
+from entroprobe.entropy import renyi as renyi_module
 from entroprobe.entropy.kernel import squared_distances
 
 ALPHAS = [0.5, 1.0, 1.01, 2.0, 3.0, math.inf]
@@ -281,12 +283,25 @@ def test_distances_computed_in_block_rows_match_the_reference(n, dtype):
     assert torch.all(got[:, -1, 0] == 0) and torch.all(got[:, 0, -1] == 0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_distances_of_many_short_sequences_worked_in_groups_match_the_reference(dtype):
+    x = random_points(45, 30, 50, 1000)  # 30 sequences of 0.2–0.4 MB: several groups of at most 4 MiB
+    got = squared_distances(x.to(dtype)).double()
+    expected = ((x[:, :, None] - x[:, None, :]) ** 2).sum(-1)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(got, expected, rtol=tol, atol=tol * expected.max().item())
+
+
 @pytest.fixture
-def two_threads():
-    """Two torch threads, whatever the machine: long sequences are then spread over threads."""
+def two_threads(monkeypatch):
+    """Two torch threads, whatever the machine: long sequences are then spread over threads. Yields the list
+    of item counts each spread was called with."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    yield
+    calls = []
+    spread = renyi_module._spread
+    monkeypatch.setattr(renyi_module, "_spread", lambda work, items: calls.append(items) or spread(work, items))
+    yield calls
     torch.set_num_threads(threads)
 
 
@@ -295,6 +310,7 @@ def test_long_sequences_spread_over_threads_match_the_reference(two_threads, alp
     # n ≥ 192 with several layers: one sequence per call, sequences over threads, one BLAS thread each
     x = random_points(41, 3, 200, 4)
     got = renyi_entropy(x, alpha=alpha, return_details=True)
+    assert two_threads[0] == 3  # the three layers, one per call
     for layer in range(3):
         assert got.value[layer].item() == pytest.approx(reference_entropy(x[layer].numpy(), alpha), abs=1e-9)
         assert got.sigma[layer].item() == pytest.approx(reference_sigma(x[layer].numpy()), rel=1e-9)
@@ -306,6 +322,7 @@ def test_long_sequences_spread_over_threads_match_the_reference(two_threads, alp
 def test_pair_measures_spread_over_threads_equal_each_sequence_alone(two_threads):
     x, y = random_points(42, 3, 150, 4) + 5, random_points(43, 3, 60, 4)  # 210 rows in the joint kernel
     measures = prompt_response_entropies(x, y)
+    assert two_threads == [3]  # every measure of the three layers, one layer per call (no nested spreading)
     for layer in range(3):
         alone = prompt_response_entropies(x[layer], y[layer])
         for name, result in measures.items():
@@ -320,7 +337,42 @@ def test_a_failure_on_a_thread_propagates_and_restores_the_thread_count(two_thre
     monkeypatch.setattr(torch.linalg, "eigvalsh", failing)
     with pytest.raises(RuntimeError, match="failed to converge"):
         renyi_entropy(random_points(44, 3, 200, 4))
-    assert torch.get_num_threads() == 2
+    assert two_threads == [3] and torch.get_num_threads() == 2
+
+
+def test_a_failure_on_a_thread_cancels_the_items_not_yet_started():
+    started = []
+
+    def work(i):
+        started.append(i)
+        if i == 0:
+            raise ValueError("sequence 0 is bad")
+        time.sleep(0.05)
+        return i
+
+    with pytest.raises(ValueError, match="sequence 0"):
+        renyi_module._spread(work, 40)
+    assert len(started) < 10
+
+
+def test_fewer_sequences_than_threads_are_not_spread(two_threads):
+    x = random_points(46, 1, 200, 4)
+    assert renyi_entropy(x).item() == pytest.approx(reference_entropy(x[0].numpy(), 1.01), abs=1e-9)
+    assert two_threads == [1]  # only the eigensolver's one matrix, on one thread
+
+
+@pytest.mark.parametrize("rows", [20, 200])
+def test_inputs_that_require_grad_are_measured_under_no_grad_and_with_grad(two_threads, rows):
+    # a worker thread starts with autograd on whatever the caller's mode: the input is detached first
+    weight = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    x, y = random_points(47, 3, rows, 4) * weight, random_points(48, 3, 30, 4) * weight
+    expected = renyi_entropy(x.detach())
+    for mode in (torch.no_grad, torch.enable_grad, torch.inference_mode):
+        with mode():
+            assert torch.equal(renyi_entropy(x), expected)
+            assert conditional_entropy(x, y).shape == (3,)
+            assert kernel_diagnostics(x).saturation.shape == (3,)
+            assert gaussian_gram(x)[0].shape == (3, rows, rows)
 
 
 def test_float32_is_unbiased_on_large_structured_states():

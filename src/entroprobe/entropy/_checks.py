@@ -16,8 +16,12 @@ def as_points(x: Any, name: str = "x") -> torch.Tensor:
     """Check ``x`` is a finite ``(..., n, d)`` array of real numbers and return it as a float tensor.
 
     Integer input becomes float32; fp16/bf16 are left to be upcast to float32 chunk by chunk; float64 stays.
+    The result is detached from autograd: the estimators are measurements, not differentiable functions (their
+    products are written in place, and their worker threads would otherwise record gradients).
     """
-    if not isinstance(x, torch.Tensor):
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+    else:
         try:
             x = torch.as_tensor(x)
         except (TypeError, ValueError, RuntimeError) as exc:

@@ -15,8 +15,8 @@ __all__ = ["squared_distances", "median_sigma", "gaussian_kernel"]
 # identical rows are identical to the kernel whatever the precision.
 _ROUNDING_FACTOR = 8.0
 
-# Distances are computed in at most this many block rows of at least this many rows each (n = 512: 4 block rows;
-# n = 2048: 8). Smaller blocks made the Gram products too thin to run at full speed.
+# Distances are computed in at most this many block rows, of at least this many rows each but the last (n = 512:
+# 4 block rows; n = 2048: 8). Smaller blocks made the Gram products too thin to run at full speed.
 _GRAM_BLOCK_ROWS = 8
 _GRAM_MIN_BLOCK = 128
 _CPU_GROUP_BYTES = 4 << 20  # on the CPU, sequences are worked in groups of at most this many bytes of rows

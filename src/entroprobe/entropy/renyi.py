@@ -139,13 +139,17 @@ def _spread(work: Callable[[int], T], items: int) -> list[T]:
     On a 2-core machine MKL's multithreaded symmetric eigensolver was measured 2–3× slower than its
     single-threaded one at n = 512, and 2–20× slower at n = 512–2048 while other processes load the machine
     (OpenMP threads spinning against them); independent matrices solved one per thread, several at once, avoid
-    that. torch's thread count is restored afterwards.
+    that. A failure (or Ctrl-C) cancels the items not yet started.
+
+    torch's thread count is process-wide state: while this runs, a thread that starts using torch elsewhere in
+    the process starts with one thread, and the caller's count is written back at the end.
     """
     threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(min(threads, items), initializer=torch.set_num_threads, initargs=(1,))
     try:
-        with ThreadPoolExecutor(min(threads, items), initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(work, range(items)))
+        return list(pool.map(work, range(items)))
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
 
 
@@ -195,9 +199,11 @@ def _engine(
     ``("y", "y")``) gets the distances of those rows alone, exactly as :func:`renyi_entropy` would; requests of
     a pair measure share one distance matrix over the rows of ``[x; y]`` (blocks of it for x or y).
 
-    On the CPU, kernels of at least ``_SPREAD_MIN_N`` rows are worked one sequence per call, the sequences
-    spread over torch's threads with one BLAS thread each: a sequence's distances then stay in cache from the
-    Gram product to the eigensolver (n = 512, 33 layers: 10–17 % faster than batched calls on 2 threads).
+    On the CPU, when the rows of ``[x; y]`` number at least ``_SPREAD_MIN_N`` and there are at least as many
+    sequences as torch has threads (more than one), every request is worked one sequence per call, the sequences
+    spread over the threads with one BLAS thread each: a sequence's distances then stay in cache from the Gram
+    product to the eigensolver (n = 512, 33 layers: 10–17 % faster than batched calls on 2 threads). With fewer
+    sequences than threads, batched calls keep every core busy.
     """
     leading = x.shape[:-2]
     n, d = x.shape[-2:]
@@ -259,7 +265,8 @@ def _engine(
         part = slice(start, start + chunk)
         args = (xs[part], None if ys is None else ys[part], None if fixed_sigma is None else fixed_sigma[part])
         items = args[0].shape[0]
-        if x.device.type == "cpu" and total >= _SPREAD_MIN_N and items > 1 and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        if x.device.type == "cpu" and total >= _SPREAD_MIN_N and 1 < threads <= items:
             # one sequence per call, sequences over threads: each one's distances stay in cache from the Gram
             # product to the eigensolver, and BLAS/LAPACK run single-threaded, where they are most efficient
             each = _spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), items)

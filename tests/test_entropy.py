@@ -294,10 +294,11 @@ def test_distances_of_many_short_sequences_worked_in_groups_match_the_reference(
 
 @pytest.fixture
 def two_threads(monkeypatch):
-    """Two torch threads, whatever the machine: long sequences are then spread over threads. Yields the list
-    of item counts each spread was called with."""
+    """Two torch threads, whatever the machine, and sequences of 192 rows or more spread over them whatever their
+    size (small ones keep the tests fast). Yields the list of item counts each spread was called with."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    monkeypatch.setattr(renyi_module, "_SPREAD_MIN_WORK", 192**3)
     calls = []
     spread = renyi_module._spread
     monkeypatch.setattr(renyi_module, "_spread", lambda work, items: calls.append(items) or spread(work, items))

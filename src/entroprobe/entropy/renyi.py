@@ -131,6 +131,11 @@ def _spectrum_entropy(kernel: torch.Tensor, alpha: float, base: float) -> torch.
 # count cost more than the eigenvalues themselves (2 ms against 0.05 ms for 7 matrices of n = 10; 7 ms against
 # 4 ms at n = 100; break-even measured at n ≈ 160–256 on an idle 2-core machine).
 _SPREAD_MIN_N = 192
+# Sequences are worked one per thread (see _engine) from this much work each, N²·(N + d) for N rows of d features.
+# Against batched calls on 2 threads, best of 10–15 interleaved rounds: 0.93× at N = 512, d = 2048 (6.7e8, 33
+# layers), 0.95× at N = 1024, d = 2048; 0.99× at N = 384, d = 1024 (2.1e8); 1.07× at N = 300, d = 384 and
+# 1.18× at N = 200, d = 384, where the per-call costs outweigh what the cache saves.
+_SPREAD_MIN_WORK = 1 << 28
 
 
 def _spread(work: Callable[[int], T], items: int) -> list[T]:
@@ -199,11 +204,11 @@ def _engine(
     ``("y", "y")``) gets the distances of those rows alone, exactly as :func:`renyi_entropy` would; requests of
     a pair measure share one distance matrix over the rows of ``[x; y]`` (blocks of it for x or y).
 
-    On the CPU, when the rows of ``[x; y]`` number at least ``_SPREAD_MIN_N`` and there are at least as many
-    sequences as torch has threads (more than one), every request is worked one sequence per call, the sequences
-    spread over the threads with one BLAS thread each: a sequence's distances then stay in cache from the Gram
-    product to the eigensolver (n = 512, 33 layers: 10–17 % faster than batched calls on 2 threads). With fewer
-    sequences than threads, batched calls keep every core busy.
+    On the CPU, when each sequence is large (``N²·(N + d) ≥ _SPREAD_MIN_WORK`` for the N rows of ``[x; y]``) and
+    there are at least as many sequences as torch has threads (more than one), every request is worked one
+    sequence per call, the sequences spread over the threads with one BLAS thread each: a sequence's distances
+    then stay in cache from the Gram product to the eigensolver. With fewer sequences than threads, batched
+    calls keep every core busy.
     """
     leading = x.shape[:-2]
     n, d = x.shape[-2:]
@@ -266,7 +271,7 @@ def _engine(
         args = (xs[part], None if ys is None else ys[part], None if fixed_sigma is None else fixed_sigma[part])
         items = args[0].shape[0]
         threads = torch.get_num_threads()
-        if x.device.type == "cpu" and total >= _SPREAD_MIN_N and 1 < threads <= items:
+        if x.device.type == "cpu" and total * total * (total + d) >= _SPREAD_MIN_WORK and 1 < threads <= items:
             # one sequence per call, sequences over threads: each one's distances stay in cache from the Gram
             # product to the eigensolver, and BLAS/LAPACK run single-threaded, where they are most efficient
             each = _spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), items)

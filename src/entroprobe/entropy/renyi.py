@@ -274,12 +274,12 @@ def _engine(
         if x.device.type == "cpu" and total * total * (total + d) >= _SPREAD_MIN_WORK and 1 < threads <= items:
             # one sequence per call, sequences over threads: each one's distances stay in cache from the Gram
             # product to the eigensolver, and BLAS/LAPACK run single-threaded, where they are most efficient
-            each = _spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), items)
-            measured = {r: tuple(torch.cat(column) for column in zip(*(one[r] for one in each))) for r in requests}
+            batches = _spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), items)
         else:
-            measured = measure(*args)
-        for request in requests:
-            parts[request].append(measured[request])
+            batches = [measure(*args)]
+        for measured in batches:
+            for request in requests:
+                parts[request].append(measured[request])
 
     sizes = {"x": n, "y": m, "xy": n + m}
     out = {}

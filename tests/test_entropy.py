@@ -265,6 +265,15 @@ def test_chunking_under_a_tiny_memory_budget_gives_the_same_values():
     assert torch.allclose(conditional_entropy(x, y, memory_budget=1), conditional_entropy(x, y), atol=1e-12)
 
 
+def assert_distances_match_reference(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``squared_distances`` of ``x`` (float64 points) in ``dtype`` against broadcast differences; returns them."""
+    got = squared_distances(x.to(dtype)).double()
+    expected = ((x[:, :, None] - x[:, None, :]) ** 2).sum(-1)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(got, expected, rtol=tol, atol=tol * expected.max().item())
+    return got
+
+
 @pytest.mark.parametrize("n", [127, 128, 129, 300, 1030])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_distances_computed_in_block_rows_match_the_reference(n, dtype):
@@ -272,10 +281,7 @@ def test_distances_computed_in_block_rows_match_the_reference(n, dtype):
     # boundary must give the reference distances, an exactly symmetric matrix and an exactly zero diagonal
     x = random_points(40, 2, n, 5) + 30  # a shared offset, as in transformer states
     x[:, -1] = x[:, 0]  # a repeated token: distance exactly 0 across blocks
-    got = squared_distances(x.to(dtype)).double()
-    expected = ((x[:, :, None] - x[:, None, :]) ** 2).sum(-1)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert torch.allclose(got, expected, rtol=tol, atol=tol * expected.max().item())
+    got = assert_distances_match_reference(x, dtype)
     block = max(kernel_module._GRAM_MIN_BLOCK, -(-n // kernel_module._GRAM_BLOCK_ROWS))  # rows per block row
     off_diagonal_blocks = ~torch.block_diag(*[torch.ones(block, block, dtype=torch.bool)] * (n // block + 1))[:n, :n]
     assert torch.equal(got[:, off_diagonal_blocks], got.transpose(-1, -2)[:, off_diagonal_blocks])
@@ -286,10 +292,7 @@ def test_distances_computed_in_block_rows_match_the_reference(n, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_distances_of_many_short_sequences_worked_in_groups_match_the_reference(dtype):
     x = random_points(45, 30, 50, 1000)  # 30 sequences of 0.2–0.4 MB: several groups of at most 4 MiB
-    got = squared_distances(x.to(dtype)).double()
-    expected = ((x[:, :, None] - x[:, None, :]) ** 2).sum(-1)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert torch.allclose(got, expected, rtol=tol, atol=tol * expected.max().item())
+    assert_distances_match_reference(x, dtype)
 
 
 @pytest.fixture

@@ -23,49 +23,12 @@ from entroprobe import (
     renyi_entropy,
 )
 from entroprobe.entropy import kernel as kernel_module
-from entroprobe.entropy import renyi as renyi_module
+from entroprobe.entropy import engine as engine_module
+from entroprobe.entropy import spectrum as spectrum_module
 from entroprobe.entropy.kernel import squared_distances
+from reference_math import reference_entropy, reference_sigma
 
 ALPHAS = [0.5, 1.0, 1.01, 2.0, 3.0, math.inf]
-
-
-# -- an independent, obvious reference: numpy float64, broadcasting distances, full eigendecomposition --------
-
-
-def reference_sigma(points: np.ndarray) -> float:
-    n = len(points)
-    d2 = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
-    upper = d2[np.triu_indices(n, 1)]
-    median = np.median(upper) if upper.size else 0.0
-    if median == 0:
-        nonzero = upper[upper > 0]
-        if nonzero.size == 0:
-            return math.nan
-        median = np.median(nonzero)
-    return math.sqrt(median / 2)
-
-
-def reference_entropy(points, alpha: float, sigma: float | None = None, base: float = 2.0) -> float:
-    points = np.asarray(points, dtype=np.float64)
-    n = len(points)
-    if sigma is None:
-        sigma = reference_sigma(points)
-    if math.isnan(sigma):
-        return 0.0
-    d2 = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
-    kernel = np.exp(-d2 / (2 * sigma**2))
-    lam = np.linalg.eigvalsh(kernel / np.trace(kernel))
-    lam = np.clip(lam, 0, None)
-    lam[lam <= n * np.finfo(np.float64).eps * lam.max()] = 0
-    lam = lam / lam.sum()
-    p = lam[lam > 0]
-    if alpha == 1:
-        h = -(p * np.log(p)).sum()
-    elif math.isinf(alpha):
-        h = -math.log(p.max())
-    else:
-        h = math.log((p**alpha).sum()) / (1 - alpha)
-    return max(h, 0.0) / math.log(base)
 
 
 def random_points(seed: int, *shape: int, dtype=torch.float64) -> torch.Tensor:
@@ -301,10 +264,12 @@ def two_threads(monkeypatch):
     size (small ones keep the tests fast). Yields the list of item counts each spread was called with."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    monkeypatch.setattr(renyi_module, "_SPREAD_MIN_WORK", 192**3)
+    monkeypatch.setattr(engine_module, "_SPREAD_MIN_WORK", 192**3)
     calls = []
-    spread = renyi_module._spread
-    monkeypatch.setattr(renyi_module, "_spread", lambda work, items: calls.append(items) or spread(work, items))
+    spread = spectrum_module.spread
+    record = lambda work, items: calls.append(items) or spread(work, items)  # noqa: E731
+    monkeypatch.setattr(engine_module, "spread", record)
+    monkeypatch.setattr(spectrum_module, "spread", record)
     yield calls
     torch.set_num_threads(threads)
 
@@ -355,7 +320,7 @@ def test_a_failure_on_a_thread_cancels_the_items_not_yet_started():
         return i
 
     with pytest.raises(ValueError, match="sequence 0"):
-        renyi_module._spread(work, 40)
+        spectrum_module.spread(work, 40)
     assert len(started) < 10
 
 
@@ -493,16 +458,16 @@ def test_prompt_response_entropies_agree_with_the_single_functions(dtype):
 # -- diagnostics and the Gram matrix ---------------------------------------------------------------------------
 
 
-def test_kernel_diagnostics_flags_both_saturations():
+def test_kernel_diagnostics_flags_both_saturations_of_a_fixed_sigma():
     x = random_points(25, 40, 8)
-    small = kernel_diagnostics(x, sigma=1e-3)
-    assert small.states == ["identity"] and small.saturation.item() == pytest.approx(1.0)
-    assert small.normalized_entropy.item() == pytest.approx(1.0)
-    assert "too small" in small.warnings()[0]
-    large = kernel_diagnostics(x, sigma=1e4)
-    assert large.states == ["ones"] and large.saturation.item() == pytest.approx(-1.0, abs=1e-6)
+    small = kernel_diagnostics(x, sigma=1e-3)  # K ≈ I: the value is log2(n), the reference too
+    assert small.states == ["structureless"] and small.saturation.item() == pytest.approx(1.0)
+    assert small.relative.item() == pytest.approx(1.0) and small.entropy.item() == pytest.approx(math.log2(40))
+    assert "too small" in small.warnings()[0] and "counts tokens" in small.warnings()[0]
+    large = kernel_diagnostics(x, sigma=1e4)  # K ≈ all-ones
+    assert large.states == ["collapsed"] and large.saturation.item() == pytest.approx(-1.0, abs=1e-6)
     assert "too large" in large.warnings()[0]
-    healthy = kernel_diagnostics(x)
+    healthy = kernel_diagnostics(far_clusters(4, 10) + 0.3 * random_points(26, 40, 4))
     assert healthy.states == ["ok"] and healthy.warnings() == []
     same = kernel_diagnostics(torch.ones(6, 4))
     assert same.states == ["identical"] and "same point" in same.warnings()[0]
@@ -561,7 +526,7 @@ def test_gaussian_gram_is_trace_normalised_and_symmetric():
         (lambda: joint_entropy(torch.zeros(2, 4, 3), torch.zeros(3, 4, 3)), r"same leading shape.*\(2,\).*\(3,\)"),
         (lambda: conditional_entropy(torch.zeros(4, 3), torch.zeros(0, 3)), r"y is an empty sequence"),
         (lambda: mutual_information(torch.zeros(4, 3), torch.tensor([[float("inf")] * 3])), r"y contains NaN or Inf"),
-        (lambda: kernel_diagnostics(torch.zeros(4, 3), threshold=0), r"threshold must be in \(0, 1\]"),
+        (lambda: kernel_diagnostics(torch.zeros(4, 3), margin=0), r"margin must be a number in \(0, 1\)"),
         (lambda: entropy_from_eigenvalues(torch.ones(3), alpha=0), r"alpha must be > 0"),
     ],
 )

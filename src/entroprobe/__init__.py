@@ -6,9 +6,12 @@ The estimators are importable from the top level::
 """
 
 from entroprobe.entropy import (
+    COLLAPSED_FRACTION,
     DEFAULT_MEMORY_BUDGET,
-    SATURATION_THRESHOLD,
+    STATES,
+    STRUCTURELESS_MARGIN,
     EntropyResult,
+    SigmaCalibration,
     KernelDiagnostics,
     conditional_entropy,
     entropy_from_eigenvalues,
@@ -16,8 +19,11 @@ from entroprobe.entropy import (
     joint_entropy,
     kernel_diagnostics,
     mutual_information,
+    pooled_sigma,
     prompt_response_entropies,
     renyi_entropy,
+    structureless_entropy,
+    subsample_indices,
 )
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError, UnknownNameError
 
@@ -32,10 +38,16 @@ __all__ = [
     "entropy_from_eigenvalues",
     "kernel_diagnostics",
     "gaussian_gram",
+    "structureless_entropy",
+    "subsample_indices",
+    "pooled_sigma",
+    "SigmaCalibration",
     "EntropyResult",
     "KernelDiagnostics",
     "DEFAULT_MEMORY_BUDGET",
-    "SATURATION_THRESHOLD",
+    "STRUCTURELESS_MARGIN",
+    "COLLAPSED_FRACTION",
+    "STATES",
     "EntroprobeError",
     "InputError",
     "UnknownNameError",

@@ -121,3 +121,21 @@ def check_budget(memory_budget: Any) -> int:
     if value <= 0:
         raise InputError(f"memory_budget must be a positive number of bytes; got {memory_budget!r}")
     return value
+
+
+def check_scales(sigma_scale: Any) -> tuple[tuple[float, ...], bool]:
+    """A positive finite factor, or a non-empty sequence of them; returns (factors, whether a sequence)."""
+    several = isinstance(sigma_scale, (list, tuple)) or (isinstance(sigma_scale, torch.Tensor) and sigma_scale.dim() > 0)
+    values = list(sigma_scale) if several else [sigma_scale]
+    if several and not values:
+        raise InputError("sigma_scale as a sequence needs at least one factor; got an empty one")
+    out = []
+    for value in values:
+        try:
+            factor = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"sigma_scale must be positive numbers; got {value!r}") from None
+        if not math.isfinite(factor) or factor <= 0:
+            raise InputError(f"sigma_scale must be positive and finite; got {value!r}")
+        out.append(factor)
+    return tuple(out), several

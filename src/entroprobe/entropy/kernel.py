@@ -2,57 +2,76 @@
 
 Everything here works on a flat batch ``(B, n, d)``; the public functions in :mod:`.renyi` handle any leading
 shape, validation and memory-bounded chunking, and call these.
+
+Distances are computed on each sequence rescaled by a power of two (exact in floating point) so that its
+largest centred coordinate lies in [0.5, 1): states of any finite magnitude, 1e-30 or 1e30, give the same
+distances up to that factor, without underflow or overflow. The median rule is scale-invariant, so its values
+do not depend on the input's scale at all; a fixed σ is rescaled by the same factor.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["squared_distances", "median_sigma", "gaussian_kernel"]
+__all__ = ["squared_distances", "median_distance", "median_sigma", "gaussian_kernel"]
 
-# Squared distances below this many machine epsilons (relative to the rows' squared norms after centring,
-# times sqrt(d)) are at the rounding floor of the Gram-matrix formula and are set to exactly zero, so that
-# identical rows are identical to the kernel whatever the precision.
-_ROUNDING_FACTOR = 8.0
+# The Gram formula ‖c_i‖² + ‖c_j‖² − 2 c_i·c_j errs by about eps·sqrt(d)·(‖c_i‖² + ‖c_j‖²): near pairs lose
+# their digits to cancellation. Pairs where that error would exceed this share of their distance are recomputed
+# from their difference, which is exact to rounding. float32 keeps pairs with up to about 1e-3 relative error
+# (a tighter bound recomputes the within-cluster pairs of clustered states, at a cost); float64 about 1e-9.
+_NEAR_RELATIVE_ERROR = {torch.float32: 2.0**-10, torch.float64: 2.0**-30}
 
 # Distances are computed in at most this many block rows, of at least this many rows each but the last (n = 512:
 # 4 block rows; n = 2048: 8). Smaller blocks made the Gram products too thin to run at full speed.
 _GRAM_BLOCK_ROWS = 8
 _GRAM_MIN_BLOCK = 128
 _CPU_GROUP_BYTES = 4 << 20  # on the CPU, sequences are worked in groups of at most this many bytes of rows
+_DIRECT_CHUNK = 1 << 22  # elements of pair differences recomputed at once
 
 
-def squared_distances(x: torch.Tensor) -> torch.Tensor:
+def _power_of_two_scale(values: torch.Tensor) -> torch.Tensor:
+    """Per sequence of ``values`` (b, n, d): ``2^-e`` with ``max|values| · 2^-e`` in [0.5, 1); 1 for all zeros."""
+    top = values.abs().amax(dim=(-2, -1)).double()  # (b,)
+    exponent = torch.frexp(top).exponent  # top = mantissa · 2^exponent, mantissa in [0.5, 1)
+    return torch.where(top > 0, torch.ldexp(torch.ones_like(top), -exponent), torch.ones_like(top))
+
+
+def squared_distances(x: torch.Tensor, *, return_scale: bool = False):
     """Pairwise squared Euclidean distances ``D_ij = ‖x_i − x_j‖²`` of each sequence in a batch.
 
-    Computed as ``‖c_i‖² + ‖c_j‖² − 2 c_i·c_j`` on the mean-centred rows ``c`` (translation-invariant and far
-    more accurate than on raw transformer states, whose rows share a large common offset); no ``(n, n, d)``
-    tensor is formed. Distances at the rounding floor are set to 0 and the diagonal is exactly 0.
+    Computed as ``‖c_i‖² + ‖c_j‖² − 2 c_i·c_j`` on the mean-centred rows ``c``, rescaled by a power of two per
+    sequence; no ``(n, n, d)`` tensor is formed. Pairs that formula cannot resolve (near pairs, where it
+    cancels to a few digits) are recomputed from ``x_i − x_j``: identical rows give exactly 0, near-duplicates
+    their exact distance, whatever the precision. The diagonal is exactly 0.
 
     D is symmetric, so only its lower block triangle is computed, one block row at a time (the Gram product
-    for those rows, then the distances), and mirrored: 62.5 % of the products at n = 512, 56 % at n = 2048
-    (BLAS has a symmetric rank-k update; torch does not expose it).
-
+    for those rows, then the distances), and mirrored: 62.5 % of the products at n = 512, 56 % at n = 2048.
     On the CPU a few sequences are worked at a time (``_CPU_GROUP_BYTES`` of rows, or one sequence), into the
-    output: their temporaries (the centred rows, the pair norms) are small enough for the allocator to reuse,
-    where batch-sized ones are fresh pages on every call (centring 33 × 512 × 2048 float32 rows took 54 ms into
-    a new tensor against 6 ms into a reused one), and short sequences still share each call (7 layers × 146
-    tokens × d = 384: 1.9 ms against 3.2 ms one sequence at a time).
+    output, so their temporaries are reused by the allocator.
 
     Args:
         x: ``(B, n, d)`` float32 or float64.
+        return_scale: return ``(D · s², s)`` with ``s`` (B,) float64 the power of two each sequence was scaled
+            by (its distances then lie in [0, 4d], never underflowing or overflowing); by default ``D`` itself,
+            which can overflow or underflow for states beyond about 1e±19 in float32.
 
     Returns:
         ``(B, n, n)`` in ``x``'s dtype, non-negative, symmetric (exactly, outside the diagonal blocks).
     """
     batch, n, d = x.shape
     dist = torch.empty(batch, n, n, dtype=x.dtype, device=x.device)
-    floor_factor = _ROUNDING_FACTOR * torch.finfo(x.dtype).eps * d**0.5
+    scales = torch.empty(batch, dtype=torch.float64, device=x.device)
+    near_factor = min(0.5, torch.finfo(x.dtype).eps * d**0.5 / _NEAR_RELATIVE_ERROR[x.dtype])
     block = max(_GRAM_MIN_BLOCK, -(-n // _GRAM_BLOCK_ROWS))
     step = max(1, _CPU_GROUP_BYTES // (n * d * x.element_size())) if x.device.type == "cpu" else batch
     for first in range(0, batch, step):
         rows = x[first : first + step]  # (b, n, d)
-        c = rows - rows.mean(dim=-2, keepdim=True)  # (b, n, d)
+        outer = _power_of_two_scale(rows)  # (b,): max |rows| to [0.5, 1), exact
+        c = rows * outer.to(x.dtype)[:, None, None]
+        c -= c.mean(dim=-2, keepdim=True)  # (b, n, d), centred
+        inner = _power_of_two_scale(c)  # (b,): max |c| to [0.5, 1), exact
+        c *= inner.to(x.dtype)[:, None, None]
+        scales[first : first + step] = outer * inner
         out = dist[first : first + step]  # (b, n, n), a view being filled
         norms = torch.empty(c.shape[:2], dtype=c.dtype, device=c.device)  # (b, n): ‖c_i‖², the Gram diagonal
         for top in range(0, n, block):
@@ -61,11 +80,34 @@ def squared_distances(x: torch.Tensor) -> torch.Tensor:
             torch.matmul(c[:, top:bottom], c[:, :bottom].transpose(-1, -2), out=band)
             norms[:, top:bottom] = band[:, :, top:bottom].diagonal(dim1=-2, dim2=-1)
             pair_norms = norms[:, top:bottom, None] + norms[:, None, :bottom]  # (b, rows, bottom)
-            band.mul_(-2).add_(pair_norms)
-            band.masked_fill_(band <= pair_norms.mul_(floor_factor), 0.0)
+            band.mul_(-2).add_(pair_norms).clamp_(min=0.0)
+            near = band <= pair_norms.mul_(near_factor)  # (b, rows, bottom)
+            near.tril_(diagonal=top - 1)  # only the strict lower triangle: column j < row top + r
+            _recompute_near_pairs(band, near, rows, outer, inner, top)
             band[:, :, top:bottom].diagonal(dim1=-2, dim2=-1).zero_()
             out[:, :top, top:bottom].copy_(band[:, :, :top].transpose(-1, -2))
-    return dist
+            out[:, top:bottom, top:bottom].copy_(
+                band[:, :, top:bottom].tril(diagonal=-1) + band[:, :, top:bottom].tril(diagonal=-1).transpose(-1, -2)
+            )
+    if return_scale:
+        return dist, scales
+    return dist.div_(scales.square().to(x.dtype)[:, None, None])
+
+
+def _recompute_near_pairs(band: torch.Tensor, near: torch.Tensor, rows: torch.Tensor, outer: torch.Tensor,
+                          inner: torch.Tensor, top: int) -> None:
+    """Overwrite ``band[b, i, j]`` where ``near`` with ``‖(x_i − x_j) · outer · inner‖²`` from the rows."""
+    where = near.nonzero()  # (P, 3): sequence, row within the band, column
+    if where.numel() == 0:
+        return
+    d = rows.shape[-1]
+    per_chunk = max(1, _DIRECT_CHUNK // d)
+    for start in range(0, where.shape[0], per_chunk):
+        b, i, j = where[start : start + per_chunk].unbind(dim=1)
+        diff = rows[b, top + i] - rows[b, j]  # (p, d): one rounding each, never cancels
+        diff *= outer.to(rows.dtype)[b, None]
+        diff *= inner.to(rows.dtype)[b, None]
+        band[b, i, j] = diff.square().sum(dim=-1).to(band.dtype)
 
 
 def _median_lastdim(values: torch.Tensor) -> torch.Tensor:
@@ -81,12 +123,13 @@ def _median_lastdim(values: torch.Tensor) -> torch.Tensor:
     return two[..., 1] if m % 2 == 1 else (two[..., 0] + two[..., 1]) / 2
 
 
-def median_sigma(dist: torch.Tensor) -> torch.Tensor:
-    """The median bandwidth rule: ``σ = sqrt(median_{i<j} D_ij / 2)`` for each sequence of a batch.
+def median_distance(dist: torch.Tensor) -> torch.Tensor:
+    """The median rule's squared distance ``median_{i<j} D_ij`` for each sequence of a batch.
 
-    When the median is 0 (more than half of the pairs coincide) the median of the non-zero distances is used;
-    when every distance is 0 (or n = 1) σ is NaN: no bandwidth is defined, and the kernel is all ones
-    whatever σ, so the entropy is 0.
+    When the median is 0 (more than half of the pairs coincide exactly) the median of the non-zero distances is
+    used; when every distance is 0 (or n = 1) the result is NaN: no bandwidth is defined, and the kernel is all
+    ones whatever σ, so the entropy is 0. The rule is continuous in the input except at exact ties: a tie of
+    more than half of the pairs switches to the non-zero median, where a tiny jitter would not.
 
     Args:
         dist: ``(B, n, n)`` squared distances from :func:`squared_distances`.
@@ -100,10 +143,21 @@ def median_sigma(dist: torch.Tensor) -> torch.Tensor:
     rows, cols = torch.triu_indices(n, n, offset=1, device=dist.device)
     pairs = dist.reshape(batch, n * n).index_select(1, rows * n + cols)  # (B, n(n-1)/2), i < j
     median = _median_lastdim(pairs).double()  # (B,)
+    if bool(torch.isnan(median).any()):  # never passes for "all identical": that is a median of 0
+        first = int(torch.nonzero(torch.isnan(median))[0])
+        raise FloatingPointError(f"NaN squared distances in sequence {first} of the batch (an input that is not finite?)")
     for b in torch.nonzero(median == 0).flatten().tolist():
         nonzero = pairs[b][pairs[b] > 0]
         median[b] = _median_lastdim(nonzero).double() if nonzero.numel() else float("nan")
-    return torch.sqrt(median / 2)
+    return median
+
+
+def median_sigma(dist: torch.Tensor) -> torch.Tensor:
+    """The median bandwidth rule: ``σ = sqrt(median_{i<j} D_ij / 2)`` (see :func:`median_distance`), (B,) float64.
+
+    For an odd number of pairs this is the median pairwise distance divided by √2.
+    """
+    return torch.sqrt(median_distance(dist) / 2)
 
 
 def gaussian_kernel(dist: torch.Tensor, sigma: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:

@@ -58,7 +58,7 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "alpha must be > 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--model", "minilm", "--sigma", "wide", "--out", str(tmp_path)])
-    assert "--sigma takes 'median' or a positive number" in capsys.readouterr().err
+    assert "--sigma takes 'median', 'pooled' or a positive number" in capsys.readouterr().err
 
 
 def test_every_subcommand_has_an_example_in_its_help(capsys):

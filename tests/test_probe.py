@@ -33,7 +33,7 @@ def _fake_family():
 
 def config(out, **changes) -> ProbeConfig:
     settings = dict(model="fake", out=out, text_prompts="samples", image_prompts="samples", tasks=ALL_TASKS,
-                    limit=6, progress=False)  # fmt: skip
+                    limit=6, progress=False, match_tokens=0, match_response_tokens=0)  # fmt: skip
     settings.update(changes)
     return ProbeConfig(**settings)
 
@@ -79,7 +79,7 @@ def test_values_equal_the_estimators_on_the_adapters_states(tmp_path):
     n_resp = int(seed_rows["n_response_tokens"].iloc[0])
     assert n_resp >= 1 and (seed_rows["max_entropy"] > 0).all()
     # recompute with the same per-unit seed the run used
-    from entroprobe.probe.run import _Unit
+    from entroprobe.probe.units import Unit as _Unit
 
     unit = _Unit(key=f"{prompt.source}/{prompt.id}/text-gen", order=0, prompt=prompt, task="text-gen")
     response = adapter.respond_text(prompt.text, max_new_tokens=32, seed=unit.seed_offset % (2**31))
@@ -232,9 +232,19 @@ def test_minilm_end_to_end_through_the_cli(tmp_path, capsys):
     assert main(["run", "--model", "minilm", "--text-prompts", "samples", "--limit", "4", "--out", str(out)]) == 0
     frame = pd.read_parquet(out / "results.parquet")
     assert frame["layer"].max() == 6 and frame["num_layers"].iloc[0] == 6
-    assert len(frame) == 4 * 7
+    raw = frame[frame["subsample"] == 0]
+    assert len(raw) == 4 * 7
     assert ((frame["value"] > 0) & (frame["value"] <= frame["max_entropy"] + 1e-9)).all()
-    assert "rows in results.parquet: 28" in capsys.readouterr().err
+    # the default matched measures: prompts of at least 16 tokens also at 16 tokens, the shorter ones counted
+    long_enough = raw.drop_duplicates("prompt_id").query("n_tokens >= 16")["prompt_id"]
+    matched = frame[frame["subsample"] == 16]
+    assert set(matched["prompt_id"]) == set(long_enough) and len(matched) == 7 * len(long_enough)
+    assert (matched["max_entropy"] == 4.0).all() and (matched["draws"] == 8).all()
+    err = capsys.readouterr().err
+    assert f"rows in results.parquet: {len(frame)}" in err
+    assert f"16 prompt / 16 response tokens (8 draws): {4 - len(long_enough)} units too short" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["matched"]["units_too_short"] == ({"encode": 4 - len(long_enough)} if len(long_enough) < 4 else {})
     assert torch.isfinite(torch.tensor(frame["sigma"].to_numpy())).all()
 
 

@@ -35,12 +35,19 @@ EXAMPLES = {
 
 
 def _sigma(text: str) -> str | float:
-    if text == "median":
+    if text in ("median", "pooled"):
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sigma takes 'median' or a positive number; got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"--sigma takes 'median', 'pooled' or a positive number; got '{text}'") from None
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sigma-scale takes factors separated by commas, e.g. 0.5,1,2; got '{text}'") from None
 
 
 def _subparser(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -73,7 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-prompts", help="an image prompt source (samples, mmbench:FILE.tsv, images:DIR)")
     p.add_argument("--tasks", default="encode", help="comma-separated: encode, text-gen, image-gen")
     p.add_argument("--alpha", type=float, default=1.01, help="Rényi order (default 1.01)")
-    p.add_argument("--sigma", type=_sigma, default="median", help="'median' (per layer) or a fixed bandwidth")
+    p.add_argument("--sigma", type=_sigma, default="median",
+                   help="'median' (per sequence and layer), 'pooled' (one per layer for the run, calibrated on a "
+                        "sample of its units) or a fixed bandwidth")
+    p.add_argument("--sigma-scale", type=_scales, default=(1.0,), metavar="F,F,…",
+                   help="also measure at σ × each factor, e.g. 0.5,1,2 (rows with a sigma_scale column)")
+    p.add_argument("--match-tokens", type=int, default=16, metavar="K",
+                   help="also measure prompts at K tokens (mean over random subsets; 0: off; default 16)")
+    p.add_argument("--match-response-tokens", type=int, default=16, metavar="M",
+                   help="and responses at M tokens, the prompt at K (0: the response whole; default 16)")
+    p.add_argument("--match-draws", type=int, default=8, metavar="R", help="random subsets per matched measure")
+    p.add_argument("--calibration-units", type=int, default=32, metavar="N",
+                   help="units whose token pairs set σ under --sigma pooled (default 32)")
     p.add_argument("--base", type=float, default=2.0, help="logarithm base (default 2: bits)")
     p.add_argument("--limit", type=int, help="at most this many prompts per source, spread across types")
     p.add_argument("--max-new-tokens", type=int, default=32, help="length of text responses")
@@ -139,7 +157,9 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model, out=args.out, model_args=parse_model_args(args.model_args),
         text_prompts=args.text_prompts, image_prompts=args.image_prompts,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
-        alpha=args.alpha, sigma=args.sigma, base=args.base, limit=args.limit,
+        alpha=args.alpha, sigma=args.sigma, base=args.base, limit=args.limit, sigma_scales=args.sigma_scale,
+        match_tokens=args.match_tokens, match_response_tokens=args.match_response_tokens,
+        match_draws=args.match_draws, calibration_units=args.calibration_units,
         max_new_tokens=args.max_new_tokens, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
     )  # fmt: skip
     summary = run_probe(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "MEASURES", "TASKS", "MODALITIES"]
+__all__ = ["COLUMNS", "MEASURES", "TASKS", "MODALITIES", "ROW_KEY"]
 
 MEASURES = ("prompt_entropy", "response_entropy", "joint_entropy", "conditional_entropy")
 TASKS = ("encode", "text-gen", "image-gen")
@@ -21,13 +21,22 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "layer": ("int64", "0 = embedding output, i = output of layer i"),
     "num_layers": ("int64", "the model's layer count (depth fraction = layer / num_layers)"),
     "value": ("float64", "the measure, in units of log base `base`"),
-    "n_tokens": ("int64", "prompt tokens the kernel saw"),
-    "n_response_tokens": ("int64", "response tokens the kernel saw (0 for encode)"),
+    "n_tokens": ("int64", "the prompt's tokens (all of them, also in subsampled rows)"),
+    "n_response_tokens": ("int64", "the response's tokens (0 for encode; all of them, also in subsampled rows)"),
     "alpha": ("float64", "Rényi order"),
-    "sigma": ("float64", "the kernel bandwidth used for this row"),
-    "sigma_rule": ("string", "median | fixed: how sigma was chosen"),
+    "sigma": ("float64", "the kernel bandwidth used for this row (the mean over draws when subsampled)"),
+    "sigma_rule": ("string", "median | pooled | fixed: how sigma was chosen"),
+    "sigma_scale": ("float64", "the factor sigma was multiplied by (1: the rule's own sigma)"),
     "base": ("float64", "logarithm base"),
     "saturation": ("float64", "kernel diagnostics: signed saturation in [-1, 1] (+1: K≈I, −1: K≈ones)"),
-    "saturated": ("bool", "kernel diagnostics: |saturation| above the warning threshold"),
+    "saturated": ("bool", "kernel diagnostics: kernel_state is not ok"),
+    "kernel_state": ("string", "ok | structureless (within 20 % of the reference) | collapsed (≈ 0) | identical"),
+    "reference": ("float64", "what tokens without structure give at the same token count and sigma"),
     "max_entropy": ("float64", "log_base(number of rows the kernel saw): the ceiling of this value"),
+    "subsample": ("int64", "prompt tokens per random subset (0: every prompt token)"),
+    "subsample_response": ("int64", "response tokens per random subset (0: every response token)"),
+    "draws": ("int64", "random subsets averaged (1: none)"),
 }
+
+# what identifies one measurement of a run: a row of the results table
+ROW_KEY = ["source", "prompt_id", "task", "measure", "layer", "subsample", "subsample_response", "sigma_scale"]

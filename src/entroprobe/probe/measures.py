@@ -1,0 +1,109 @@
+"""From one unit's layer states to its rows: every measure, raw and at matched token counts, at every σ scale.
+
+A unit's rows come in blocks:
+
+- the raw block (``subsample = subsample_response = 0``): every token the adapter returned;
+- the matched block, when the run matches token counts and the unit reaches them: an encode unit's prompt
+  entropy at ``match_tokens`` tokens; a generation unit's four measures with the prompt at ``match_tokens``
+  and the response at ``match_response_tokens`` tokens (either 0: that side whole). Each is the mean over
+  ``draws`` random subsets, seeded by the unit (see :mod:`entroprobe.entropy.subsample`), so a unit's rows do
+  not depend on which other units ran, or in which order.
+
+Every block is computed at each σ scale of the run (``sigma_scale`` column; 1 = the rule's own σ).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from entroprobe.entropy import STATES, EntropyResult, prompt_response_entropies, renyi_entropy
+
+__all__ = ["MeasureSettings", "Block", "unit_blocks", "unit_rows"]
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How a run measures every unit."""
+
+    alpha: float = 1.01
+    sigma: str | float | torch.Tensor = "median"  # the rule, a fixed σ, or the pooled σ per layer
+    sigma_rule: str = "median"  # median | fixed | pooled
+    base: float = 2.0
+    scales: tuple[float, ...] = (1.0,)
+    match_tokens: int = 0  # prompt tokens of the matched block (0: prompt whole)
+    match_response_tokens: int = 0  # response tokens of the matched block (0: response whole)
+    draws: int = 8
+
+    @property
+    def matching(self) -> bool:
+        return self.match_tokens > 0 or self.match_response_tokens > 0
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a unit's measures: at which token counts, and each measure's result (a last scale dim)."""
+
+    subsample: int  # prompt tokens kept per draw (0: all)
+    subsample_response: int  # response tokens kept per draw (0: all)
+    measures: dict[str, EntropyResult]
+
+
+def unit_blocks(settings: MeasureSettings, prompt: torch.Tensor, response: torch.Tensor | None,
+                seed: int) -> tuple[list[Block], bool]:  # fmt: skip
+    """Every block of a unit from its prompt states ``(L, n, d)`` and response states ``(L, m, d)`` (or None).
+
+    Returns:
+        The blocks, and whether the unit was too short for the matched block (it then has only the raw one).
+    """
+    common = {"alpha": settings.alpha, "sigma": settings.sigma, "base": settings.base,
+              "sigma_scale": list(settings.scales)}  # fmt: skip
+    k, m = settings.match_tokens, settings.match_response_tokens
+    if response is None:
+        blocks = [Block(0, 0, {"prompt_entropy": renyi_entropy(prompt, return_details=True, **common)})]
+        if k <= 0:
+            return blocks, False
+        if prompt.shape[-2] < k:
+            return blocks, True
+        matched = renyi_entropy(prompt, subsample=k, draws=settings.draws, seed=seed, return_details=True, **common)
+        return blocks + [Block(k, 0, {"prompt_entropy": matched})], False
+    blocks = [Block(0, 0, prompt_response_entropies(prompt, response, **common))]
+    if not settings.matching:
+        return blocks, False
+    if prompt.shape[-2] < k or response.shape[-2] < m:
+        return blocks, True
+    sides = (k if k > 0 else None, m if m > 0 else None)
+    matched = prompt_response_entropies(prompt, response, subsample=sides, draws=settings.draws, seed=seed, **common)
+    return blocks + [Block(max(k, 0), max(m, 0), matched)], False
+
+
+def unit_rows(settings: MeasureSettings, blocks: list[Block], common: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results-table rows of a unit's blocks: one per block × measure × layer × σ scale.
+
+    Args:
+        common: the columns every row of the unit shares (model, prompt, task, token counts, …).
+    """
+    rows = []
+    base = {**common, "alpha": settings.alpha, "sigma_rule": settings.sigma_rule, "base": settings.base}
+    for block in blocks:
+        for measure, result in block.measures.items():
+            ceiling = math.log(result.n, settings.base) if result.n > 1 else 0.0
+            columns = (result.value, result.sigma, result.saturation, result.reference, result.state)
+            values, sigmas, saturations, references, states = (c.reshape(-1, len(settings.scales)).tolist()
+                                                              for c in columns)  # (layers, scales) each
+            for layer in range(len(values)):
+                for at, scale in enumerate(settings.scales):
+                    state = STATES[states[layer][at]]
+                    rows.append({
+                        **base, "measure": measure, "layer": layer, "value": values[layer][at],
+                        "sigma": sigmas[layer][at], "saturation": saturations[layer][at],
+                        "saturated": state != "ok", "kernel_state": state, "reference": references[layer][at],
+                        "max_entropy": ceiling, "subsample": block.subsample,
+                        "subsample_response": block.subsample_response,
+                        "draws": result.draws, "sigma_scale": scale,
+                    })  # fmt: skip
+    return rows
+

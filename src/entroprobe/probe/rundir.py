@@ -1,0 +1,144 @@
+"""The run directory and the ranks that share it: preparing, checking, resuming, the manifest, torchrun.
+
+Rank 0 prepares the directory (refusing other settings or other weights unless ``overwrite``) and writes
+``manifest.json``; every rank waits at barriers where the others must have got that far.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from entroprobe.errors import InputError, LoadError
+from entroprobe.probe import store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from entroprobe.probe.run import ProbeConfig
+
+__all__ = ["PLACEMENT_KEYS", "world", "barrier", "versions", "now", "prepare_run_dir", "check_weights", "placed",
+           "write_manifest"]
+
+# loading keywords that place the model but do not change its results: a run may resume elsewhere
+PLACEMENT_KEYS = ("device", "device_map")
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def barrier(world: int) -> None:
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # ranks may finish hours apart (uneven generation lengths): wait up to three days at the final barrier
+        dist.init_process_group(backend="gloo", timeout=_dt.timedelta(days=3))
+    dist.barrier()
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    import entroprobe
+
+    versions = {"entroprobe": entroprobe.__version__, "python": platform.python_version(), "torch": torch.__version__,
+                "numpy": numpy.__version__, "platform": platform.platform()}  # fmt: skip
+    try:
+        import transformers
+
+        versions["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+    return versions
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def wipe(run_dir: Path) -> None:
+    for name in ("shards", "states", "images"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("results.parquet", "errors.jsonl", "responses.jsonl", "manifest.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def prepare_run_dir(config: ProbeConfig, rank: int) -> tuple[Path, dict[str, Any] | None]:
+    """Create or check the run directory (rank 0 alone); returns it and the manifest of the run to resume.
+
+    The same settings resume; other settings are refused unless ``overwrite``, which then starts afresh.
+    """
+    run_dir = Path(config.out)
+    if rank != 0:
+        return run_dir, None
+    manifest_path = run_dir / "manifest.json"
+    previous = None
+    if manifest_path.exists():
+        try:
+            previous = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LoadError(f"Cannot read {manifest_path}: {exc}") from exc
+        old, new = previous.get("settings", {}), json.loads(json.dumps(config.settings()))
+        if old != new:
+            if not config.overwrite:
+                changed = ", ".join(
+                    f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in new if old.get(key) != new.get(key)
+                )
+                raise InputError(
+                    f"{run_dir} holds a run with other settings ({changed}); pass --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            wipe(run_dir)
+            previous = None
+    elif store.shard_paths(run_dir):
+        if not config.overwrite:
+            raise InputError(f"{run_dir} holds shards but no manifest.json; pass --overwrite to start afresh")
+        wipe(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, previous
+
+
+def check_weights(config: ProbeConfig, run_dir: Path, previous: dict[str, Any] | None,
+                   fingerprint: str) -> dict[str, Any] | None:  # fmt: skip
+    """Refuse to resume a run with other weights at the same path (unless overwrite: start afresh).
+
+    Returns the manifest of the run to resume, None when there is none (any more).
+    """
+    if previous is None:
+        return None
+    before = previous.get("model", {}).get("fingerprint")
+    if before is not None and before != fingerprint:
+        if not config.overwrite:
+            raise InputError(
+                f"{run_dir} was started with other weights (fingerprint {before}, now {fingerprint}); "
+                "pass --overwrite to start afresh, or choose another --out"
+            )
+        wipe(run_dir)
+        return None
+    return previous
+
+
+def placed(model_args: dict[str, Any], world: int) -> dict[str, Any]:
+    """Under torchrun on GPUs, each rank's model goes to its own GPU (``cuda:LOCAL_RANK``)."""
+    if world <= 1 or not torch.cuda.is_available() or "device_map" in model_args:
+        return model_args
+    if str(model_args.get("device", "auto")) not in ("auto", "cuda"):
+        return model_args
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local_rank)
+    return {**model_args, "device": f"cuda:{local_rank}"}
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, default=str) + "\n"
+    store.write_atomic(run_dir / "manifest.json", lambda tmp: tmp.write_text(text))
+

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from entroprobe.cli import main
-from entroprobe.demo import DEMO_MODELS, run_demo
+from entroprobe.demo import DEMO_MODELS, MATCH_TOKENS, run_demo
 
 
 def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, capsys):
@@ -29,7 +29,7 @@ def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, 
     kinds = {claim["text"]: claim["kind"] for claim in summary["claims"]}
     shown = [line[2:] for line in printed.splitlines() if line.startswith("- ")]
     assert 1 <= len(shown) <= 3 and all(text in kinds for text in shown)  # the report's own claims
-    order = ["response", "modality", "length"]
+    order = ["response", "modality", "length", "scale"]
     assert [order.index(kinds[t]) for t in shown] == sorted(order.index(kinds[t]) for t in shown)
     if "response" in kinds.values():  # the paper's central contrast comes first when the report makes it
         assert kinds[shown[0]] == "response"
@@ -40,10 +40,17 @@ def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, 
     table = pd.read_csv(tmp_path / "report" / "table1.csv").set_index(["model", "prompt_type"])
     rows = pd.concat(pd.read_parquet(tmp_path / "runs" / m / "results.parquet") for m in DEMO_MODELS)
     rows = rows[(rows["task"] == "encode") & (rows["measure"] == "prompt_entropy") & (rows["layer"] == 0)]
-    want = rows.groupby(["model", "prompt_type"])["value"].agg(["mean", "count"])
+    raw = rows[(rows["subsample"] == 0) & (rows["sigma_scale"] == 1.0)]
+    want = raw.groupby(["model", "prompt_type"])["value"].agg(["mean", "count"])
     assert sorted(table.index) == sorted(want.index)
     np.testing.assert_allclose(table.loc[want.index, "mean"], want["mean"], rtol=1e-12)
     np.testing.assert_array_equal(table.loc[want.index, "n_prompts"], want["count"])
+    # and at the demo's matched count, the prompts that reach it
+    matched = pd.read_csv(tmp_path / "report" / "table1_matched.csv").set_index(["model", "prompt_type"])
+    at_k = rows[rows["subsample"] == MATCH_TOKENS].groupby(["model", "prompt_type"])["value"].agg(["mean", "count"])
+    np.testing.assert_allclose(matched.loc[at_k.index, "mean"], at_k["mean"], rtol=1e-12)
+    assert (matched["k"] == MATCH_TOKENS).all()
+    assert "not enough prompts" in printed  # 3 prompts per modality: below the 5 a claim needs, and said so
 
 
 def test_demo_resumes_without_recomputing(tmp_path):

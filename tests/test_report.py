@@ -1,9 +1,4 @@
-"""The report, on run directories these tests write in the run directory format from synthetic rows.
-
-The synthetic runs are built so the answers are known: image prompts have a higher prompt entropy than text
-prompts at every layer, text generation a higher conditional entropy than image generation, and one model's
-image prompts sit at the ceiling log2(n) at layer 0 (a kernel warning).
-"""
+"""The report's files, tables, options and bad input, on synthetic run directories (see synthetic_runs.py)."""
 
 from __future__ import annotations
 
@@ -24,86 +19,9 @@ from entroprobe.errors import InputError, LoadError
 from entroprobe.probe.schema import COLUMNS
 from entroprobe.report import add_arguments, load_runs, make_report, run_command
 from entroprobe.report.analysis import Boot, resolve_layers, table1
-from entroprobe.report.findings import kernel_warnings, modality_claims, response_claims
 from entroprobe.report.runs import load
-from entroprobe.report.stats import bootstrap_mean, layer_ranges
-
-TEXT_TYPES = ["composition", "deductive", "inductive", "abductive"]
-IMAGE_TYPES = ["coarse", "single-instance", "cross-instance", "attribute", "relation", "logical"]
-LENGTH_TOKENS = {"short": (8, 20), "medium": (30, 80), "long": (120, 300)}
-
-
-def _rows(model, num_layers, *, tasks, n_text, n_image, length_meta, image_ceiling, alpha, sigma, base, rng):
-    """One row per measurement of a synthetic run, with plausible values in base ``base``."""
-    log = lambda n: np.log(n) / np.log(base)  # noqa: E731
-    prompts = []
-    for t in TEXT_TYPES:
-        for i in range(n_text):
-            length = list(LENGTH_TOKENS)[i % 3]
-            meta = {"sub_class": f"{t}-{i % 2}"} | ({"length": length} if length_meta else {})
-            prompts.append(("text", t, f"{t}/{i:03d}", int(rng.integers(*LENGTH_TOKENS[length])), meta))
-    for t in IMAGE_TYPES:
-        for i in range(n_image):
-            prompts.append(("image", t, f"{t}/{i:03d}", 64, {"category": t}))
-    out = []
-    for modality, ptype, pid, n, meta in prompts:
-        source = "samples" if modality == "text" else "images"
-        for task in tasks:
-            if task == "image-gen" and modality == "image":
-                continue
-            m = 0 if task == "encode" else (24 if task == "text-gen" else 64)
-            for layer in range(num_layers + 1):
-                d = layer / num_layers
-                if modality == "text":
-                    frac = 0.45 + 0.35 * d + rng.normal(0, 0.03)
-                else:
-                    frac = (0.995 if image_ceiling and layer == 0 else 0.93 - 0.05 * d) + rng.normal(0, 0.003)
-                frac = min(frac, 0.999)
-                prompt = frac * log(n)
-                sat = float(np.clip(2 * frac - 1, -1, 1))
-                values = {"prompt_entropy": (prompt, log(n))}
-                if task != "encode":  # the joint entropy stays below 0.95 of its ceiling log(n + m)
-                    cond = (1.4 + 0.6 * d if task == "text-gen" else 0.5) + rng.normal(0, 0.08)
-                    cond = min(cond, 0.95 * log(n + m) - prompt)
-                    values["conditional_entropy"] = (cond, log(n + m))
-                    values["joint_entropy"] = (prompt + cond, log(n + m))
-                    values["response_entropy"] = (0.7 * log(m) + rng.normal(0, 0.05), log(m))
-                for measure, (value, ceiling) in values.items():
-                    out.append({
-                        "model": model, "prompt_id": pid, "source": source, "modality": modality,
-                        "prompt_type": ptype, "prompt_meta": json.dumps(meta), "task": task, "measure": measure,
-                        "layer": layer, "num_layers": num_layers, "value": float(value), "n_tokens": n,
-                        "n_response_tokens": m, "alpha": alpha,
-                        "sigma": (2.0 + 3.0 * layer + rng.normal(0, 0.2)) if sigma == "median" else float(sigma),
-                        "sigma_rule": "median" if sigma == "median" else "fixed", "base": base,
-                        "saturation": sat, "saturated": abs(sat) > 0.95, "max_entropy": float(ceiling),
-                    })
-    return out
-
-
-def write_run(path: Path, model: str = "causal-lm:tiny-a", num_layers: int = 4, *,
-              tasks=("encode", "text-gen", "image-gen"), n_text: int = 6, n_image: int = 5, length_meta=True,
-              image_ceiling=False, alpha=1.01, sigma="median", base=2.0, status="complete", seed=0) -> Path:
-    """Write a run directory in the run format: manifest.json + results.parquet (schema columns and dtypes)."""
-    rng = np.random.default_rng(seed)
-    rows = _rows(model, num_layers, tasks=tasks, n_text=n_text, n_image=n_image, length_meta=length_meta,
-                 image_ceiling=image_ceiling, alpha=alpha, sigma=sigma, base=base, rng=rng)
-    df = pd.DataFrame(rows, columns=list(COLUMNS)).astype({c: d for c, (d, _) in COLUMNS.items()})
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "results.parquet", index=False)
-    manifest = {
-        "entroprobe_version": "0.1.0", "status": status,
-        "model": {"spec": model, "family": model.split(":")[0], "num_layers": num_layers, "d_model": 64,
-                  "fingerprint": "sha256:test"},
-        "settings": {"alpha": alpha, "sigma": sigma, "base": base, "tasks": list(tasks), "text_prompts": "samples",
-                     "image_prompts": "images:x", "limit": None, "max_new_tokens": 16, "seed": 0},
-        "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:05:00+00:00",
-        "counts": {"prompts": int(df["prompt_id"].nunique()), "rows": len(df), "errors": 0},
-        "versions": {"torch": "2.13.0"}, "device": "cpu",
-    }
-    (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return path
-
+from entroprobe.report.stats import bootstrap_difference, bootstrap_mean
+from synthetic_runs import FIGURES, K, raw_rows, write_run
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> list[Path]:
@@ -120,9 +38,6 @@ def report(two_runs, tmp_path_factory) -> tuple[Path, float]:
     return path, time.perf_counter() - start
 
 
-FIGURES = ["fig1_length", "fig2_length_layers", "fig3_prompt_types", "fig4_modality", "fig5_response",
-           "fig6_kernel"]
-
 
 # ---- the files ---------------------------------------------------------------------------------------------
 
@@ -131,7 +46,7 @@ def test_report_files_exist_and_are_fast(report):
     path, _ = report
     out = path.parent
     assert path.name == "report.html" and path.stat().st_size > 10_000
-    for name in ["findings.json", "table1.csv", "table1.tex"]:
+    for name in ["findings.json", "table1.csv", "table1.tex", "table1_matched.csv", "table1_matched.tex"]:
         assert (out / name).stat().st_size > 0, name
     for stem in FIGURES:
         assert (out / "figures" / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", stem
@@ -154,18 +69,20 @@ def test_html_references_no_external_resource(report):
 def test_page_states_settings_and_definitions(report):
     text = report[0].read_text(encoding="utf-8")
     for needed in ["α = 1.01", "median rule", "base = 2", "bits", "S(X,Y) − S(X)", "layer 0 (the embedding output)",
-                   "tertiles of token count", "prompts&#x27; length field", "95 %"]:
+                   "tertiles of token count", "prompts&#x27; length field", "95 %", "median pairwise distance divided "
+                   "by √2", "structureless reference", "Table 2 — prompt entropy by prompt type at one token count"]:
         assert needed in text, needed
 
 
 # ---- Table 1 -----------------------------------------------------------------------------------------------
 
 
-def _direct_table(run_dirs, layer_of) -> pd.DataFrame:
-    df = pd.concat([pd.read_parquet(d / "results.parquet") for d in run_dirs])
+def _direct_table(run_dirs, layer_of, pick=raw_rows) -> pd.DataFrame:
+    df = pick(pd.concat([pd.read_parquet(d / "results.parquet") for d in run_dirs]))
     df = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy")]
     df = df[df["layer"] == df["model"].map(layer_of)]
-    return df.groupby(["model", "prompt_type"])["value"].agg(["mean", "count"])
+    return df.groupby(["model", "prompt_type"]).agg(mean=("value", "mean"), count=("value", "size"),
+                                                    tokens=("n_tokens", "mean"))
 
 
 def test_table1_equals_direct_pandas_computation(report, two_runs):
@@ -174,6 +91,7 @@ def test_table1_equals_direct_pandas_computation(report, two_runs):
     assert sorted(got.index) == sorted(want.index)
     np.testing.assert_allclose(got.loc[want.index, "mean"], want["mean"], rtol=1e-12)
     np.testing.assert_array_equal(got.loc[want.index, "n_prompts"], want["count"])
+    np.testing.assert_allclose(got.loc[want.index, "mean_tokens"], want["tokens"], rtol=1e-12)
     assert (got["layer"] == 0).all()
     # the paper's order: the four text types, then the six image types
     order = list(dict.fromkeys(got.reset_index()["prompt_type"]))
@@ -181,6 +99,22 @@ def test_table1_equals_direct_pandas_computation(report, two_runs):
                      "coarse", "single-instance", "cross-instance"]
     tex = (report[0].parent / "table1.tex").read_text(encoding="utf-8")
     assert "layer 0 (the embedding output)" in tex and "causal-lm:tiny-a" in tex and "\\toprule" in tex
+    assert "n = 5, 576.0 tokens" in tex  # the image cells: five prompts of 576 tokens
+
+
+def test_table1_at_a_matched_count_equals_direct_pandas_and_counts_who_is_left_out(report, two_runs):
+    got = pd.read_csv(report[0].parent / "table1_matched.csv").set_index(["model", "prompt_type"])
+    assert (got["k"] == K).all()
+    matched = lambda df: df[(df["subsample"] == K) & (df["sigma_scale"] == 1.0)]  # noqa: E731
+    want = _direct_table(two_runs, {"causal-lm:tiny-a": 0, "janus:tiny-b": 0}, matched)
+    assert sorted(got.index) == sorted(want.index)
+    np.testing.assert_allclose(got.loc[want.index, "mean"], want["mean"], rtol=1e-12)
+    everyone = _direct_table(two_runs, {"causal-lm:tiny-a": 0, "janus:tiny-b": 0})
+    np.testing.assert_array_equal(got.loc[want.index, "left_out"],
+                                  everyone.loc[want.index, "count"] - want["count"])  # the prompts under 16 tokens
+    assert got["left_out"].sum() > 0
+    tex = (report[0].parent / "table1_matched.tex").read_text(encoding="utf-8")
+    assert f"k = {K} tokens per prompt" in tex and "left out" in tex
 
 
 def test_table1_at_the_last_layer(two_runs):
@@ -231,206 +165,24 @@ def test_bootstrap_is_seeded_covers_and_handles_missing():
         bootstrap_mean(np.zeros((2, 2, 2)))
 
 
+def test_bootstrap_difference_of_two_groups():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(2.0, 1.0, size=(200, 3)), rng.normal(1.0, 1.0, size=(50, 3))
+    diff, low, high, n_a, n_b = bootstrap_difference(a, b, n_boot=2000, seed=1)
+    np.testing.assert_allclose(diff, a.mean(0) - b.mean(0))
+    assert (low <= diff).all() and (diff <= high).all() and (n_a == 200).all() and (n_b == 50).all()
+    width = float(np.mean(high - low))  # ≈ 2·1.96·sqrt(1/200 + 1/50): both groups resampled on their own
+    assert 0.9 < width / (3.92 * np.sqrt(1 / 200 + 1 / 50)) < 1.1
+    with pytest.raises(InputError, match="the same points; got 3 and 2"):
+        bootstrap_difference(a, b[:, :2])
+
+
 def test_every_curve_interval_contains_its_mean(report):
     out = report[0].parent
     frames = [pd.read_csv(out / "data" / f"{s}.csv") for s in FIGURES]
     frames.append(pd.read_csv(out / "table1.csv").rename(columns={"ci_low": "low", "ci_high": "high"}))
     for f in frames:
         assert ((f["low"] <= f["mean"] + 1e-12) & (f["mean"] <= f["high"] + 1e-12)).all()
-
-
-# ---- claims ------------------------------------------------------------------------------------------------
-
-
-def test_findings_state_the_numbers_behind_them(report):
-    out = report[0].parent
-    summary = json.loads((out / "findings.json").read_text(encoding="utf-8"))
-    assert all(isinstance(t, str) for t in summary["findings"])
-    kinds = [c["kind"] for c in summary["claims"]]
-    assert kinds[:4] == ["modality", "modality", "response", "response"]
-    curves = pd.read_csv(out / "data" / "fig4_modality.csv")
-    for claim in [c for c in summary["claims"] if c["kind"] == "modality"]:
-        mine = curves[curves["label"] == claim["model"]]
-        t, i = (mine[mine["modality"] == m].set_index("layer") for m in ("text", "image"))
-        apart = t.index[(t["high"] < i["low"]) | (i["high"] < t["low"])]
-        assert claim["differ_layers"] == apart.tolist()
-        assert f"at {len(apart)} of {len(t)} layers ({layer_ranges(apart)})" in claim["text"]
-    a = next(c for c in summary["claims"] if c["kind"] == "response" and c["model"] == "causal-lm:tiny-a")
-    assert a["text"].startswith("causal-lm:tiny-a: text generation has the higher conditional entropy at 5 of 5")
-    length = next(c for c in summary["claims"] if c["kind"] == "length" and c["model"] == "janus:tiny-b")
-    assert length["spearman"] > 0.5 and "rises with prompt length" in length["text"]
-    html_text = report[0].read_text(encoding="utf-8")
-    assert all(html.escape(c["text"]) in html_text for c in summary["claims"])
-
-
-def _curves(group, a, b, rows):
-    """Curves of one model: rows of (layer, mean_a, low_a, high_a, mean_b, low_b, high_b)."""
-    out = []
-    for layer, ma, la, ha, mb, lb, hb in rows:
-        out.append({"label": "m", group: a, "layer": layer, "mean": ma, "low": la, "high": ha, "n": 9})
-        out.append({"label": "m", group: b, "layer": layer, "mean": mb, "low": lb, "high": hb, "n": 7})
-    return pd.DataFrame(out)
-
-
-def _sizes(text_tokens=20.0, image_tokens=576.0):
-    return pd.DataFrame({"label": ["m", "m"], "modality": ["text", "image"], "n_prompts": [9, 7],
-                         "mean_tokens": [text_tokens, image_tokens],
-                         "mean_ceiling": [np.log2(text_tokens), np.log2(image_tokens)]})
-
-
-def _paired(rows):
-    """A paired-difference table of one model: rows of (layer, mean_a, mean_b, low, high, n)."""
-    return pd.DataFrame([{"label": "m", "layer": layer, "mean_a": a, "mean_b": b, "mean": a - b, "low": lo,
-                          "high": hi, "n": n} for layer, a, b, lo, hi, n in rows])
-
-
-def test_claims_on_hand_made_curves():
-    overlap = _curves("modality", "text", "image", [(0, 1.0, 0.5, 1.5, 1.2, 0.9, 1.6),
-                                                    (1, 2.0, 1.9, 2.1, 2.05, 1.95, 2.2)])
-    (claim,) = modality_claims(overlap, "bits", normalised=overlap, sizes=_sizes())
-    assert claim["differ_layers"] == [] and "do not differ at any of 2 layers" in claim["text"]
-    assert "At layer 0: text 1.00 [0.50, 1.50] vs image 1.20 [0.90, 1.60] bits (9 text, 7 image prompts)" in \
-        claim["text"]
-    apart = _curves("modality", "text", "image", [(0, 1, 0.9, 1.1, 3, 2.9, 3.1), (1, 1, 0.9, 1.1, 1.05, 1, 1.2),
-                                                  (2, 4, 3.9, 4.1, 2, 1.9, 2.1)])
-    (claim,) = modality_claims(apart, "nats", normalised=apart, sizes=_sizes())
-    assert claim["differ_layers"] == [0, 2] and claim["image_higher_layers"] == [0]
-    assert "at 2 of 3 layers (0, 2); image prompts are higher at 1 of them" in claim["text"]
-    tie = _paired([(0, 2, 1, 0.8, 1.2, 9), (1, 1, 1.2, -0.7, 0.3, 9)])
-    (claim,) = response_claims(tie, "bits")
-    assert "neither generation task has the higher conditional entropy at more of the 2 layers" in claim["text"]
-    assert ("text generation higher at 1, 1 of them with the 95 % interval of the per-prompt difference excluding "
-            "0; image generation higher at 1, 0 excluding 0; the interval excludes 0 at 1 of 2 layers (0))") in \
-        claim["text"]
-    image = _paired([(0, 1, 2, -1.1, -0.9, 9), (1, 1, 1.2, -0.5, 0.1, 8)])
-    (claim,) = response_claims(image, "bits")
-    assert claim["text"].startswith("m: image generation has the higher conditional entropy at 2 of 2 layers, on "
-                                    "the same 9 text prompts compared prompt by prompt")
-    assert "Mean over layers: text generation 1.00 vs image generation 1.60 bits, difference -0.60 bits" in \
-        claim["text"]
-    assert claim["differ_layers"] == [0] and claim["image_gen_higher_layers"] == [0, 1]
-
-
-def test_modality_claim_normalises_by_the_ceiling():
-    # raw: image prompts far above text prompts at every layer; per token ceiling: the same
-    raw = _curves("modality", "text", "image", [(0, 3.5, 3.4, 3.6, 7.3, 7.2, 7.4), (1, 3.6, 3.5, 3.7, 7.4, 7.3, 7.5)])
-    norm = _curves("modality", "text", "image", [(0, 0.80, 0.78, 0.82, 0.80, 0.79, 0.81),
-                                                 (1, 0.83, 0.81, 0.85, 0.78, 0.77, 0.79)])
-    (claim,) = modality_claims(raw, "bits", normalised=norm, sizes=_sizes(20.0, 576.0), log_name="log2(n)")
-    assert claim["differ_layers"] == [0, 1] and claim["image_higher_layers"] == [0, 1]
-    assert claim["normalised_differ_layers"] == [1] and claim["normalised_image_higher_layers"] == []
-    assert claim["mean_tokens"] == {"text": 20.0, "image": 576.0}
-    assert ("Text prompts have 20.0 tokens on average and image prompts 576.0, so their ceilings log2(n) differ "
-            "(4.32 against 9.17 bits on average). Normalised by the ceiling (value / log2(n), per prompt) they "
-            "differ (95 % intervals not overlapping) at 1 of 2 layers (1); image prompts are higher at 0 of them."
-            ) in claim["text"]
-    assert claim["text"].endswith("(9 text, 7 image prompts); normalised 0.80 [0.78, 0.82] vs 0.80 [0.79, 0.81].")
-
-
-def test_modality_claims_of_a_report_state_tokens_and_normalised_layers(report, two_runs):
-    out = report[0].parent
-    summary = json.loads((out / "findings.json").read_text(encoding="utf-8"))
-    df = pd.concat([pd.read_parquet(d / "results.parquet") for d in two_runs])
-    df = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy")]
-    for claim in [c for c in summary["claims"] if c["kind"] == "modality"]:
-        mine = df[df["model"] == claim["model"]]
-        prompts = mine.groupby(["modality", "source", "prompt_id"])["n_tokens"].first()
-        tokens = {m: float(prompts[m].mean()) for m in ("text", "image")}
-        assert claim["mean_tokens"] == pytest.approx(tokens)
-        assert (f"Text prompts have {tokens['text']:.1f} tokens on average and image prompts "
-                f"{tokens['image']:.1f}") in claim["text"]
-        curves = pd.read_csv(out / "data" / "fig4_modality_normalised.csv")
-        direct = (mine["value"] / mine["max_entropy"]).groupby([mine["modality"], mine["layer"]]).mean()
-        got = curves[curves["label"] == claim["model"]].set_index(["modality", "layer"])["mean"]
-        np.testing.assert_allclose(got.loc[direct.index], direct, rtol=1e-12)
-        t, i = (curves[(curves["label"] == claim["model"]) & (curves["modality"] == m)].set_index("layer")
-                for m in ("text", "image"))
-        apart = t.index[(t["high"] < i["low"]) | (i["high"] < t["low"])]
-        assert claim["normalised_differ_layers"] == apart.tolist()
-
-
-def test_response_claim_pairs_text_prompts_and_keeps_image_prompts_apart(tmp_path):
-    run = write_run(tmp_path / "r", n_text=6, n_image=5)
-    df = pd.read_parquet(run / "results.parquet")
-    cond, text = df["measure"] == "conditional_entropy", df["modality"] == "text"
-    ids = df.loc[text, "prompt_id"].unique()
-    base = dict(zip(ids, np.random.default_rng(5).uniform(0, 10, len(ids))))  # prompts differ a lot…
-    rows = cond & text
-    df.loc[rows, "value"] = df.loc[rows, "prompt_id"].map(base) + np.where(df.loc[rows, "task"] == "image-gen",
-                                                                           0.1, 0.0)  # …the tasks by 0.1
-    df.loc[cond & ~text, "value"] = 50.0  # text generation on image prompts: far above, and not comparable
-    df.to_parquet(run / "results.parquet")
-    out = tmp_path / "out"
-    make_report([run], out, n_boot=200)
-    summary = json.loads((out / "findings.json").read_text(encoding="utf-8"))
-    (claim,) = [c for c in summary["claims"] if c["kind"] == "response"]
-    assert claim["text"].startswith("causal-lm:tiny-a: image generation has the higher conditional entropy at 5 "
-                                    "of 5 layers, on the same 24 text prompts compared prompt by prompt")
-    assert claim["differ_layers"] == [0, 1, 2, 3, 4]  # paired: every prompt is 0.1 apart
-    paired = pd.read_csv(out / "data" / "fig5_response_paired.csv")
-    np.testing.assert_allclose(paired[["mean", "low", "high"]].to_numpy(), -0.1, atol=1e-9)
-    assert (paired["n"] == 24).all()
-    curves = pd.read_csv(out / "data" / "fig5_response.csv")
-    assert set(zip(curves["task"], curves["modality"])) == {("text-gen", "text"), ("image-gen", "text"),
-                                                            ("text-gen", "image")}
-    on_images = curves[(curves["task"] == "text-gen") & (curves["modality"] == "image")]
-    assert (on_images["mean"] == 50.0).all() and (on_images["n"] == 30).all()
-    on_text = curves[(curves["task"] == "text-gen") & (curves["modality"] == "text")]
-    np.testing.assert_allclose(on_text["mean"], np.mean(list(base.values())), rtol=1e-12)
-    page = (out / "report.html").read_text(encoding="utf-8")
-    assert "text generation, image prompts: 30 prompts" in page and "uses text prompts only" in page
-    kernel = pd.read_csv(out / "data" / "fig6_kernel.csv")
-    assert {"text", "image"} <= set(kernel.loc[kernel["part"] == "conditional", "modality"])
-
-
-def test_a_type_name_in_both_modalities_stays_two_types(tmp_path):
-    run = write_run(tmp_path / "r", n_text=3, n_image=2)
-    df = pd.read_parquet(run / "results.parquet")
-    df.loc[df["prompt_type"] == "coarse", "prompt_type"] = "composition"  # an images:DIR folder "composition"
-    df.to_parquet(run / "results.parquet")
-    out = tmp_path / "out"
-    make_report([run], out, n_boot=50)
-    table = pd.read_csv(out / "table1.csv")
-    cells = table[table["prompt_type"] == "composition"].set_index("modality")
-    assert sorted(cells.index) == ["image", "text"]
-    enc = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy") & (df["layer"] == 0)
-             & (df["prompt_type"] == "composition")]
-    want = enc.groupby("modality")["value"].agg(["mean", "count"])
-    np.testing.assert_allclose(cells.loc[want.index, "mean"], want["mean"], rtol=1e-12)
-    assert cells.loc["text", "n_prompts"] == 3 and cells.loc["image", "n_prompts"] == 2
-    assert list(zip(table["modality"], table["prompt_type"]))[:5] == [
-        ("text", "composition"), ("text", "abductive"), ("text", "inductive"), ("text", "deductive"),
-        ("image", "composition")]
-    page = (out / "report.html").read_text(encoding="utf-8")
-    assert "<th>composition (text)</th>" in page and "<th>composition (image)</th>" in page
-    assert 'colspan="4">text prompt types' in page and 'colspan="6">image prompt types' in page
-    tex = (out / "table1.tex").read_text(encoding="utf-8")
-    assert "Composition (text) & Abductive" in tex and "Composition (image)" in tex
-    svg = (out / "figures" / "fig3_prompt_types.svg").read_text(encoding="utf-8")
-    assert "composition (text)" in svg and "composition (image)" in svg  # the legend tells the curves apart
-    curves = pd.read_csv(out / "data" / "fig3_prompt_types.csv")
-    mine = curves[curves["prompt_type"] == "composition"].set_index(["modality", "layer"])["mean"]
-    rows = df[(df["task"] == "encode") & (df["measure"] == "prompt_entropy") & (df["prompt_type"] == "composition")]
-    np.testing.assert_allclose(mine.sort_index(), rows.groupby(["modality", "layer"])["value"].mean().sort_index(),
-                               rtol=1e-12)
-
-
-def test_kernel_warnings_at_zero(tmp_path):
-    run = write_run(tmp_path / "r", tasks=("encode",), n_text=2, n_image=2)
-    df = load_runs([run])
-    df.loc[(df["modality"] == "text") & (df["layer"] == 2), "value"] = 0.001
-    (warning,) = kernel_warnings(df, "log2(n)")
-    assert warning.startswith("Warning — causal-lm:tiny-a, task encode, prompt entropy of text prompts sits at 0 "
-                              "(value ≤ 0.02·log2(n)) for 100% of prompts at layer 2 (of 5 layers)")
-    assert "a smaller σ would resolve them" in warning
-
-
-def test_kernel_warnings_name_the_ceiling(report):
-    summary = json.loads((report[0].parent / "findings.json").read_text(encoding="utf-8"))
-    hits = [w for w in summary["warnings"] if "janus:tiny-b" in w and "image prompts sits at the ceiling log2(n)"
-            in w and "task encode" in w]
-    assert hits and "for 100% of prompts at layer 0 (of 9 layers)" in hits[0]
-    assert not any("causal-lm:tiny-a" in w and "ceiling" in w for w in summary["warnings"])
 
 
 # ---- options -----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "type_names",
     "resolve_layers",
     "table1",
+    "table1_matched",
     "length_bins",
     "length_groups",
     "trajectories",
@@ -110,25 +111,19 @@ def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
     return out
 
 
-def table1(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame:
-    """Mean prompt entropy (task encode) per model × (modality, prompt type) at each model's table layer.
-
-    Returns:
-        Columns ``model, modality, prompt_type, layer, n_prompts, mean, ci_low, ci_high``, models in the order
-        of the runs, text types before image types, each in the paper's order (see :func:`type_keys`).
-    """
-    rows = select(df, task="encode", measure="prompt_entropy")
-    rows = rows[rows["layer"] == rows["label"].map(layers)]
+def _cells(rows: pd.DataFrame, labels, boot: Boot, name: str, layers: dict[str, int]) -> list[dict]:
+    """Table 1's cells of ``rows`` (one measure at each model's table layer), models in ``labels``' order."""
     out = []
-    for label in df["label"].unique():
+    for label in labels:
         for modality, prompt_type in type_keys(rows):
             cell = rows[(rows["label"] == label) & (rows["modality"] == modality)
                         & (rows["prompt_type"] == prompt_type)]
             if cell.empty:
                 continue
-            per_prompt = cell.groupby(PROMPT_KEY)["value"].mean().to_numpy()  # (P,)
+            per_prompt = cell.groupby(PROMPT_KEY).agg(value=("value", "mean"), n=("n_tokens", "first"))
             mean, low, high, n = bootstrap_mean(
-                per_prompt, n_boot=boot.n_boot, seed=boot.seed, key=f"table1|{label}|{modality}|{prompt_type}"
+                per_prompt["value"].to_numpy(), n_boot=boot.n_boot, seed=boot.seed,
+                key=f"{name}|{label}|{modality}|{prompt_type}",
             )
             out.append({
                 "model": label,
@@ -136,12 +131,52 @@ def table1(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame
                 "prompt_type": prompt_type,
                 "layer": layers[label],
                 "n_prompts": int(n),
+                "mean_tokens": float(per_prompt["n"].mean()),
                 "mean": float(mean),
                 "ci_low": float(low),
                 "ci_high": float(high),
             })
-    return pd.DataFrame(out, columns=["model", "modality", "prompt_type", "layer", "n_prompts", "mean",
-                                      "ci_low", "ci_high"])
+    return out
+
+
+TABLE1_COLUMNS = ["model", "modality", "prompt_type", "layer", "n_prompts", "mean_tokens", "mean", "ci_low", "ci_high"]
+
+
+def table1(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame:
+    """Mean prompt entropy (task encode, every token) per model × (modality, prompt type) at each model's table layer.
+
+    Returns:
+        Columns ``model, modality, prompt_type, layer, n_prompts, mean_tokens, mean, ci_low, ci_high``, models in
+        the order of the runs, text types before image types, each in the paper's order (see :func:`type_keys`).
+    """
+    rows = select(df, task="encode", measure="prompt_entropy")
+    rows = rows[(rows["layer"] == rows["label"].map(layers)) & (rows["sigma_scale"] == 1.0)]
+    rows = rows[(rows["subsample"] == 0) & (rows["subsample_response"] == 0)]
+    return pd.DataFrame(_cells(rows, df["label"].unique(), boot, "table1", layers), columns=TABLE1_COLUMNS)
+
+
+def table1_matched(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.DataFrame:
+    """Table 1 at a matched token count: the prompt entropy at k tokens (the mean over random k-subsets).
+
+    Only the prompts that reach k are in a cell; ``left_out`` counts the cell's other prompts. Models whose runs
+    matched at different k are separate tables: the ``k`` column says which.
+
+    Returns:
+        The columns of :func:`table1`, then ``k`` and ``left_out``.
+    """
+    columns = [*TABLE1_COLUMNS, "k", "left_out"]
+    encode = select(df, task="encode", measure="prompt_entropy")
+    encode = encode[(encode["layer"] == encode["label"].map(layers)) & (encode["sigma_scale"] == 1.0)]
+    raw = encode[(encode["subsample"] == 0) & (encode["subsample_response"] == 0)]
+    matched = encode[encode["subsample"] > 0]
+    out = []
+    for k in sorted(set(matched["subsample"])):
+        rows = matched[matched["subsample"] == k]
+        for cell in _cells(rows, df["label"].unique(), boot, f"table1-k{k}", layers):
+            everyone = raw[(raw["label"] == cell["model"]) & (raw["modality"] == cell["modality"])
+                           & (raw["prompt_type"] == cell["prompt_type"])]  # fmt: skip
+            out.append({**cell, "k": int(k), "left_out": int(everyone["prompt_id"].nunique() - cell["n_prompts"])})
+    return pd.DataFrame(out, columns=columns)
 
 
 def length_bins(df: pd.DataFrame, layers: dict[str, int], boot: Boot, max_bins: int = 8) -> pd.DataFrame:
@@ -150,14 +185,16 @@ def length_bins(df: pd.DataFrame, layers: dict[str, int], boot: Boot, max_bins: 
     Bins are shared by every model: geometric edges from the fewest to the most tokens.
 
     Returns:
-        Columns ``label, bin, n_tokens_from, n_tokens_to, n_tokens_mean, mean, low, high, n``.
+        Columns ``label, bin, n_tokens_from, n_tokens_to, n_tokens_mean, mean, low, high, n, reference`` (the
+        mean structureless reference of the bin's prompts: what tokens without structure give at their counts).
     """
-    columns = ["label", "bin", "n_tokens_from", "n_tokens_to", "n_tokens_mean", "mean", "low", "high", "n"]
+    columns = ["label", "bin", "n_tokens_from", "n_tokens_to", "n_tokens_mean", "mean", "low", "high", "n", "reference"]
     rows = select(df, task="encode", measure="prompt_entropy", modality="text")
     rows = rows[rows["layer"] == rows["label"].map(layers)]
     if rows.empty:
         return pd.DataFrame(columns=columns)
-    prompts = rows.groupby(PROMPT_KEY, sort=False).agg(value=("value", "mean"), n_tokens=("n_tokens", "first"))
+    prompts = rows.groupby(PROMPT_KEY, sort=False).agg(value=("value", "mean"), n_tokens=("n_tokens", "first"),
+                                                       reference=("reference", "mean"))  # fmt: skip
     prompts = prompts.reset_index()
     edges = _geometric_edges(prompts["n_tokens"].to_numpy(), max_bins)
     prompts["bin"] = np.clip(np.searchsorted(edges, prompts["n_tokens"], side="right") - 1, 0, len(edges) - 2)
@@ -167,7 +204,7 @@ def length_bins(df: pd.DataFrame, layers: dict[str, int], boot: Boot, max_bins: 
             sub["value"].to_numpy(), n_boot=boot.n_boot, seed=boot.seed, key=f"length|{label}|{b}"
         )
         out.append([label, int(b), int(edges[b]), int(edges[b + 1]) - 1, float(sub["n_tokens"].mean()),
-                    float(mean), float(low), float(high), int(n)])
+                    float(mean), float(low), float(high), int(n), float(sub["reference"].mean())])
     return pd.DataFrame(out, columns=columns).sort_values(["label", "bin"], kind="stable", ignore_index=True)
 
 
@@ -302,26 +339,31 @@ def paired_difference(rows: pd.DataFrame, group: str, a: str, b: str, boot: Boot
 
 
 def prompt_sizes(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model and modality: the prompts, their mean token count and mean ceiling ``max_entropy``.
+    """Per model and modality: the prompts, their mean token count and mean structureless reference.
 
     Returns:
-        Columns ``label, modality, n_prompts, mean_tokens, mean_ceiling`` (means over prompts).
+        Columns ``label, modality, n_prompts, mean_tokens, mean_reference`` (means over prompts).
     """
-    columns = ["label", "modality", "n_prompts", "mean_tokens", "mean_ceiling"]
+    columns = ["label", "modality", "n_prompts", "mean_tokens", "mean_reference"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
     prompts = rows.groupby([*PROMPT_KEY, "modality"], sort=False).agg(
-        n_tokens=("n_tokens", "first"), ceiling=("max_entropy", "mean")).reset_index()
+        n_tokens=("n_tokens", "first"), reference=("reference", "mean")).reset_index()
     sizes = prompts.groupby(["label", "modality"], sort=False).agg(
-        n_prompts=("prompt_id", "size"), mean_tokens=("n_tokens", "mean"), mean_ceiling=("ceiling", "mean"))
+        n_prompts=("prompt_id", "size"), mean_tokens=("n_tokens", "mean"), mean_reference=("reference", "mean"))
     return sizes.reset_index()[columns]
 
 
 def normalised(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` with ``normalised = value / max_entropy`` (NaN where the ceiling is 0: a single token)."""
+    """``rows`` with ``normalised = value / reference``: 1 where the tokens are as mutually distinct as noise.
+
+    The reference is what tokens without structure give at the same token count and σ; NaN where it is 0.
+    (value / log_b n does not remove the token count: the reference itself grows like (1 − e⁻¹)·log_b n under
+    the median rule, and the ratio then falls with n.)
+    """
     rows = rows.copy()
-    ceiling = rows["max_entropy"].where(rows["max_entropy"] > 0)
-    rows["normalised"] = rows["value"] / ceiling
+    reference = rows["reference"].where(rows["reference"] > 0)
+    rows["normalised"] = rows["value"] / reference
     return rows
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from entroprobe.errors import InputError, LoadError
-from entroprobe.report import analysis, html
+from entroprobe.report import analysis, comparisons, control, html, sections
 from entroprobe.report.analysis import Boot
 from entroprobe.report.runs import Run, load, sigma_text
-from entroprobe.report.sections import SECTIONS, Context
+from entroprobe.report.sections import Context
+
+SECTIONS = sections.SECTIONS + comparisons.SECTIONS
 
 __all__ = ["make_report"]
 
@@ -62,6 +64,7 @@ def make_report(
     if not isinstance(table_layer, int):
         raise InputError(f"table_layer must be an integer layer (0 = embedding output); got {table_layer!r}")
     df, runs = load(run_dirs, allow_mixed=allow_mixed)
+    older = list(df.attrs.get("notes", []))
     out = Path(out)
     try:
         for folder in (out, out / "figures", out / "data"):
@@ -71,11 +74,15 @@ def make_report(
     except OSError as exc:
         raise LoadError(f"cannot write the report folder {out}: {exc}") from None
     df, notes = _drop_missing(df)
+    notes = older + notes
     notes += [f"Run {r.name} has no rows (see its errors.jsonl for items that failed)." for r in runs
               if not (df["run"] == r.name).any()]
     bases = sorted({r.base for r in runs})
+    raw, matched = control.split(df)
     ctx = Context(
-        df=df,
+        df=raw[raw["sigma_scale"] == 1.0],
+        matched=matched[matched["sigma_scale"] == 1.0],
+        everything=df,
         labels=list(dict.fromkeys(df["label"])),
         layers=analysis.resolve_layers(df, table_layer),
         boot=Boot(n_boot=n_boot, seed=seed),
@@ -87,7 +94,7 @@ def make_report(
     )
     sections = [make(ctx) for make in SECTIONS]
     claims = [c for s in sections for c in s.claims]
-    order = {"modality": 0, "response": 1, "length": 2}
+    order = {"modality": 0, "response": 1, "length": 2, "scale": 3}
     claims.sort(key=lambda c: order[c["kind"]])  # stable: models keep their order within a kind
     warnings = [w for s in sections for w in s.warnings]
     summary = {
@@ -106,7 +113,8 @@ def make_report(
 
 def _outputs(out: Path) -> list[Path]:
     """The files a report writes into ``out`` (only these are replaced)."""
-    names = [out / n for n in ("report.html", "findings.json", "table1.csv", "table1.tex")]
+    names = [out / n for n in ("report.html", "findings.json", "table1.csv", "table1.tex", "table1_matched.csv",
+                               "table1_matched.tex", "data/table3_scales.json")]
     for pattern in ("figures/fig[0-9]_*.png", "figures/fig[0-9]_*.svg", "data/fig[0-9]_*.csv"):
         names += out.glob(pattern)
     return [p for p in names if p.is_file()]
@@ -125,7 +133,8 @@ def _drop_missing(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 _MEASURES = [
     ("prompt entropy S(X)", "the matrix-based Rényi entropy of the prompt tokens' hidden states at a layer: "
      "S_α(X) = 1/(1−α) · log_b tr(A^α), with A = K / tr(K) and the Gaussian kernel "
-     "K_ij = exp(−‖x_i − x_j‖² / (2σ²)). It lies between 0 (all tokens alike) and log_b(n) for n tokens."),
+     "K_ij = exp(−‖x_i − x_j‖² / (2σ²)). It lies between 0 (all tokens alike) and log_b(n) for n tokens, and "
+     "grows with n: tokens without structure give about (1 − e⁻¹)·log_b(n) under the median rule."),
     ("response entropy S(Y)", "the same over the response tokens' hidden states."),
     ("joint entropy S(X,Y)", "the same over the block kernel of prompt and response tokens, "
      "[[K_XX, K_XY], [K_YX, K_YY]], at most log_b(n + m)."),
@@ -184,13 +193,17 @@ def _method_text(runs: list[Run], ctx: Context) -> str:
              "different depth") if ctx.depth else ""
     return (
         f"Order α = {alphas} (α → 1 is Shannon entropy); bandwidth σ: {sigmas} (median rule: for each prompt and "
-        "layer, σ = sqrt(median over token pairs of ‖z_i − z_j‖² / 2), over the prompt's tokens for the prompt "
-        "entropy, the response's for the response entropy and their union for the joint and conditional "
-        "entropies; fixed: one σ everywhere); "
+        "layer, σ = sqrt(median over token pairs of ‖z_i − z_j‖² / 2), the median pairwise distance divided by √2, "
+        "over the prompt's tokens for the prompt entropy, the response's for the response entropy and their union "
+        "for the joint and conditional entropies; pooled: that rule over token pairs pooled from a calibration "
+        "sample of the run, one σ per layer; fixed: one σ everywhere); "
         f"logarithm base {bases}, so values are in {ctx.unit}. Layer 0 is the embedding output, layer i the "
-        f"output of layer i{depth}. Every mean is over prompts, with a 95 % percentile bootstrap interval from "
-        f"{ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}); two curves of different prompts "
-        "(text against image prompts) differ at a layer when their intervals do not overlap there; text and image "
-        "generation are compared on the same text prompts, prompt by prompt, and differ at a layer when the "
-        "interval of the mean per-prompt difference excludes 0."
+        f"output of layer i{depth}. Every entropy grows with its token count, so each value is read against what "
+        "tokens without structure give at the same count and σ (the structureless reference), and each "
+        "comparison is made again at matched token counts: the mean over random subsets of k prompt tokens (and "
+        "m response tokens), among the prompts that reach them. Every mean is over prompts, with a 95 % "
+        f"percentile bootstrap interval from {ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}). "
+        "A claim's number is the mean over layers of each prompt's values: image against text prompts as a "
+        "difference of two groups' means, text against image generation as the mean per-prompt difference on "
+        "the text prompts both tasks answer; a difference is clear when its interval excludes 0."
     )

@@ -18,6 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
+from entroprobe.entropy import STRUCTURELESS_MARGIN
+
 __all__ = ["Curve", "Panel", "grid", "length_figure", "save", "style"]
 
 # Okabe & Ito (2008), without yellow (too pale on white)
@@ -67,7 +69,7 @@ class Panel:
     empty: str | None = None
     rug: list[float] = field(default_factory=list)  # x positions to mark along the bottom
     rug_label: str = ""
-    kind: str = ""  # "normalised" | "saturation" | "sigma" | "difference" | "": adds reference lines / scales
+    kind: str = ""  # "normalised" | "relative" | "saturation" | "sigma" | "difference" | "": reference lines, scales
 
 
 def _draw_curve(ax, curve: Curve, band_alpha: float) -> None:
@@ -80,11 +82,14 @@ def _draw_curve(ax, curve: Curve, band_alpha: float) -> None:
 def _decorate(ax, panel: Panel, log_name: str) -> None:
     if panel.kind == "normalised":
         ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":")
-        ax.axhspan(0.98, 1.02, color="0.5", alpha=0.15, linewidth=0)
-        ax.axhspan(-0.02, 0.02, color="0.5", alpha=0.15, linewidth=0)
-        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.13)
-        ax.text(0.01, 1.01, f"ceiling: value = {log_name}", transform=ax.get_yaxis_transform(), va="bottom",
+        ax.axhspan(1 - STRUCTURELESS_MARGIN, max(1.05, ax.get_ylim()[1]), color="0.5", alpha=0.15, linewidth=0)
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), max(1.13, ax.get_ylim()[1]))
+        ax.text(0.01, 1.01, "tokens without structure", transform=ax.get_yaxis_transform(), va="bottom",
                 fontsize=8, color="0.3")
+    elif panel.kind == "relative":
+        ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":")
+        ax.text(0.01, 1.01, "an independent response without structure", transform=ax.get_yaxis_transform(),
+                va="bottom", fontsize=8, color="0.3")
     elif panel.kind == "difference":
         ax.axhline(0.0, color="0.3", linewidth=0.8, linestyle=":")
     elif panel.kind == "saturation":
@@ -164,24 +169,31 @@ def grid(panels: list[Panel], *, ncols: int, title: str, xlabel: str, depth: boo
 
 
 def length_figure(
-    bins: pd.DataFrame, prompts: pd.DataFrame, *, labels: list[str], ylabel: str, bases: list[float],
-    log_name: str,
+    bins: pd.DataFrame, prompts: pd.DataFrame, fits: pd.DataFrame, *, labels: list[str], ylabel: str,
+    bases: list[float], log_name: str, xlabel: str, shared_reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Figure:
-    """Entropy against prompt length: per model its prompts (dots) and bin means (line + band); the ceiling.
+    """Entropy against prompt length, and how much of it the token count explains, per model.
+
+    Left: per model its prompts (dots), bin means (line + band) and the structureless reference of the bins
+    (dashed: what tokens without structure give at those counts), and the ceiling log_b(n). Right: R² of the
+    value on log2 n across prompts, at every layer.
 
     Args:
         bins: from :func:`entroprobe.report.analysis.length_bins`.
         prompts: one row per prompt with ``label, n_tokens, value``.
+        fits: from :func:`entroprobe.report.control.length_fits` (``label, layer, r2``; ``layer`` may be a depth).
         labels: the models, in order.
-        ylabel: the y axis label.
+        ylabel: the left y axis label; xlabel: the right panel's x axis label.
+        shared_reference: ``(n, reference)`` when every model has the same reference (the median rule at one α
+            and base): drawn once, in grey, instead of once per model.
         bases: the logarithm bases of the values (one ceiling log_b(n) drawn per base).
         log_name: how the ceiling is written.
     """
     import matplotlib
 
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(7.6, 4.9), layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=(12.4, 4.9), layout="constrained")
+        ax, fit_ax = fig.subplots(1, 2, width_ratios=[1.6, 1])
         for i, label in enumerate(labels):
             s = style(label, i)
             dots = prompts[prompts["label"] == label]
@@ -191,7 +203,16 @@ def length_figure(
             ax.fill_between(b["n_tokens_mean"], b["low"], b["high"], color=s.color, alpha=0.18, linewidth=0)
             ax.plot(b["n_tokens_mean"], b["mean"], color=s.color, linestyle=s.linestyle, marker=s.marker,
                     markersize=5, linewidth=1.8, label=f"{label}: bin mean ({len(dots)} prompts)")
+            if shared_reference is None:
+                ax.plot(b["n_tokens_mean"], b["reference"], color=s.color, linestyle=(0, (2, 2)), linewidth=1.2,
+                        label=f"{label}: tokens without structure")
+            mine = fits[fits["label"] == label].sort_values("layer")
+            fit_ax.plot(mine["layer"], mine["r2"], color=s.color, linestyle=s.linestyle, marker=s.marker,
+                        markersize=4, linewidth=1.7, label=label)
         n = np.geomspace(max(1.0, float(prompts["n_tokens"].min())), float(prompts["n_tokens"].max()), 200)
+        if shared_reference is not None:
+            ax.plot(*shared_reference, color="0.35", linestyle=(0, (4, 2)), linewidth=1.5,
+                    label="tokens without structure: the same n, the same σ rule")
         for j, base in enumerate(bases):
             name = log_name if len(bases) == 1 else f"log{base:g}(n)"
             ax.plot(n, np.log(n) / np.log(base), color="0.2", linestyle=[":", "-."][j % 2], linewidth=1.6,
@@ -206,8 +227,14 @@ def length_figure(
         handles, names = ax.get_legend_handles_labels()
         handles.append(Patch(color="0.5", alpha=0.3, linewidth=0))
         names.append("95 % bootstrap interval over prompts in the bin")
-        ax.legend(handles, names, loc="best", frameon=True, framealpha=0.9)
+        ax.legend(handles, names, loc="best", frameon=True, framealpha=0.9, fontsize=8)
         ax.set_title("Text prompt entropy against prompt length (dots: single prompts)")
+        fit_ax.set_ylim(-0.02, 1.02)
+        fit_ax.set_xlabel(xlabel)
+        fit_ax.set_ylabel("R² of the value on log2 n")
+        fit_ax.grid(True, color="0.9", linewidth=0.6)
+        fit_ax.set_title("How much of the spread the token count explains")
+        fit_ax.legend(loc="best", frameon=True, framealpha=0.9, fontsize=8)
     return fig
 
 

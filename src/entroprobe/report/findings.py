@@ -1,183 +1,157 @@
-"""The claims a report makes, each with the numbers behind it, and the kernel warnings.
+"""The claims a report makes, in short sentences with their numbers, and the kernel warnings.
 
-Two curves of different prompts (text against image prompts) *differ* at a layer when their 95 % bootstrap
-intervals do not overlap there. Two conditions measured on the same prompts (text against image generation,
-on text prompts) are compared prompt by prompt: they differ at a layer when the 95 % bootstrap interval of
-the mean per-prompt difference excludes 0.
+Each claim is one comparison of one model (see :mod:`.control`): its raw number with its 95 % bootstrap interval,
+then whether it survives token-count control, in words. A difference is *clear* when its interval excludes 0.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import pandas as pd
 
-from entroprobe.report.runs import PROMPT_KEY
-from entroprobe.report.stats import layer_ranges, spearman
+from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
+from entroprobe.report.stats import layer_ranges
 
-__all__ = ["compare", "modality_claims", "response_claims", "length_claims", "kernel_warnings",
-           "CEILING", "FLOOR", "MAJORITY"]
+__all__ = ["comparison_claim", "verdict", "length_claims", "kernel_warnings", "MAJORITY"]
 
-CEILING = 0.98  # value / log_b(n) at or above this: the value sits at the ceiling
-FLOOR = 0.02  # value / log_b(n) at or below this: the value sits at 0
-MAJORITY = 0.5  # warn when at least this share of prompts sits there
+MAJORITY = 0.5  # warn when at least this share of prompts has a kernel in one state
 
 
-def compare(curves: pd.DataFrame, group: str, a: str, b: str) -> pd.DataFrame:
-    """Layer by layer, curve ``a`` against curve ``b`` of one model.
-
-    Returns:
-        Columns ``layer, mean_a, low_a, high_a, n_a, mean_b, low_b, high_b, n_b, differ`` (intervals apart).
-    """
-    cols = ["layer", "mean", "low", "high", "n"]
-    left = curves[curves[group] == a][cols]
-    right = curves[curves[group] == b][cols]
-    both = left.merge(right, on="layer", suffixes=("_a", "_b")).sort_values("layer", ignore_index=True)
-    both["differ"] = (both["high_a"] < both["low_b"]) | (both["high_b"] < both["low_a"])
-    return both
+def _signed(e: Estimate) -> str:
+    return f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
 
 
-def _interval(mean: float, low: float, high: float) -> str:
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+def _direction(e: Estimate, a: str, b: str) -> tuple[str, str, str]:
+    """(the higher side, the lower side, ``"0.26 [0.16, 0.34]"``: the size of the difference and its interval)."""
+    high, low = (a, b) if e.mean > 0 else (b, a)
+    ends = sorted((abs(e.low), abs(e.high)))
+    return high, low, f"{abs(e.mean):.2f} [{ends[0]:.2f}, {ends[1]:.2f}]"
 
 
-def _apart(both: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The layers where the curves differ, those where image is higher, and the sentence that says so."""
-    differ = both[both["differ"]]
-    image_higher = differ[differ["mean_b"] > differ["mean_a"]]
-    if differ.empty:
-        return differ, image_higher, (f"do not differ at any of {len(both)} layers "
-                                      "(95 % intervals overlap at every layer)")
-    return differ, image_higher, (
-        f"differ (95 % intervals not overlapping) at {len(differ)} of {len(both)} layers "
-        f"({layer_ranges(differ['layer'])}); image prompts are higher at {len(image_higher)} of them")
+def _is(name: str) -> str:
+    return "are" if name.endswith("s") else "is"
 
 
-def modality_claims(curves: pd.DataFrame, unit: str, *, normalised: pd.DataFrame, sizes: pd.DataFrame,
-                    log_name: str = "log_b(n)") -> list[dict]:
-    """Per model: the layers where text and image prompt entropies differ, raw and normalised by the ceiling.
+def _prompts(c: Comparison, e: Estimate) -> str:
+    return f"{e.n_a} image and {e.n_b} text prompts" if c.kind == "modality" else f"the same {e.n_a} text prompts"
 
-    Text and image prompts differ in length (tens against hundreds of tokens), so their ceilings log_b(n)
-    differ by bits: each claim states the mean token count and ceiling of both sides, and repeats the
-    comparison on value / log_b(n).
+
+def verdict(c: Comparison) -> str:
+    """``survives``, ``token count``, ``reverses``, ``appears``, ``neither``, ``unchecked`` or ``too few``."""
+    if not c.raw.enough:
+        return "too few"
+    if c.matched is None or not c.matched.enough:
+        return "unchecked"
+    if c.raw.clear:
+        if not c.matched.clear:
+            return "token count"
+        return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
+    return "appears" if c.matched.clear else "neither"
+
+
+def _lead(c: Comparison, unit: str) -> str:
+    raw = c.raw
+    if not raw.clear:
+        return (f"{c.model}: {c.a} and {c.b} do not clearly differ: {_signed(raw)} {unit} ({c.a} − {c.b}), "
+                f"on {_prompts(c, raw)} (mean over layers).")
+    high, low, size = _direction(raw, c.a, c.b)
+    if c.kind == "modality":
+        return f"{c.model}: {high} score higher than {low}, by {size} {unit}, on {_prompts(c, raw)} (mean over layers)."
+    return f"{c.model}: {high} has the higher S(Y|X), by {size} {unit}, on {_prompts(c, raw)} (mean over layers)."
+
+
+def _second(c: Comparison, kind: str, unit: str) -> str:
+    """What token-count control makes of the raw difference, in one sentence."""
+    raw, matched = c.raw, c.matched
+    if kind == "unchecked":
+        if matched is None:
+            return ("Not checked at matched token counts: no prompt has matched rows on both sides (its run "
+                    "matched none, or no unit reached the matched count).")
+        return f"Not checked at {c.at}: too few prompts reach it ({matched.n_a} and {matched.n_b})."
+    where = f"at {c.at} ({_prompts(c, matched).replace('the same ', '')})"
+    high, _, size = _direction(matched, c.a, c.b)
+    return {
+        "survives": f"It survives token-count control: {where} {high} {_is(high)} still higher, by {size}.",
+        "token count": f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "
+                       f"{_signed(matched)} ({c.a} − {c.b}).",
+        "reverses": f"It reverses {where}: there {high} {_is(high)} higher, by {size}.",
+        "appears": f"A difference appears {where}: {high} {_is(high)} higher, by {size}.",
+        "neither": f"Nor {where}: {_signed(matched)} ({c.a} − {c.b}).",
+    }[kind]
+
+
+def comparison_claim(c: Comparison, unit: str) -> dict:
+    """The claim of one comparison: two short sentences (the raw number; what token-count control does to it)."""
+    raw, matched, kind = c.raw, c.matched, verdict(c)
+    if kind == "too few":
+        text = (f"{c.model}: not enough prompts to compare {c.a} and {c.b} ({raw.n_a} and {raw.n_b}; a claim needs "
+                f"at least {MIN_PROMPTS} on each side).")
+    else:
+        text = f"{_lead(c, unit)} {_second(c, kind, unit)}"
+    return {"kind": c.kind, "model": c.model, "verdict": kind, "text": text, "sigma_scale": c.scale,
+            "raw": vars(raw), "matched": None if matched is None else vars(matched), "matched_at": c.at}
+
+
+def _trend(rho: float, n: int) -> int:
+    """+1 / −1 when Spearman's ρ over n prompts lies outside ±1.96/√(n − 1), the 95 % band of no association; else 0."""
+    band = 1.96 / math.sqrt(max(n - 1, 1))
+    return 1 if rho > band else -1 if rho < -band else 0
+
+
+def length_claims(fits: pd.DataFrame, layers: dict[str, int], at_text: dict[str, str]) -> list[dict]:
+    """Per model, at its table layer: how text prompt entropy follows the token count, raw and matched.
+
+    A trend is a Spearman ρ outside the 95 % band of no association, ±1.96/√(n − 1) for n prompts.
 
     Args:
-        curves: prompt-entropy curves grouped by ``modality`` (from :func:`analysis.trajectories`).
-        unit: the unit of the values (``bits``, …).
-        normalised: the same curves of ``value / max_entropy``.
-        sizes: from :func:`analysis.prompt_sizes`: ``label, modality, mean_tokens, mean_ceiling``.
-        log_name: how the ceiling is written (``log2(n)``).
+        fits: from :func:`.control.length_fits`.
+        layers: each model's table layer.
+        at_text: per model, its matched prompt count in words ("16 tokens each"), absent without matched rows.
     """
     claims = []
-    for label, by_model in curves.groupby("label", sort=False):
-        both = compare(by_model, "modality", "text", "image")
-        if both.empty:
+    for label, layer in layers.items():
+        row = fits[(fits["label"] == label) & (fits["layer"] == layer)]
+        if row.empty or math.isnan(row["spearman"].iloc[0]):
             continue
-        differ, image_higher, where = _apart(both)
-        size = sizes[sizes["label"] == label].set_index("modality")
-        tokens = {m: float(size.loc[m, "mean_tokens"]) for m in ("text", "image")}
-        ceilings = {m: float(size.loc[m, "mean_ceiling"]) for m in ("text", "image")}
-        norm = compare(normalised[normalised["label"] == label], "modality", "text", "image")
-        n_differ, n_image_higher, n_where = _apart(norm)
-        if norm.empty:  # every prompt of one side has a single token: its ceiling is 0
-            n_where = "cannot be compared (the prompts of one side have a single token: a ceiling of 0)"
-        first = both.iloc[0]
-        text = (
-            f"{label}: text and image prompt entropies {where}. Text prompts have {tokens['text']:.1f} tokens "
-            f"on average and image prompts {tokens['image']:.1f}, so their ceilings {log_name} differ "
-            f"({ceilings['text']:.2f} against {ceilings['image']:.2f} {unit} on average). "
-            f"Normalised by the ceiling (value / {log_name}, per prompt) they {n_where}. "
-            f"At layer {int(first['layer'])}: text {_interval(first['mean_a'], first['low_a'], first['high_a'])} "
-            f"vs image {_interval(first['mean_b'], first['low_b'], first['high_b'])} {unit} "
-            f"({int(first['n_a'])} text, {int(first['n_b'])} image prompts)"
-        )
-        at = norm[norm["layer"] == first["layer"]]
-        if not at.empty:
-            f = at.iloc[0]
-            text += (f"; normalised {_interval(f['mean_a'], f['low_a'], f['high_a'])} vs "
-                     f"{_interval(f['mean_b'], f['low_b'], f['high_b'])}")
-        claims.append({
-            "kind": "modality",
-            "model": label,
-            "layers": int(len(both)),
-            "differ_layers": [int(v) for v in differ["layer"]],
-            "image_higher_layers": [int(v) for v in image_higher["layer"]],
-            "mean_tokens": tokens,
-            "mean_ceiling": ceilings,
-            "normalised_differ_layers": [int(v) for v in n_differ["layer"]],
-            "normalised_image_higher_layers": [int(v) for v in n_image_higher["layer"]],
-            "text": text + ".",
-        })
-    return claims
-
-
-def response_claims(paired: pd.DataFrame, unit: str) -> list[dict]:
-    """Per model: which generation task has the higher conditional entropy on the same text prompts.
-
-    Args:
-        paired: from :func:`analysis.paired_difference` of text-gen (a) against image-gen (b) on text
-            prompts: ``label, layer, mean_a, mean_b, mean, low, high, n`` with ``mean`` the mean per-prompt
-            difference and ``low, high`` its 95 % interval. A layer counts as a clear difference when that
-            interval excludes 0.
-        unit: the unit of the values.
-    """
-    claims = []
-    for label, both in paired.groupby("label", sort=False):
-        both = both.sort_values("layer", ignore_index=True)
-        text_higher = both["mean"] > 0
-        image_higher = both["mean"] < 0
-        differ = (both["low"] > 0) | (both["high"] < 0)
-        n_text, n_image = int(text_higher.sum()), int(image_higher.sum())
-        clear_text, clear_image = int((text_higher & differ).sum()), int((image_higher & differ).sum())
-        if n_text == n_image:
-            lead = f"neither generation task has the higher conditional entropy at more of the {len(both)} layers"
+        r = row.iloc[0]
+        if r["prompts"] < MIN_PROMPTS:
+            text = f"{label}: not enough text prompts ({int(r['prompts'])}) to tell how entropy follows length."
+            claims.append({"kind": "length", "model": label, "layer": layer, "verdict": "too few", "text": text,
+                           "spearman": r["spearman"], "r2": r["r2"], "prompts": int(r["prompts"])})  # fmt: skip
+            continue
+        rho = r["spearman"]
+        trend = "rises" if _trend(rho, r["prompts"]) > 0 else "falls" if _trend(rho, r["prompts"]) < 0 else \
+            "shows no clear trend"
+        text = (f"{label}: text prompt entropy {trend} with prompt length at layer {layer} (Spearman ρ = {rho:.2f}, "
+                f"{int(r['prompts'])} prompts); log2 n alone explains R² = {r['r2']:.2f} of its spread.")
+        matched = r["matched_spearman"]
+        if label not in at_text or math.isnan(matched) or r["matched_prompts"] < MIN_PROMPTS:
+            kind = "unchecked"
+            text += " Not checked at a matched token count."
         else:
-            leader = "text generation" if n_text > n_image else "image generation"
-            lead = f"{leader} has the higher conditional entropy at {max(n_text, n_image)} of {len(both)} layers"
-        where = f" ({layer_ranges(both.loc[differ, 'layer'])})" if differ.any() else ""
-        text = (
-            f"{label}: {lead}, on the same {int(both['n'].max())} text prompts compared prompt by prompt "
-            f"(text generation higher at {n_text}, {clear_text} of them with the 95 % interval of the per-prompt "
-            f"difference excluding 0; image generation higher at {n_image}, {clear_image} excluding 0; "
-            f"the interval excludes 0 at {int(differ.sum())} of {len(both)} layers{where}). Mean over layers: "
-            f"text generation {both['mean_a'].mean():.2f} vs image generation {both['mean_b'].mean():.2f} {unit}, "
-            f"difference {both['mean'].mean():.2f} {unit}."
-        )
-        claims.append({
-            "kind": "response",
-            "model": label,
-            "layers": int(len(both)),
-            "prompts": int(both["n"].max()),
-            "prompt_modality": "text",
-            "text_gen_higher_layers": [int(v) for v in both.loc[text_higher, "layer"]],
-            "image_gen_higher_layers": [int(v) for v in both.loc[image_higher, "layer"]],
-            "differ_layers": [int(v) for v in both.loc[differ, "layer"]],
-            "text": text,
-        })
+            before, after = _trend(rho, r["prompts"]), _trend(matched, r["matched_prompts"])
+            if after == 0:
+                kind = "token count" if before else "neither"
+            elif before == 0:
+                kind = "appears"
+            else:
+                kind = "survives" if after == before else "reverses"
+            tail = {"survives": "the trend survives", "neither": "still no trend",
+                    "token count": f"the {'rise' if rho > 0 else 'fall'} is token count",
+                    "reverses": "the trend reverses", "appears": "a trend appears"}[kind]
+            text += f" At {at_text[label]}, ρ = {matched:.2f}: {tail}."
+        claims.append({"kind": "length", "model": label, "layer": layer, "verdict": kind, "text": text,
+                       "spearman": rho, "r2": r["r2"], "matched_spearman": matched,
+                       "prompts": int(r["prompts"])})  # fmt: skip
     return claims
 
 
-def length_claims(rows: pd.DataFrame, layers: dict[str, int]) -> list[dict]:
-    """Per model: Spearman's ρ between token count and text prompt entropy at the table layer."""
-    claims = []
-    for label, sub in rows.groupby("label", sort=False):
-        sub = sub[sub["layer"] == layers[label]]
-        prompts = sub.groupby(PROMPT_KEY).agg(value=("value", "mean"), n_tokens=("n_tokens", "first"))
-        rho = spearman(prompts["n_tokens"].to_numpy(), prompts["value"].to_numpy())
-        if np.isnan(rho):
-            continue
-        trend = "rises" if rho >= 0.3 else "falls" if rho <= -0.3 else "shows no clear trend"
-        text = (f"{label}: text prompt entropy at layer {layers[label]} {trend} with prompt length "
-                f"(Spearman ρ = {rho:.2f} between token count and entropy over {len(prompts)} prompts).")
-        claims.append({"kind": "length", "model": label, "layer": layers[label], "spearman": rho,
-                       "prompts": int(len(prompts)), "text": text})
-    return claims
-
-
-_WHY = {
-    "ceiling": "the kernel sees the tokens as nearly unrelated (K ≈ I), so this value tells prompts apart poorly; "
-               "a larger σ would resolve them",
-    "zero": "the kernel sees all tokens as alike (K ≈ all ones); a smaller σ would resolve them",
-    "saturated": "the run's kernel diagnostics flagged the kernel as saturated",
+_STATE_WHY = {
+    "structureless": "most prompts' values are within 20 % of what tokens without structure give at the same "
+                     "count and σ, so they count tokens more than they measure structure",
+    "collapsed": "most prompts' values are ≈ 0: the kernel sees every token alike (a σ too large for these states)",
+    "identical": "most prompts' values are 0: every token is the same point",
 }
 
 
@@ -186,33 +160,36 @@ def _layers(layers) -> str:
     return f"layer{'s' if len(layers) > 1 else ''} {layer_ranges(layers)}"
 
 
-def kernel_warnings(df: pd.DataFrame, log_name: str) -> list[str]:
-    """Plain warnings wherever most prompts' values sit at the ceiling log_b(n) or at 0, or the kernel saturates.
+def kernel_warnings(df: pd.DataFrame) -> list[str]:
+    """One plain warning per model and flagged kernel state that most prompts are in at some layers.
 
-    Entropies (prompt, response, joint) are checked; the conditional proxy has no ceiling of its own.
+    Raw rows at σ × 1; entropies (prompt, response, joint) are checked, the conditional proxy sharing the joint
+    kernel's state. A measure that several tasks share (the prompt entropy) is named once, with its tasks.
     """
-    rows = df[(df["measure"] != "conditional_entropy") & (df["max_entropy"] > 0)].copy()
+    rows = df[(df["measure"] != "conditional_entropy") & (df["sigma_scale"] == 1.0)]
+    rows = rows[(rows["subsample"] == 0) & (rows["subsample_response"] == 0)]
     if rows.empty:
         return []
-    ratio = rows["value"] / rows["max_entropy"]
-    rows["ceiling"] = ratio >= CEILING
-    rows["zero"] = ratio <= FLOOR
-    rows["saturated"] = rows["saturated"].fillna(False).astype(bool)
+    states = pd.get_dummies(rows["kernel_state"]).reindex(columns=list(_STATE_WHY), fill_value=False)
+    rows = pd.concat([rows[["label", "task", "measure", "modality", "layer"]], states.astype(float)], axis=1)
     keys = ["label", "task", "measure", "modality"]
-    shares = rows.groupby(keys + ["layer"], sort=False)[["ceiling", "zero", "saturated"]].mean().reset_index()
-    warnings = []
+    shares = rows.groupby(keys + ["layer"], sort=False)[list(_STATE_WHY)].mean().reset_index()
+    hits: dict[tuple, dict] = {}  # (label, state, measure, modality, layers) → tasks and shares
     for (label, task, measure, modality), sub in shares.groupby(keys, sort=False):
-        for kind in ("ceiling", "zero", "saturated"):
-            hit = sub[sub[kind] >= MAJORITY]
+        for state in _STATE_WHY:
+            hit = sub[sub[state] >= MAJORITY]
             if hit.empty:
                 continue
-            where = {"ceiling": f"sits at the ceiling {log_name} (value ≥ {CEILING:g}·{log_name})",
-                     "zero": f"sits at 0 (value ≤ {FLOOR:g}·{log_name})",
-                     "saturated": "has a saturated kernel"}[kind]
-            low, high = f"{hit[kind].min():.0%}", f"{hit[kind].max():.0%}"
-            warnings.append(
-                f"Warning — {label}, task {task}, {measure.replace('_', ' ')} of {modality} prompts {where} for "
-                f"{low if low == high else f'{low}–{high}'} of prompts at {_layers(hit['layer'])} "
-                f"(of {len(sub)} layers): {_WHY[kind]}."
-            )
-    return warnings
+            entry = hits.setdefault((label, state, measure, modality, _layers(hit["layer"]), len(sub)),
+                                    {"tasks": [], "shares": []})  # fmt: skip
+            entry["tasks"].append(task)
+            entry["shares"] += hit[state].tolist()
+    by_model: dict[tuple[str, str], list[str]] = {}
+    for (label, state, measure, modality, layers, total), entry in hits.items():
+        low, high = f"{min(entry['shares']):.0%}", f"{max(entry['shares']):.0%}"
+        share = low if low == high else f"{low}–{high}"
+        by_model.setdefault((label, state), []).append(
+            f"{measure.replace('_', ' ')} of {modality} prompts ({', '.join(entry['tasks'])}) at {layers} of "
+            f"{total} layers ({share} of prompts)")
+    return [f"Warning — {label}: {_STATE_WHY[state]}: " + "; ".join(items) + "."
+            for (label, state), items in by_model.items()]

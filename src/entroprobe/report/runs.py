@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from entroprobe.errors import InputError, LoadError
-from entroprobe.probe.schema import COLUMNS, MEASURES, MODALITIES, TASKS
+from entroprobe.probe.schema import COLUMNS, MEASURES, MODALITIES, ROW_KEY, TASKS
 
 __all__ = ["Run", "load", "PROMPT_KEY"]
 
@@ -36,7 +36,7 @@ class Run:
     path: Path
     manifest: dict[str, Any]
     alpha: float
-    sigma: str | float  # "median" or the fixed bandwidth
+    sigma: str | float  # "median", "pooled" or the fixed bandwidth
     base: float
 
     @property
@@ -48,8 +48,10 @@ class Run:
 
 
 def sigma_text(sigma: str | float) -> str:
-    """``"median"`` → ``"median rule"``; a number → ``"fixed 1.5"``."""
-    return "median rule" if sigma == "median" else f"fixed {float(sigma):g}"
+    """``"median"`` → ``"median rule"``, ``"pooled"`` → ``"pooled median rule"``; a number → ``"fixed 1.5"``."""
+    if sigma in ("median", "pooled"):
+        return "median rule" if sigma == "median" else "pooled median rule (one σ per layer for the run)"
+    return f"fixed {float(sigma):g}"
 
 
 def load(run_dirs: Sequence[str | Path], *, allow_mixed: bool = False) -> tuple[pd.DataFrame, list[Run]]:
@@ -83,9 +85,11 @@ def load(run_dirs: Sequence[str | Path], *, allow_mixed: bool = False) -> tuple[
         run = _read_manifest(path)
         runs.append(run)
         tables.append(_read_results(run))
+    notes = [note for table in tables for note in table.attrs.get("notes", [])]
     if not allow_mixed:
         _refuse_mixed(runs)
     df = pd.concat(tables, ignore_index=True)
+    df.attrs["notes"] = notes
     df["label"] = _labels(df, runs)
     df["depth"] = df["layer"] / df["num_layers"].where(df["num_layers"] > 0)
     _check_consistent(df)
@@ -119,11 +123,11 @@ def _read_manifest(path: Path) -> Run:
     if missing:
         raise LoadError(f"{manifest_path} settings lack {', '.join(missing)} (expected alpha, sigma, base)")
     sigma = settings["sigma"]
-    if sigma != "median":
+    if sigma not in ("median", "pooled"):
         try:
             sigma = float(sigma)
         except (TypeError, ValueError):
-            raise LoadError(f"{manifest_path} settings.sigma must be 'median' or a number; got {sigma!r}") from None
+            raise LoadError(f"{manifest_path} settings.sigma must be 'median', 'pooled' or a number; got {sigma!r}") from None
     try:
         alpha, base = float(settings["alpha"]), float(settings["base"])
     except (TypeError, ValueError):
@@ -140,6 +144,7 @@ def _read_results(run: Run) -> pd.DataFrame:
         df = pd.read_parquet(file)
     except Exception as exc:  # pyarrow raises several unrelated types for a broken file
         raise LoadError(f"cannot read {file}: {exc}") from None
+    notes = _fill_older_columns(df, run)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{file} lacks the columns {', '.join(missing)} (expected every column of probe.schema)")
@@ -155,7 +160,37 @@ def _read_results(run: Run) -> pd.DataFrame:
             raise InputError(f"{file} has unknown {column} values {unknown}; expected one of {list(known)}")
     _check_against_manifest(df, run, file)
     df.insert(0, "run", run.name)
+    df.attrs["notes"] = notes
     return df
+
+
+# columns an older entroprobe did not write, and what its rows mean in them
+_OLDER_DEFAULTS = {"subsample": 0, "subsample_response": 0, "draws": 1, "sigma_scale": 1.0}
+
+
+def _fill_older_columns(df: pd.DataFrame, run: Run) -> list[str]:
+    """Give a table from an older entroprobe the columns it lacks; return a note saying so (or nothing)."""
+    added = [c for c in (*_OLDER_DEFAULTS, "reference", "kernel_state") if c not in df.columns]
+    if not added:
+        return []
+    for column, value in _OLDER_DEFAULTS.items():
+        if column not in df.columns:
+            df[column] = value
+    if "reference" not in df.columns:  # known in closed form under the median rule; unknown for a fixed σ
+        from entroprobe.entropy import structureless_entropy
+
+        df["reference"] = float("nan")
+        if run.sigma == "median":
+            def ref(n: int) -> float:
+                return structureless_entropy(int(n), alpha=run.alpha, base=run.base).item()
+
+            kernel = [round(run.base**m) if m > 0 else 1 for m in df["max_entropy"]]  # the rows the kernel saw
+            df["reference"] = [ref(k) - (ref(n) if measure == "conditional_entropy" else 0.0)
+                               for k, n, measure in zip(kernel, df["n_tokens"], df["measure"])]  # fmt: skip
+    if "kernel_state" not in df.columns:
+        df["kernel_state"] = "unknown"
+    return [f"{run.path / 'results.parquet'} was written by an older entroprobe without {', '.join(added)}: its "
+            "rows are taken as measured on every token at σ × 1, without matched rows or kernel states."]
 
 
 def _check_against_manifest(df: pd.DataFrame, run: Run, file: Path) -> None:
@@ -164,7 +199,7 @@ def _check_against_manifest(df: pd.DataFrame, run: Run, file: Path) -> None:
         values = sorted(set(df[column].dropna().round(12)))
         if any(not math.isclose(v, expected, rel_tol=1e-9) for v in values):
             raise InputError(f"{file} has {column} {values} but its manifest says {expected:g}")
-    rule = "median" if run.sigma == "median" else "fixed"
+    rule = run.sigma if run.sigma in ("median", "pooled") else "fixed"
     rules = sorted(set(df["sigma_rule"].dropna()))
     if any(r != rule for r in rules):
         raise InputError(f"{file} has sigma_rule {rules} but its manifest's sigma {run.sigma!r} means {rule!r}")
@@ -203,7 +238,7 @@ def _check_consistent(df: pd.DataFrame) -> None:
     for label, values in layers.items():
         if len(values) > 1:
             raise InputError(f"model {label} has rows with different num_layers {sorted(values)}; expected one")
-    key = PROMPT_KEY + ["task", "measure", "layer"]
+    key = PROMPT_KEY + [c for c in ROW_KEY if c not in PROMPT_KEY]
     dup = df.duplicated(key, keep=False)
     if dup.any():
         rows = df[dup]

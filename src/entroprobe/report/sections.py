@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from entroprobe.report import analysis, figures, findings, html, tables
+from entroprobe.report import analysis, control, figures, findings, html, tables
 from entroprobe.report.analysis import Boot, select
 from entroprobe.report.runs import PROMPT_KEY
 
@@ -25,7 +26,9 @@ SERIES = [("text-gen", "text"), ("image-gen", "text"), ("text-gen", "image"), ("
 class Context:
     """What every section needs: the rows, the models, the settings of the page."""
 
-    df: pd.DataFrame
+    df: pd.DataFrame  # the raw rows (every token) at σ × 1: what the paper's table and figures show
+    matched: pd.DataFrame  # the rows at matched token counts, σ × 1
+    everything: pd.DataFrame  # every row: raw and matched, at every σ scale
     labels: list[str]  # the models, in the order of the runs
     layers: dict[str, int]  # each model's Table 1 layer
     boot: Boot
@@ -140,9 +143,10 @@ def _save_extra(ctx: Context, saved: Saved, stem: str, data: pd.DataFrame) -> No
 
 def table1_section(ctx: Context) -> Section:
     table = analysis.table1(ctx.df, ctx.layers, ctx.boot)
-    caption = (f"Table 1. Mean prompt entropy (task encode) per model and prompt type at {ctx.layer_text()}, in "
-               f"{ctx.unit}; in brackets the 95 % percentile bootstrap interval of the mean over prompts "
-               f"({ctx.boot.n_boot} resamples), and n the number of prompts.")
+    caption = (f"Table 1. Mean prompt entropy (task encode, every token) per model and prompt type at "
+               f"{ctx.layer_text()}, in {ctx.unit}; in brackets the 95 % percentile bootstrap interval of the mean "
+               f"over prompts ({ctx.boot.n_boot} resamples), then the number of prompts n and their mean token "
+               "count. Cells of different token counts are not comparable: Table 2 compares them at one count.")
     have = set(zip(table["modality"], table["prompt_type"]))
     missing = [t for m, types in (("text", analysis.TEXT_TYPES), ("image", analysis.IMAGE_TYPES)) for t in types
                if (m, t) not in have]
@@ -157,13 +161,42 @@ def table1_section(ctx: Context) -> Section:
     files = ["table1.csv", "table1.tex"]
     body = (f'{head}<p class="caption">{html.esc(caption)}</p>{tables.to_html(table)}'
             f'<p class="files">Files: {", ".join(f"<code>{f}</code>" for f in files)}</p>')
-    return Section(body, files=files)
+    return Section(body + _matched_table(ctx), files=files + _matched_files(ctx))
+
+
+def _matched_files(ctx: Context) -> list[str]:
+    return ["table1_matched.csv", "table1_matched.tex"] if (ctx.out / "table1_matched.csv").exists() else []
+
+
+def _matched_table(ctx: Context) -> str:
+    """Table 2: Table 1 at the runs' matched prompt token count k (one table per k), with the prompts left out."""
+    table = analysis.table1_matched(ctx.everything, ctx.layers, ctx.boot)
+    head = '<h2 id="table2">Table 2 — prompt entropy by prompt type at one token count</h2>'
+    if table.empty:
+        return head + ('<p class="empty">No matched rows: these runs did not measure prompts at a matched token '
+                       "count (run with --match-tokens K), so Table 1's cells cannot be compared across token "
+                       "counts.</p>")
+    tables.write_csv(table, ctx.out / "table1_matched.csv")
+    latex, parts = [], [head]
+    for k, part in table.groupby("k", sort=True):
+        left = int(part["left_out"].sum())
+        caption = (f"Table 2 (k = {k}). Mean prompt entropy at k = {k} tokens per prompt (the mean over random "
+                   f"subsets of {k} of its tokens), task encode, at {ctx.layer_text()}, in {ctx.unit}; interval, n "
+                   f"and mean token count as in Table 1. Prompts shorter than {k} tokens are left out: {left} in all, "
+                   "counted per cell.")
+        latex.append(tables.to_latex(part.drop(columns=["k"]), caption, ctx.unit, label=f"tab:prompt-entropy-k{k}"))
+        parts.append(f'<p class="caption">{html.esc(caption)}</p>{tables.to_html(part)}')
+    (ctx.out / "table1_matched.tex").write_text("\n".join(latex), encoding="utf-8")
+    parts.append('<p class="files">Files: <code>table1_matched.csv</code>, <code>table1_matched.tex</code></p>')
+    return "".join(parts)
 
 
 def length_section(ctx: Context) -> Section:
     title = "Figure 1 — prompt entropy against prompt length"
     rows = select(ctx.df, task="encode", measure="prompt_entropy", modality="text")
-    claims = findings.length_claims(rows, ctx.layers)
+    fits = control.length_fits(ctx.df, ctx.matched, ctx.layers)
+    matched_k = select(ctx.matched, task="encode", measure="prompt_entropy").groupby("label")["subsample"].first()
+    claims = findings.length_claims(fits, ctx.layers, {label: f"{k} tokens each" for label, k in matched_k.items()})
     bins = analysis.length_bins(ctx.df, ctx.layers, ctx.boot)
     if bins.empty:
         return Section(html.figure("fig1", title, None, "", "No rows for this figure: no run has encode "
@@ -173,16 +206,35 @@ def length_section(ctx: Context) -> Section:
     prompts = prompts.reset_index()
     layers = sorted(set(ctx.layers.values()))
     where = f"layer {layers[0]}" if len(layers) == 1 else "the table layer"
-    fig = figures.length_figure(bins, prompts, labels=[m for m in ctx.labels if (prompts["label"] == m).any()],
+    drawn = fits.copy()
+    if ctx.depth:
+        drawn["layer"] = drawn["layer"] / drawn["label"].map(ctx.df.groupby("label")["num_layers"].first())
+    fig = figures.length_figure(bins, prompts, drawn, labels=[m for m in ctx.labels if (prompts["label"] == m).any()],
                                 ylabel=f"prompt entropy at {where} ({ctx.unit})", bases=ctx.bases,
-                                log_name=ctx.log_name)
+                                log_name=ctx.log_name, xlabel=ctx.xlabel,
+                                shared_reference=_median_reference(at, prompts))  # fmt: skip
     saved = _save(ctx, fig, "fig1_length", bins)
-    caption = (f"Text prompt entropy (task encode) at {ctx.layer_text()} against prompt length in tokens, per "
+    _save_extra(ctx, saved, "fig1_length_fits", fits)
+    caption = (f"Left: text prompt entropy (task encode) at {ctx.layer_text()} against prompt length in tokens, per "
                f"model: dots are single prompts; lines the mean per token-count bin (geometric bins shared by "
-               f"all models) with its 95 % bootstrap band over the bin's prompts. The dotted curve is "
-               f"{ctx.log_name}, the largest value n tokens can reach.")
-    after = _claims_html(claims, "Numbers behind the claims")
+               f"all models) with its 95 % bootstrap band over the bin's prompts. Dashed, in each model's colour: "
+               f"what tokens without structure give at the bin's token counts under the same σ rule. The dotted "
+               f"curve is {ctx.log_name}, the largest value n tokens can reach. Right: at each layer, the share of "
+               "the spread across prompts that the token count alone explains (R² of the value on log2 n); near "
+               "1, prompt entropy mostly counts tokens.")
+    after = _claims_html(claims, "What the figure says")
     return Section(_figure("fig1", title, saved, caption, after), claims=claims, files=saved.files)
+
+
+def _median_reference(rows: pd.DataFrame, prompts: pd.DataFrame):
+    """``(n, reference)`` over the prompts' token counts when every row is of the median rule at one α and base."""
+    if set(rows["sigma_rule"]) != {"median"} or rows["alpha"].nunique() != 1 or rows["base"].nunique() != 1:
+        return None
+    from entroprobe.entropy import structureless_entropy
+
+    n = np.unique(np.geomspace(max(2, prompts["n_tokens"].min()), prompts["n_tokens"].max(), 60).round())
+    alpha, base = float(rows["alpha"].iloc[0]), float(rows["base"].iloc[0])
+    return n, np.array([structureless_entropy(int(k), alpha=alpha, base=base).item() for k in n])
 
 
 def length_layers_section(ctx: Context) -> Section:
@@ -232,133 +284,4 @@ def types_section(ctx: Context) -> Section:
     return Section(_figure("fig3", title, saved, caption), files=saved.files)
 
 
-def modality_section(ctx: Context) -> Section:
-    title = "Figure 4 — text against image prompts"
-    rows = select(ctx.df, task="encode", measure="prompt_entropy")
-    by_modality = dict(group="modality", boot=ctx.boot, order=["text", "image"])
-    curves = analysis.trajectories(rows, name="fig4", **by_modality)
-    if curves.empty:
-        return Section(html.figure("fig4", title, None, "", "No rows for this figure: no run has encode "
-                                   "prompt-entropy rows.", []))
-    normalised = analysis.trajectories(analysis.normalised(rows), value="normalised", name="fig4n", **by_modality)
-    claims = findings.modality_claims(curves, ctx.unit, normalised=normalised, sizes=analysis.prompt_sizes(rows),
-                                      log_name=ctx.log_name)
-    rug_label = "layers where the intervals do not overlap"
-    columns = []
-    for part, ylabel, kind in ((curves, f"prompt entropy ({ctx.unit})", ""),
-                               (normalised, f"prompt entropy / {ctx.log_name}", "normalised")):
-        column = _panels(ctx, part, "modality", ["text", "image"], ylabel=ylabel, kind=kind,
-                         empty="no encode prompt-entropy rows", name=lambda g: f"{g} prompts",
-                         title=lambda label, y=ylabel: f"{label}\n{y.split(' (')[0]}")
-        for panel, label in zip(column, ctx.labels):
-            panel.rug, panel.rug_label = _rug(ctx, part, label, "modality", "text", "image"), rug_label
-        columns.append(column)
-    panels = [column[i] for i in range(len(ctx.labels)) for column in columns]  # raw | normalised, per model
-    fig = figures.grid(panels, ncols=2, title="Prompt entropy across layers: text against image prompts",
-                       xlabel=ctx.xlabel, depth=ctx.depth, log_name=ctx.log_name)
-    saved = _save(ctx, fig, "fig4_modality", curves)
-    _save_extra(ctx, saved, "fig4_modality_normalised", normalised)
-    caption = ("Mean prompt entropy (task encode) of text and image prompts at each layer, per model, with 95 % "
-               "bootstrap bands over prompts (left), and the same divided by each prompt's ceiling "
-               f"{ctx.log_name} (right): text and image prompts differ in length, so their ceilings differ, and "
-               "the right panel compares them on one scale. Ticks along the bottom mark layers where the two "
-               "intervals do not overlap.")
-    after = _claims_html(claims, "Numbers behind the claims")
-    return Section(_figure("fig4", title, saved, caption, after), claims=claims, files=saved.files)
-
-
-def response_section(ctx: Context) -> Section:
-    title = "Figure 5 — response patterns: text against image generation"
-    rows = select(ctx.df, task=("text-gen", "image-gen"), measure="conditional_entropy")
-    curves = analysis.trajectories(rows, ["task", "modality"], ctx.boot, name="fig5", order=SERIES)
-    if curves.empty:
-        return Section(html.figure("fig5", title, None, "", "No rows for this figure: no run has "
-                                   "conditional-entropy rows of text or image generation.", []))
-    paired = analysis.paired_difference(rows[rows["modality"] == "text"], "task", "text-gen", "image-gen",
-                                        ctx.boot, name="fig5d")
-    claims = findings.response_claims(paired, ctx.unit)
-    panels = []
-    generating = set(curves["label"])  # a model that only encodes (minilm) gets no empty row of panels here
-    for curve_panel, label in zip(_panels(ctx, curves, ["task", "modality"], SERIES, name=_series_name,
-                                          ylabel=f"conditional entropy ({ctx.unit})", empty="no generation rows",
-                                          title=lambda label: f"{label}\nS(Y|X) per task and prompts"), ctx.labels):
-        if label not in generating:
-            continue
-        mine = paired[paired["label"] == label]
-        differ = mine.loc[(mine["low"] > 0) | (mine["high"] < 0), "layer"]
-        curve_panel.rug = _at(ctx, curves, label, differ)
-        curve_panel.rug_label = "layers where the paired difference's interval excludes 0"
-        data = mine.rename(columns={ctx.x: "x"})[["x", "mean", "low", "high"]]
-        panels += [curve_panel, figures.Panel(
-            title=f"{label}\npaired difference on text prompts", ylabel=f"text − image generation ({ctx.unit})",
-            kind="difference", rug=list(curve_panel.rug), rug_label=curve_panel.rug_label,
-            empty=None if len(mine) else "no text prompt has both generation tasks",
-            curves=[figures.Curve("text − image generation, same text prompts (mean of per-prompt differences)",
-                                  data, figures.style("difference"))])]
-    fig = figures.grid(panels, ncols=2, title="Conditional entropy S(Y|X) across layers: text vs image generation",
-                       xlabel=ctx.xlabel, depth=ctx.depth, log_name=ctx.log_name)
-    saved = _save(ctx, fig, "fig5_response", curves)
-    _save_extra(ctx, saved, "fig5_response_paired", paired)
-    prompts = rows.drop_duplicates(["source", "prompt_id", "task"]).groupby(["task", "modality"]).size()
-    caption = ("Mean conditional entropy proxy S(Y|X) = S(X,Y) − S(X) of the response given the prompt at each "
-               "layer, with 95 % bootstrap bands over prompts (left): one curve per task and prompt modality, "
-               "never pooled ("
-               + "; ".join(f"{_series_name(k)}: {n} prompts" for k in SERIES if (n := prompts.get(k)) is not None)
-               + "). The comparison of the two tasks uses text prompts only, the prompts both tasks answer: "
-               "right, the mean over those prompts of the per-prompt difference, text generation minus image "
-               "generation, with its 95 % bootstrap interval (prompts resampled in pairs); ticks mark layers "
-               "where that interval excludes 0.")
-    if skipped := [label for label in ctx.labels if label not in generating]:
-        caption += f" Not shown, having no generation rows: {', '.join(skipped)}."
-    after = _claims_html(claims, "Numbers behind the claims (text prompts, paired by prompt)")
-    return Section(_figure("fig5", title, saved, caption, after), claims=claims, files=saved.files)
-
-
-def kernel_section(ctx: Context) -> Section:
-    title = "Figure 6 — kernel diagnostics"
-    encode = analysis.normalised(select(ctx.df, task="encode", measure="prompt_entropy"))
-    gen = analysis.normalised(select(ctx.df, task=("text-gen", "image-gen"), measure="conditional_entropy"))
-    warnings = findings.kernel_warnings(ctx.df, ctx.log_name)
-    after = ("<p><b>Warnings</b></p>" + html.items(warnings, "warn")) if warnings else \
-        f"<p>No warnings: no entropy sits at {html.esc(ctx.log_name)} or at 0 for most prompts at any layer.</p>"
-    by_modality = dict(group="modality", boot=ctx.boot, order=["text", "image"])
-    parts = {  # part → curves
-        "sigma": analysis.trajectories(encode, value="sigma", name="fig6s", **by_modality),
-        "saturation": analysis.trajectories(encode, value="saturation", name="fig6k", **by_modality),
-        "prompt": analysis.trajectories(encode, value="normalised", name="fig6p", **by_modality),
-        "conditional": analysis.trajectories(gen, ["task", "modality"], ctx.boot, value="normalised",
-                                             name="fig6c", order=SERIES),
-    }
-    if all(p.empty for p in parts.values()):
-        return Section(html.figure("fig6", title, None, "", "No rows for this figure: no run has encode "
-                                   "prompt-entropy or conditional-entropy rows.", [], after), warnings=warnings)
-    spec = [  # (part, group, order, y label, kind, curve names)
-        ("sigma", "modality", ["text", "image"], "kernel σ (distance units)", "sigma", "{} prompts"),
-        ("saturation", "modality", ["text", "image"], "saturation (+1: K≈I, −1: K≈1)", "saturation", "{} prompts"),
-        ("prompt", "modality", ["text", "image"], f"prompt entropy / {ctx.log_name}", "normalised", "{} prompts"),
-        ("conditional", ["task", "modality"], SERIES, f"S(Y|X) / {ctx.log_name} (n+m tokens)", "normalised",
-         _series_name),
-    ]
-    columns = []  # per part, one panel per model
-    for part, group, order, ylabel, kind, name in spec:
-        column = _panels(ctx, parts[part], group, order, ylabel=ylabel, kind=kind,
-                         empty=f"no {'encode' if group == 'modality' else 'generation'} rows",
-                         title=lambda label, y=ylabel: f"{label}\n{y.split(' (')[0]}",
-                         name=name if callable(name) else name.format)
-        columns.append(column)
-    panels = [column[i] for i in range(len(ctx.labels)) for column in columns]  # two rows per model
-    fig = figures.grid(panels, ncols=2, title="Kernel diagnostics: bandwidth, saturation, values against the "
-                       f"ceiling {ctx.log_name}", xlabel=ctx.xlabel, depth=ctx.depth, log_name=ctx.log_name)
-    data = pd.concat([p.assign(part=k) for k, p in parts.items() if not p.empty], ignore_index=True)
-    saved = _save(ctx, fig, "fig6_kernel", data)
-    caption = (f"Per model (two rows each), at each layer: the kernel bandwidth σ used for the prompt kernel (task "
-               "encode); the kernel's saturation (+1 when K is nearly the identity, every token unlike every other; "
-               "−1 when K is nearly all ones, every token alike); prompt entropy divided by its ceiling "
-               f"{ctx.log_name} (n prompt tokens); the conditional entropy proxy divided by {ctx.log_name} of the "
-               "n+m prompt and response tokens, per task and prompt modality. Grey strips mark the warning zones "
-               "(≥ 0.98 and ≤ 0.02 of the ceiling). Bands: 95 % bootstrap intervals over prompts.")
-    return Section(_figure("fig6", title, saved, caption, after), warnings=warnings, files=saved.files)
-
-
-SECTIONS = [table1_section, length_section, length_layers_section, types_section, modality_section,
-            response_section, kernel_section]
+SECTIONS = [table1_section, length_section, length_layers_section, types_section]  # then .comparisons

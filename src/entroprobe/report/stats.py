@@ -13,9 +13,48 @@ import pandas as pd
 
 from entroprobe.errors import InputError
 
-__all__ = ["bootstrap_mean", "curve", "spearman", "layer_ranges"]
+__all__ = ["bootstrap_mean", "bootstrap_difference", "curve", "spearman", "r_squared", "layer_ranges"]
 
 LEVEL = 0.95
+
+
+def _replicates(x: np.ndarray, n_boot: int, seed: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The means of ``x`` (P, L) (NaN: no value), their bootstrap replicates (B, L) and the counts (L,)."""
+    present = ~np.isnan(x)  # (P, L)
+    n = present.sum(axis=0)  # (L,)
+    filled = np.where(present, x, 0.0)  # (P, L)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / n  # (L,)
+    p = x.shape[0]
+    if p == 0:
+        return mean, np.full((n_boot, x.shape[1]), np.nan), n
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+    picks = rng.integers(0, p, size=(n_boot, p))  # (B, P): prompt indices drawn with replacement
+    offsets = np.arange(n_boot)[:, None] * p
+    weights = np.bincount((picks + offsets).ravel(), minlength=n_boot * p).reshape(n_boot, p)  # (B, P)
+    weights = weights.astype(np.float64)
+    sums = weights @ filled  # (B, L)
+    counts = weights @ present.astype(np.float64)  # (B, L)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts  # (B, L), NaN where a replicate drew no prompt with a value
+    return mean, means, n
+
+
+def _percentiles(means: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    low = np.full(means.shape[1], np.nan)
+    high = np.full(means.shape[1], np.nan)
+    if ok.any():
+        tail = (1 - LEVEL) / 2 * 100
+        with np.errstate(invalid="ignore"):
+            low[ok], high[ok] = np.nanpercentile(means[:, ok], [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def _as_matrix(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim > 2:
+        raise InputError(f"values must be (prompts, points) or (prompts,); got shape {x.shape}")
+    return x.reshape(x.shape[0], -1), x.ndim == 1
 
 
 def bootstrap_mean(
@@ -43,37 +82,42 @@ def bootstrap_mean(
     """
     if n_boot < 1:
         raise InputError(f"n_boot must be at least 1; got {n_boot}")
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim > 2:
-        raise InputError(f"values must be (prompts, points) or (prompts,); got shape {x.shape}")
-    squeeze = x.ndim == 1
-    x = x.reshape(x.shape[0], -1)  # (P, L)
-    present = ~np.isnan(x)  # (P, L)
-    n = present.sum(axis=0)  # (L,)
-    filled = np.where(present, x, 0.0)  # (P, L)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=0) / n  # (L,)
-    low = np.full_like(mean, np.nan)
-    high = np.full_like(mean, np.nan)
-    p = x.shape[0]
-    if p > 0:
-        rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
-        picks = rng.integers(0, p, size=(n_boot, p))  # (B, P): prompt indices drawn with replacement
-        offsets = np.arange(n_boot)[:, None] * p
-        weights = np.bincount((picks + offsets).ravel(), minlength=n_boot * p).reshape(n_boot, p)  # (B, P)
-        weights = weights.astype(np.float64)
-        sums = weights @ filled  # (B, L)
-        counts = weights @ present.astype(np.float64)  # (B, L)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = sums / counts  # (B, L), NaN where a replicate drew no prompt with a value
-        ok = n > 0
-        if ok.any():
-            tail = (1 - LEVEL) / 2 * 100
-            low[ok], high[ok] = np.nanpercentile(means[:, ok], [tail, 100 - tail], axis=0)
+    x, squeeze = _as_matrix(values)
+    mean, means, n = _replicates(x, n_boot, seed, key)
+    low, high = _percentiles(means, n > 0)
     n = n.astype(np.int64)
     if squeeze:
         return mean[0], low[0], high[0], n[0]
     return mean, low, high, n
+
+
+def bootstrap_difference(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, seed: int = 0, key: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Difference of the means of two independent groups of prompts, ``mean(a) − mean(b)``, with its interval.
+
+    Each group is resampled on its own (the prompts of ``a`` and ``b`` are different prompts).
+
+    Args:
+        a, b: ``(prompts, points)`` or ``(prompts,)`` each, the same number of points; NaN: no value.
+
+    Returns:
+        ``difference, low, high, n_a, n_b`` per point (scalars for 1-D input).
+
+    >>> diff, low, high, n_a, n_b = bootstrap_difference(np.array([3.0, 4.0, 5.0]), np.array([1.0, 2.0]))
+    >>> float(diff), bool(low <= diff <= high), int(n_a), int(n_b)
+    (2.5, True, 3, 2)
+    """
+    if n_boot < 1:
+        raise InputError(f"n_boot must be at least 1; got {n_boot}")
+    (xa, squeeze), (xb, _) = _as_matrix(a), _as_matrix(b)
+    if xa.shape[1] != xb.shape[1]:
+        raise InputError(f"a and b must have the same points; got {xa.shape[1]} and {xb.shape[1]}")
+    mean_a, means_a, n_a = _replicates(xa, n_boot, seed, key + "|a")
+    mean_b, means_b, n_b = _replicates(xb, n_boot, seed, key + "|b")
+    low, high = _percentiles(means_a - means_b, (n_a > 0) & (n_b > 0))
+    out = (mean_a - mean_b, low, high, n_a.astype(np.int64), n_b.astype(np.int64))
+    return tuple(v[0] for v in out) if squeeze else out
 
 
 def curve(
@@ -105,6 +149,14 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
         return float("nan")
     return float(np.corrcoef(x.rank().to_numpy(), y.rank().to_numpy())[0, 1])
+
+
+def r_squared(x: np.ndarray, y: np.ndarray) -> float:
+    """The share of the variance of ``y`` a straight line in ``x`` explains (Pearson r²); NaN when undefined."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1] ** 2)
 
 
 def layer_ranges(layers: list[int] | np.ndarray) -> str:

@@ -20,8 +20,15 @@ def _tex(text: str) -> str:
 
 
 def write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write the tidy table (``model, modality, prompt_type, layer, n_prompts, mean, ci_low, ci_high``)."""
+    """Write the tidy table (``model, modality, prompt_type, layer, n_prompts, mean_tokens, mean, ci_low, ci_high``,
+    and ``k, left_out`` for a matched table)."""
     table.to_csv(path, index=False)
+
+
+def _counts(c) -> str:
+    """``n = 30, 23.4 tokens`` (and ``, 5 left out`` in a matched table)."""
+    left = getattr(c, "left_out", None)
+    return f"n = {c.n_prompts}, {c.mean_tokens:.1f} tokens" + (f", {left} left out" if left else "")
 
 
 Key = tuple[str, str]  # (modality, prompt_type): a column of the table
@@ -46,7 +53,7 @@ def _groups(keys: list[Key]) -> list[tuple[str, int]]:
     return groups
 
 
-def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
+def to_latex(table: pd.DataFrame, caption: str, unit: str, label: str = "tab:prompt-entropy") -> str:
     """A booktabs table: a row per model, a column per prompt type; cells ``mean [low, high] (n)``.
 
     Needs ``\\usepackage{booktabs,graphicx}`` in the document.
@@ -58,7 +65,7 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
         "\\begin{table}[t]",
         "\\centering",
         f"\\caption{{{_tex(caption)}}}",
-        "\\label{tab:prompt-entropy}",
+        f"\\label{{{label}}}",
         "\\resizebox{\\textwidth}{!}{%",
         "\\begin{tabular}{l" + "c" * len(keys) + "}",
         "\\toprule",
@@ -78,7 +85,7 @@ def to_latex(table: pd.DataFrame, caption: str, unit: str) -> str:
         for m, t in keys:
             c = cells.get((model, m, t))
             row.append("--" if c is None else
-                       f"{c.mean:.4f} {{\\scriptsize [{c.ci_low:.2f}, {c.ci_high:.2f}] ({c.n_prompts})}}")
+                       f"{c.mean:.4f} {{\\scriptsize [{c.ci_low:.4f}, {c.ci_high:.4f}] ({_tex(_counts(c))})}}")
         lines.append(" & ".join(row) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}}", "\\end{table}", ""]
     return "\n".join(lines)
@@ -97,7 +104,7 @@ def to_html(table: pd.DataFrame) -> str:
             c = cells.get((model, m, t))
             tds.append("<td>—</td>" if c is None else
                        f'<td><b>{c.mean:.4f}</b><br><span class="ci">[{c.ci_low:.2f}, {c.ci_high:.2f}]'
-                       f"<br>n = {c.n_prompts}</span></td>")
+                       f"<br>{html.escape(_counts(c))}</span></td>")
         body.append(f"<tr><th>{html.escape(model)}</th>{''.join(tds)}</tr>")
     return (f'<table class="t1"><thead><tr>{head1}</tr><tr>{head2}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")

@@ -1,0 +1,201 @@
+"""Token-count control: each headline comparison raw and at matched token counts, one number per model.
+
+Every entropy grows with its token count, and text prompts, image prompts, text responses and image responses
+differ in length by an order of magnitude. So each comparison the report makes is made twice:
+
+- raw: on every token, as the paper does;
+- matched: on the rows the probe computed at one token count for every prompt (``subsample``: the mean over
+  random subsets of k prompt tokens, and m response tokens), among the prompts that reach that count.
+
+A comparison's number is a mean over layers: each prompt's values are averaged over the layers first, so every
+prompt counts once; the layer-by-layer numbers are in a table of their own.
+
+- modality: image against text prompts (prompt entropy, task encode), two independent groups of prompts;
+- response: text against image generation (the conditional proxy S(Y|X)) on the same text prompts, paired;
+- length: how text prompt entropy follows the token count (Spearman ρ; R² of the value on log2 n).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from entroprobe.report.analysis import Boot, select
+from entroprobe.report.runs import PROMPT_KEY
+from entroprobe.report.stats import bootstrap_difference, bootstrap_mean, r_squared, spearman
+
+__all__ = ["Estimate", "Comparison", "split", "modality_comparisons", "response_comparisons", "layer_differences",
+           "length_fits", "MIN_PROMPTS"]
+
+MIN_PROMPTS = 5  # a claim on fewer prompts per side says it has not enough
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A difference ``a − b`` with its 95 % bootstrap interval and the prompts behind each side."""
+
+    mean: float
+    low: float
+    high: float
+    n_a: int
+    n_b: int
+
+    @property
+    def clear(self) -> bool:
+        """The interval excludes 0."""
+        return bool(self.low > 0 or self.high < 0)
+
+    @property
+    def enough(self) -> bool:
+        return min(self.n_a, self.n_b) >= MIN_PROMPTS
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One model's comparison of ``a`` against ``b``, raw and (when the runs have matched rows) matched."""
+
+    kind: str  # modality | response
+    model: str
+    a: str  # e.g. "image prompts", "text generation"
+    b: str
+    raw: Estimate
+    matched: Estimate | None
+    at: str  # the matched counts in words ("16 tokens each"), "" when there are no matched rows
+    scale: float = 1.0
+
+
+def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw rows (every token) and the matched rows (subsampled) of a table, at every σ scale."""
+    matched = (df["subsample"] > 0) | (df["subsample_response"] > 0)
+    return df[~matched], df[matched]
+
+
+def _per_prompt(rows: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per model, prompt and value of ``by``: the value averaged over layers (columns: label, key…, by, value)."""
+    return rows.groupby(["label", *PROMPT_KEY[1:], by], sort=False)["value"].mean().reset_index()
+
+
+def _counts_text(rows: pd.DataFrame, kind: str) -> str:
+    k = sorted(set(rows["subsample"]))
+    m = sorted(set(rows["subsample_response"]))
+    if kind == "modality":
+        return f"{k[0]} tokens each" if len(k) == 1 else "matched token counts"
+    if len(k) == 1 and len(m) == 1:
+        prompt = f"{k[0]} prompt" if k[0] else "all prompt"
+        return f"{prompt} and {m[0]} response tokens" if m[0] else f"{prompt} tokens and whole responses"
+    return "matched token counts"
+
+
+def _modality_estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str) -> Estimate | None:
+    prompts = _per_prompt(rows[rows["label"] == label], "modality")
+    image = prompts.loc[prompts["modality"] == "image", "value"].to_numpy()
+    text = prompts.loc[prompts["modality"] == "text", "value"].to_numpy()
+    if len(image) == 0 or len(text) == 0:
+        return None
+    diff, low, high, n_a, n_b = bootstrap_difference(image, text, n_boot=boot.n_boot, seed=boot.seed, key=key)
+    return Estimate(float(diff), float(low), float(high), int(n_a), int(n_b))
+
+
+def modality_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
+    """Per model: image minus text prompt entropy (encode), raw and at the matched prompt token count."""
+    out = []
+    raw = select(raw[raw["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
+    matched = select(matched[matched["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
+    for label in raw["label"].unique():
+        estimate = _modality_estimate(raw, label, boot, f"modality|{label}|{scale}")
+        if estimate is None:
+            continue
+        mine = matched[matched["label"] == label]
+        at_k = _modality_estimate(mine, label, boot, f"modality-matched|{label}|{scale}") if len(mine) else None
+        out.append(Comparison("modality", label, "image prompts", "text prompts", estimate, at_k,
+                              _counts_text(mine, "modality") if at_k else "", scale))  # fmt: skip
+    return out
+
+
+def _paired_estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str) -> Estimate | None:
+    prompts = _per_prompt(rows[(rows["label"] == label) & (rows["modality"] == "text")], "task")
+    wide = prompts.pivot_table(index=PROMPT_KEY[1:], columns="task", values="value").dropna()
+    if not {"text-gen", "image-gen"} <= set(wide.columns) or wide.empty:
+        return None
+    diff = (wide["text-gen"] - wide["image-gen"]).to_numpy()
+    mean, low, high, n = bootstrap_mean(diff, n_boot=boot.n_boot, seed=boot.seed, key=key)
+    return Estimate(float(mean), float(low), float(high), int(n), int(n))
+
+
+def response_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
+    """Per model: text minus image generation S(Y|X) on the same text prompts, raw and at matched counts."""
+    out = []
+    tasks = ("text-gen", "image-gen")
+    raw = select(raw[raw["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
+    matched = select(matched[matched["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
+    for label in raw["label"].unique():
+        estimate = _paired_estimate(raw, label, boot, f"response|{label}|{scale}")
+        if estimate is None:
+            continue
+        mine = matched[matched["label"] == label]
+        at_m = _paired_estimate(mine, label, boot, f"response-matched|{label}|{scale}") if len(mine) else None
+        out.append(Comparison("response", label, "text generation", "image generation", estimate, at_m,
+                              _counts_text(mine, "response") if at_m else "", scale))  # fmt: skip
+    return out
+
+
+def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot: Boot) -> pd.DataFrame:
+    """The comparisons layer by layer (σ scale 1): ``label, layer, which (raw | matched), mean, low, high, n_a, n_b``."""
+    columns = ["label", "layer", "which", "mean", "low", "high", "n_a", "n_b"]
+    out = []
+    for which, rows in (("raw", raw), ("matched", matched)):
+        rows = rows[rows["sigma_scale"] == 1.0]
+        if kind == "modality":
+            rows = select(rows, task="encode", measure="prompt_entropy")
+        else:
+            rows = select(rows, task=("text-gen", "image-gen"), measure="conditional_entropy")
+            rows = rows[rows["modality"] == "text"]
+        for label, mine in rows.groupby("label", sort=False):
+            group = "modality" if kind == "modality" else "task"
+            wide = mine.groupby([*PROMPT_KEY[1:], group, "layer"])["value"].mean().unstack("layer")  # (P, L)
+            layers = wide.columns.to_numpy()
+            if kind == "modality":
+                present = set(wide.index.get_level_values(group))
+                if not {"image", "text"} <= present:
+                    continue
+                a, b = wide.xs("image", level=group).to_numpy(), wide.xs("text", level=group).to_numpy()
+                mean, low, high, n_a, n_b = bootstrap_difference(a, b, n_boot=boot.n_boot, seed=boot.seed,
+                                                                 key=f"layers|{kind}|{which}|{label}")  # fmt: skip
+            else:
+                present = set(wide.index.get_level_values(group))
+                if not {"text-gen", "image-gen"} <= present:
+                    continue
+                diff = wide.xs("text-gen", level=group) - wide.xs("image-gen", level=group)  # aligned by prompt
+                mean, low, high, n_a = bootstrap_mean(diff.to_numpy(), n_boot=boot.n_boot, seed=boot.seed,
+                                                      key=f"layers|{kind}|{which}|{label}")  # fmt: skip
+                n_b = n_a
+            for i, layer in enumerate(layers):
+                out.append([label, int(layer), which, float(mean[i]), float(low[i]), float(high[i]), int(n_a[i]),
+                            int(n_b[i])])  # fmt: skip
+    return pd.DataFrame(out, columns=columns)
+
+
+def length_fits(raw: pd.DataFrame, matched: pd.DataFrame, layers: dict[str, int]) -> pd.DataFrame:
+    """How text prompt entropy follows its token count, per model and layer (σ scale 1).
+
+    Returns:
+        Columns ``label, layer, prompts, r2`` (R² of the value on log2 n over the prompts), ``spearman`` (ρ of
+        n and the value), ``matched_spearman`` (ρ of n and the matched value, over the prompts that reach the
+        matched count; NaN without matched rows) and ``table_layer`` (whether it is the model's table layer).
+    """
+    columns = ["label", "layer", "prompts", "r2", "spearman", "matched_spearman", "matched_prompts", "table_layer"]
+    pick = lambda rows: select(rows[rows["sigma_scale"] == 1.0], task="encode", measure="prompt_entropy",  # noqa: E731
+                               modality="text")
+    raw, matched = pick(raw), pick(matched)
+    out = []
+    for (label, layer), rows in raw.groupby(["label", "layer"], sort=False):
+        prompts = rows.groupby(PROMPT_KEY).agg(value=("value", "mean"), n=("n_tokens", "first"))
+        sub = matched[(matched["label"] == label) & (matched["layer"] == layer)]
+        at_k = sub.groupby(PROMPT_KEY).agg(value=("value", "mean"), n=("n_tokens", "first"))
+        out.append([label, int(layer), len(prompts), r_squared(np.log2(prompts["n"]), prompts["value"]),
+                    spearman(prompts["n"], prompts["value"]),
+                    spearman(at_k["n"], at_k["value"]) if len(at_k) else float("nan"), len(at_k),
+                    layers.get(label) == layer])  # fmt: skip
+    return pd.DataFrame(out, columns=columns)

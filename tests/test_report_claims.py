@@ -1,0 +1,194 @@
+"""The report's claims: each comparison raw and at matched token counts, in words; warnings; σ scales.
+
+The synthetic runs (synthetic_runs.py) have known answers: the raw image − text prompt difference is token
+count (equal at 16 tokens each), the text − image generation difference survives matching.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entroprobe.report import load_runs, make_report
+from entroprobe.report.control import Comparison, Estimate
+from entroprobe.report.findings import comparison_claim, kernel_warnings, verdict
+from synthetic_runs import K, M, matched_rows, raw_rows, write_run
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims")
+    runs = [write_run(root / "a", "causal-lm:tiny-a", 4, seed=1),
+            write_run(root / "b", "janus:tiny-b", 8, length_meta=False, image_ceiling=True, seed=2)]
+    path = make_report(runs, root / "out", n_boot=400)
+    return path, runs, json.loads((path.parent / "findings.json").read_text(encoding="utf-8"))
+
+
+def _per_prompt_means(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    return df.groupby(["model", "source", "prompt_id", by])["value"].mean().reset_index()
+
+
+def test_the_modality_claim_is_token_count_with_the_numbers_of_a_direct_computation(report):
+    path, runs, summary = report
+    df = pd.concat([pd.read_parquet(r / "results.parquet") for r in runs])
+    for claim in [c for c in summary["claims"] if c["kind"] == "modality"]:
+        mine = df[(df["model"] == claim["model"]) & (df["task"] == "encode") & (df["measure"] == "prompt_entropy")]
+        for part, pick in (("raw", raw_rows), ("matched", matched_rows)):
+            prompts = _per_prompt_means(pick(mine), "modality")
+            image = prompts.loc[prompts["modality"] == "image", "value"]
+            text = prompts.loc[prompts["modality"] == "text", "value"]
+            assert claim[part]["mean"] == pytest.approx(image.mean() - text.mean(), rel=1e-12), part
+            assert (claim[part]["n_a"], claim[part]["n_b"]) == (len(image), len(text))
+            assert claim[part]["low"] <= claim[part]["mean"] <= claim[part]["high"]
+        assert claim["verdict"] == "token count"
+        assert f"image prompts score higher than text prompts, by {claim['raw']['mean']:.2f}" in claim["text"]
+        assert f"is token count: at {K} tokens each" in claim["text"]
+        assert html.escape(claim["text"]) in path.read_text(encoding="utf-8")
+
+
+def test_the_response_claim_survives_matching_paired_by_prompt(report):
+    _, runs, summary = report
+    df = pd.concat([pd.read_parquet(r / "results.parquet") for r in runs])
+    for claim in [c for c in summary["claims"] if c["kind"] == "response"]:
+        mine = df[(df["model"] == claim["model"]) & (df["measure"] == "conditional_entropy")
+                  & (df["modality"] == "text")]  # fmt: skip
+        for part, pick in (("raw", raw_rows), ("matched", matched_rows)):
+            wide = _per_prompt_means(pick(mine), "task").pivot_table(index="prompt_id", columns="task",
+                                                                    values="value").dropna()  # fmt: skip
+            assert claim[part]["mean"] == pytest.approx((wide["text-gen"] - wide["image-gen"]).mean(), rel=1e-12)
+            assert claim[part]["n_a"] == len(wide)
+        assert claim["verdict"] == "survives" and claim["matched"]["low"] > 0
+        assert "text generation has the higher S(Y|X)" in claim["text"]
+        assert f"It survives token-count control: at {K} prompt and {M} response tokens" in claim["text"]
+
+
+def test_the_length_claim_says_the_rise_is_token_count(report):
+    _, _, summary = report
+    (claim,) = [c for c in summary["claims"] if c["kind"] == "length" and c["model"] == "janus:tiny-b"]
+    assert claim["spearman"] > 0.5 and claim["r2"] > 0.5
+    assert "rises with prompt length at layer 0" in claim["text"] and "log2 n alone explains R² =" in claim["text"]
+    assert claim["verdict"] == "token count" and f"At {K} tokens each" in claim["text"]
+
+
+def test_claims_come_in_order_and_the_page_folds_the_layer_by_layer_detail(report):
+    path, _, summary = report
+    assert [c["kind"] for c in summary["claims"]][:4] == ["modality", "modality", "response", "response"]
+    page = path.read_text(encoding="utf-8")
+    assert page.count("<details><summary>Layer by layer") == 2
+    layers = pd.read_csv(path.parent / "data" / "fig4_modality_layers.csv")
+    assert set(layers["which"]) == {"raw", "matched"} and (layers["low"] <= layers["high"]).all()
+
+
+def _comparison(raw, matched, kind="modality"):
+    estimate = lambda e: None if e is None else Estimate(*e)  # noqa: E731
+    a, b = ("image prompts", "text prompts") if kind == "modality" else ("text generation", "image generation")
+    return Comparison(kind, "m", a, b, estimate(raw), estimate(matched), "16 tokens each" if matched else "")
+
+
+@pytest.mark.parametrize(
+    "raw, matched, expected, words",
+    [
+        ((1.9, 1.7, 2.1, 30, 20), (0.1, -0.2, 0.3, 30, 20), "token count",
+         "m: image prompts score higher than text prompts, by 1.90 [1.70, 2.10] bits, on 30 image and 20 text "
+         "prompts (mean over layers). The raw difference of 1.90 bits is token count: at 16 tokens each (30 image "
+         "and 20 text prompts) it is +0.10 [-0.20, +0.30] (image prompts − text prompts)."),
+        ((1.9, 1.7, 2.1, 30, 20), (0.5, 0.2, 0.8, 30, 20), "survives",
+         "It survives token-count control: at 16 tokens each (30 image and 20 text prompts) image prompts are still "
+         "higher, by 0.50 [0.20, 0.80]."),
+        ((1.9, 1.7, 2.1, 30, 20), (-0.5, -0.8, -0.2, 30, 20), "reverses",
+         "It reverses at 16 tokens each (30 image and 20 text prompts): there text prompts are higher, by 0.50 "
+         "[0.20, 0.80]."),
+        ((0.1, -0.1, 0.3, 30, 20), (0.5, 0.2, 0.8, 30, 20), "appears",
+         "m: image prompts and text prompts do not clearly differ: +0.10 [-0.10, +0.30] bits"),
+        ((0.1, -0.1, 0.3, 30, 20), (0.0, -0.2, 0.2, 30, 20), "neither", "Nor at 16 tokens each"),
+        ((1.9, 1.7, 2.1, 30, 20), None, "unchecked", "Not checked at matched token counts"),
+        ((1.9, 1.7, 2.1, 30, 20), (0.1, -0.2, 0.3, 3, 20), "unchecked", "too few prompts reach it (3 and 20)"),
+        ((1.9, 1.7, 2.1, 4, 20), (0.1, -0.2, 0.3, 4, 20), "too few", "not enough prompts to compare"),
+    ],
+)
+def test_every_verdict_in_words(raw, matched, expected, words):
+    c = _comparison(raw, matched)
+    assert verdict(c) == expected
+    claim = comparison_claim(c, "bits")
+    assert words in claim["text"] and claim["verdict"] == expected
+
+
+def test_the_response_claim_names_the_tasks():
+    claim = comparison_claim(_comparison((-0.85, -0.98, -0.73, 36, 36), (0.02, -0.05, 0.11, 7, 7), "response"),
+                             "bits")  # fmt: skip
+    assert claim["text"] == (
+        "m: image generation has the higher S(Y|X), by 0.85 [0.73, 0.98] bits, on the same 36 text prompts (mean "
+        "over layers). The raw difference of 0.85 bits is token count: at 16 tokens each (7 text prompts) it is "
+        "+0.02 [-0.05, +0.11] (text generation − image generation).")
+
+
+def test_kernel_warnings_name_the_flagged_states_once_per_model(report, tmp_path):
+    _, _, summary = report
+    (warning,) = [w for w in summary["warnings"] if "janus:tiny-b" in w]
+    assert warning.startswith("Warning — janus:tiny-b: most prompts' values are within 20 % of what tokens without "
+                              "structure give")
+    assert "prompt entropy of image prompts (encode, text-gen) at layer 0 of 9 layers (100% of prompts)" in warning
+    assert not any("causal-lm:tiny-a" in w for w in summary["warnings"])
+    run = write_run(tmp_path / "r", tasks=("encode",), n_text=2, n_image=2)
+    df = load_runs([run])
+    df.loc[(df["modality"] == "text") & (df["layer"] == 2), "kernel_state"] = "collapsed"
+    (warning,) = kernel_warnings(df)
+    assert warning == ("Warning — causal-lm:tiny-a: most prompts' values are ≈ 0: the kernel sees every token "
+                       "alike (a σ too large for these states): prompt entropy of text prompts (encode) at layer 2 "
+                       "of 5 layers (100% of prompts).")
+
+
+def test_sigma_scales_get_a_table_and_say_whether_the_conclusions_hold(tmp_path):
+    run = write_run(tmp_path / "r", scales=(0.5, 1.0, 2.0), seed=3)
+    path = make_report([run], tmp_path / "out", n_boot=200)
+    summary = json.loads((path.parent / "findings.json").read_text(encoding="utf-8"))
+    scale_claims = [c for c in summary["claims"] if c["kind"] == "scale"]
+    assert len(scale_claims) == 2
+    modality = next(c for c in scale_claims if "image prompts" in c["comparison"])
+    assert modality["verdicts"] == {"0.5": "token count", "1.0": "token count", "2.0": "token count"}
+    assert "the same at every σ scale (× 0.5, × 1, × 2): token count" in modality["text"]
+    records = json.loads((path.parent / "data" / "table3_scales.json").read_text())
+    assert {r["sigma_scale"] for r in records} == {0.5, 1.0, 2.0}
+    # the main findings use σ × 1 only
+    main = [c for c in summary["claims"] if c["kind"] == "modality"]
+    assert len(main) == 1 and main[0]["sigma_scale"] == 1.0
+    page = path.read_text(encoding="utf-8")
+    assert "Table 3 — the comparisons at other bandwidths" in page
+    single = make_report([write_run(tmp_path / "s", n_text=2, n_image=2)], tmp_path / "out2", n_boot=20)
+    assert "One bandwidth only: run with --sigma-scale 0.5,1,2" in single.read_text(encoding="utf-8")
+
+
+def test_runs_without_matched_rows_say_the_comparison_is_unchecked(tmp_path):
+    run = write_run(tmp_path / "r", matched=False)
+    path = make_report([run], tmp_path / "out", n_boot=100)
+    summary = json.loads((path.parent / "findings.json").read_text(encoding="utf-8"))
+    assert {c["verdict"] for c in summary["claims"] if c["kind"] in ("modality", "response")} == {"unchecked"}
+    assert "No matched rows: these runs did not measure prompts at a matched token count" in \
+        path.read_text(encoding="utf-8")
+    assert not (path.parent / "table1_matched.csv").exists()
+
+
+def test_fewer_than_five_prompts_is_not_enough_for_a_claim(tmp_path):
+    run = write_run(tmp_path / "r", n_text=1, n_image=1)  # 4 text and 6 image prompts
+    summary = json.loads((make_report([run], tmp_path / "out", n_boot=50).parent / "findings.json").read_text())
+    (modality,) = [c for c in summary["claims"] if c["kind"] == "modality"]
+    assert modality["verdict"] == "too few" and "not enough prompts" in modality["text"]
+    (length,) = [c for c in summary["claims"] if c["kind"] == "length"]
+    assert length["verdict"] == "too few"
+
+
+def test_a_run_from_an_older_entroprobe_is_read_as_raw_rows_and_said(tmp_path):
+    run = write_run(tmp_path / "r", n_text=2, n_image=2, matched=False)
+    df = pd.read_parquet(run / "results.parquet")
+    df.drop(columns=["reference", "kernel_state", "subsample", "subsample_response", "draws", "sigma_scale"]) \
+        .to_parquet(run / "results.parquet")
+    loaded = load_runs([run])
+    assert (loaded["subsample"] == 0).all() and (loaded["sigma_scale"] == 1.0).all()
+    np.testing.assert_allclose(loaded["reference"], df["reference"], rtol=1e-9)  # the median rule's closed form
+    page = make_report([run], tmp_path / "out", n_boot=20).read_text(encoding="utf-8")
+    assert "was written by an older entroprobe without subsample, subsample_response, draws, sigma_scale, " \
+        "reference, kernel_state" in page

@@ -11,21 +11,34 @@ from entroprobe.cli import main
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 7, 123])
-def test_validate_is_monotone_and_zero_at_the_identical_ends(tmp_path, seed, capsys):
+def test_validate_checks_each_experiment_against_its_expectation(tmp_path, seed, capsys):
     assert main(["validate", "--out", str(tmp_path), "--seed", str(seed)]) == 0
-    result = json.loads((tmp_path / "validation.json").read_text())
-    assert [row["k"] for row in result["clusters"]] == [1, 5, 20, 100]
-    assert [row["case"] for row in result["alignment"]] == ["identical", "perturbed", "independent"]
-    entropies = [row["entropy"] for row in result["clusters"]]
-    assert entropies[0] == 0.0
-    assert all(a < b for a, b in zip(entropies, entropies[1:])), entropies
-    conditional = [row["conditional_entropy"] for row in result["alignment"]]
-    assert abs(conditional[0]) < 1e-6
-    assert conditional[0] < conditional[1] < conditional[2], conditional
-    for name in ("clusters.png", "alignment.png"):
+    text = (tmp_path / "validation.json").read_text()
+    result = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))
+    assert result["passed"] and all(result[e]["passed"] for e in ("clusters", "alignment", "length"))
+    assert [row["k"] for row in result["clusters"]["rows"]] == [1, 5, 20, 100]
+    assert result["clusters"]["rows"][0]["sigma"] is None  # identical tokens: no σ, written as null, not NaN
+    entropies = [row["entropy"] for row in result["clusters"]["rows"]]
+    assert entropies[0] == 0.0 and all(a < b for a, b in zip(entropies, entropies[1:])), entropies
+    conditional = [row["conditional_entropy"] for row in result["alignment"]["rows"]]
+    assert abs(conditional[0]) < 1e-6 and conditional[0] < conditional[1] < conditional[2], conditional
+    raw, matched = result["length"]["long_minus_short"]["raw"], result["length"]["long_minus_short"]["matched"]
+    assert raw["low"] > 0.5 and -0.1 * raw["difference"] < matched["low"] <= matched["high"] < 0.1 * raw["difference"]
+    for name in ("clusters.png", "alignment.png", "length.png"):
         with Image.open(tmp_path / name) as image:
             assert image.size[0] > 300 and len(image.convert("L").getcolors(maxcolors=1 << 16) or []) > 10  # drawn, not blank
-    assert "clusters k=100" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PASS clusters" in out and "PASS alignment" in out and "PASS length" in out and "k=100" in out
+
+
+def test_validate_exits_1_when_an_experiment_fails(tmp_path, monkeypatch, capsys):
+    from entroprobe import validate
+
+    real = validate.renyi_entropy
+    monkeypatch.setattr(validate, "renyi_entropy", lambda x, **kw: real(x, **{**kw, "subsample": None}))
+    assert main(["validate", "--out", str(tmp_path)]) == 1  # "matched" is then the raw value: the check fails
+    assert "FAIL length" in capsys.readouterr().out
+    assert json.loads((tmp_path / "validation.json").read_text())["passed"] is False
 
 
 def test_validate_is_reproducible(tmp_path):

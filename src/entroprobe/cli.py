@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.set_defaults(handler=_prompts)
 
-    p = _subparser(sub, "validate", "The paper's sensitivity checks of the estimators (clusters, alignment).")
+    p = _subparser(sub, "validate", "Check the estimators: the paper's two sensitivity experiments and a length "
+                                    "confound, each PASS or FAIL (exit 1 on a FAIL).")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=_validate)
@@ -193,12 +194,19 @@ def _validate(args: argparse.Namespace) -> int:
     from entroprobe.validate import run_validation
 
     result = run_validation(args.out, seed=args.seed)
-    for row in result["clusters"]:
-        print(f"clusters k={row['k']:>3}: entropy {row['entropy']:.4f} bits")
-    for row in result["alignment"]:
-        print(f"alignment {row['case']:>11}: conditional entropy {row['conditional_entropy']:.4f} bits")
-    print(f"written: {args.out / 'validation.json'}, clusters.png, alignment.png")
-    return 0
+    verdict = {True: "PASS", False: "FAIL"}
+    clusters, alignment, length = result["clusters"], result["alignment"], result["length"]
+    print(f"{verdict[clusters['passed']]} clusters: {clusters['expected']}")
+    for row in clusters["rows"]:
+        print(f"  k={row['k']:>3}: entropy {row['entropy']:.4f} bits")
+    print(f"{verdict[alignment['passed']]} alignment: {alignment['expected']}")
+    for row in alignment["rows"]:
+        print(f"  {row['case']:>11}: conditional entropy {row['conditional_entropy']:.4f} bits")
+    print(f"{verdict[length['passed']]} length: {length['expected']}")
+    for name, row in length["long_minus_short"].items():
+        print(f"  {name:>7}: long − short {row['difference']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] bits")
+    print(f"written: {args.out / 'validation.json'}, clusters.png, alignment.png, length.png")
+    return 0 if result["passed"] else 1
 
 
 def _models(args: argparse.Namespace) -> int:

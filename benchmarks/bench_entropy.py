@@ -4,6 +4,7 @@
     python benchmarks/bench_entropy.py --quick        # n ∈ {128, 512} only, three rounds (≈ 3 minutes)
     python benchmarks/bench_entropy.py --rounds 5     # more rounds: steadier ratios on a noisy machine
     python benchmarks/bench_entropy.py --device cuda --sizes 2048 --rounds 1   # the α = 2 goal on a GPU
+    python benchmarks/bench_entropy.py --control      # the cost of subsample= and sigma_scale= (n = 512)
 
 Every case runs in its own fresh process, so each process uses one LAPACK backend (numpy's and torch's
 eigensolvers in one process were measured to slow both several-fold) and its peak memory is its own. The
@@ -18,6 +19,8 @@ Cases, for 33 layers × n tokens × d = 2048 (random states, seed 0):
   the estimators' own eigensolver strategy (one LAPACK thread per matrix, matrices over threads);
 - ``floor-default``: the same with ``torch.linalg.eigvalsh`` at torch's default threading, for reference;
 - ``naive``: a per-layer loop in numpy float64: distances, median σ, ``exp``, ``eigvalsh``, entropy.
+With ``--control``: ``subsample`` (the 33 layers at k = 64 tokens, 8 draws), ``k-kernels`` (8 × 33 sequences of
+64 tokens: what subsample should cost) and ``scales`` (every value at σ × 0.5, 1, 2).
 Peak extra memory is the process's peak resident size during the call minus its size before it
 (``/proc/self/clear_refs`` resets the peak), on CPU; on CUDA, ``torch.cuda.max_memory_allocated``.
 """
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 LAYERS, DIM = 33, 2048
+SUBSAMPLE_K, DRAWS, SCALES = 64, 8, (0.5, 1.0, 2.0)  # the token-count control cases (--control)
 
 
 def _rss_kib(field: str) -> int:
@@ -80,11 +84,32 @@ def run_case(method: str, n: int, dtype: str, alpha: float, device: str, repeats
             def call():
                 return renyi_entropy(x, alpha=alpha)
 
-        elif method == "floor":  # the same eigensolver strategy as the estimators (one thread per matrix)
-            from entroprobe.entropy.renyi import _eigvalsh
+        elif method == "subsample":  # n tokens measured at k by DRAWS subsets
+            from entroprobe import renyi_entropy
 
             def call():
-                return _eigvalsh(x @ x.transpose(-1, -2))
+                return renyi_entropy(x, alpha=alpha, subsample=SUBSAMPLE_K, draws=DRAWS)
+
+        elif method == "k-kernels":  # what subsample should cost: DRAWS × 33 sequences of k tokens
+            from entroprobe import renyi_entropy
+
+            short = torch.randn(LAYERS * DRAWS, SUBSAMPLE_K, DIM, generator=torch.Generator().manual_seed(1),
+                                dtype=torch_dtype).to(device)  # fmt: skip
+
+            def call():
+                return renyi_entropy(short, alpha=alpha)
+
+        elif method == "scales":  # every value at three σ scales, from one set of distances
+            from entroprobe import renyi_entropy
+
+            def call():
+                return renyi_entropy(x, alpha=alpha, sigma_scale=SCALES)
+
+        elif method == "floor":  # the same eigensolver strategy as the estimators (one thread per matrix)
+            from entroprobe.entropy.spectrum import eigvalsh
+
+            def call():
+                return eigvalsh(x @ x.transpose(-1, -2))
 
         else:  # floor-default: torch's eigvalsh with its default threading, for reference
 
@@ -134,6 +159,33 @@ def grid(sizes: list[int]) -> list[dict]:
     return cases
 
 
+def control_grid(sizes: list[int]) -> list[dict]:
+    """The cost of token-count control, float32, α = 1.01: subsample and σ scales against what they replace."""
+    cases = []
+    for n in sizes:
+        repeats = 3 if n <= 512 else 1
+        for method in ("batched", "subsample", "k-kernels", "scales"):
+            cases.append(dict(method=method, n=n, dtype="float32", alpha=1.01, repeats=repeats))
+    return cases
+
+
+def control_markdown(results: list[dict]) -> str:
+    by = {(r["method"], r["n"]): r for r in results}
+    lines = [f"| method | n | seconds (33 layers, d = {DIM}) | peak extra MiB |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['method']} | {r['n']} | {r['seconds']:.3f} | {r['peak_extra_mib']:.0f} |")
+    lines += ["", "| ratio | value | goal |", "|---|---|---|"]
+    for n in sorted({r["n"] for r in results}):
+        sub, kk, one, three = (by.get((m, n)) for m in ("subsample", "k-kernels", "batched", "scales"))
+        if sub and kk:
+            lines.append(f"| n = {n}: subsample (k = {SUBSAMPLE_K}, {DRAWS} draws) / {DRAWS} × 33 kernels of "
+                         f"{SUBSAMPLE_K} tokens | {sub['seconds'] / kk['seconds']:.2f}× | ≈ 1× |")
+        if one and three:
+            lines.append(f"| n = {n}: {len(SCALES)} σ scales / one | {three['seconds'] / one['seconds']:.2f}× | "
+                         f"< {len(SCALES)}× |")
+    return "\n".join(lines)
+
+
 def markdown(results: list[dict]) -> str:
     def find(method, n, dtype, alpha=None):
         for r in results:
@@ -171,6 +223,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="rounds over the grid (default: 3 with --quick, else 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--control", action="store_true",
+                        help="the cost of token-count control instead: subsample and σ scales (n = 512 by default)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
     if args.case:
@@ -179,10 +233,11 @@ def main() -> None:
     rounds = args.rounds if args.rounds is not None else (3 if args.quick else 2)
     if rounds < 1:
         parser.error(f"--rounds must be at least 1; got {rounds}")
-    sizes = args.sizes or ([128, 512] if args.quick else [128, 512, 2048])
-    if min(sizes) < 2:
-        parser.error(f"--sizes must be at least 2 tokens; got {sizes}")
-    cases = [c for c in grid(sizes) if c["method"] != "naive" or args.device == "cpu"]
+    sizes = args.sizes or ([512] if args.control else [128, 512] if args.quick else [128, 512, 2048])
+    if min(sizes) < (SUBSAMPLE_K if args.control else 2):
+        parser.error(f"--sizes must be at least {SUBSAMPLE_K if args.control else 2} tokens; got {sizes}")
+    cases = control_grid(sizes) if args.control else \
+        [c for c in grid(sizes) if c["method"] != "naive" or args.device == "cpu"]
     results: list[dict] = [{} for _ in cases]
     for round_ in range(rounds):
         for at, case in enumerate(cases):
@@ -195,7 +250,7 @@ def main() -> None:
             results[at] = {**best, "peak_extra_mib": max(result["peak_extra_mib"], prev.get("peak_extra_mib", 0.0))}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    print(markdown(results))
+    print(control_markdown(results) if args.control else markdown(results))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ do not depend on the input's scale at all; a fixed σ is rescaled by the same fa
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["squared_distances", "median_distance", "median_sigma", "gaussian_kernel"]
@@ -104,12 +106,11 @@ def _fill(out: torch.Tensor, rows: torch.Tensor, c: torch.Tensor, outer: torch.T
         pair_norms = norms[:, top:bottom, None] + norms[:, None, :bottom]  # (b, rows, bottom)
         band.mul_(-2).add_(pair_norms).clamp_(min=0.0)
         near = band <= pair_norms.mul_(near_factor)  # (b, rows, bottom)
-        near.tril_(diagonal=top - 1)  # only the strict lower triangle: column j < row top + r
+        near[:, :, top:bottom].diagonal(dim1=-2, dim2=-1).fill_(False)  # a token and itself: 0 below
+        # both (i, j) and (j, i) of the diagonal block are recomputed, to the same value: it stays symmetric
         _recompute_near_pairs(band, near, rows, outer, inner, top)
         band[:, :, top:bottom].diagonal(dim1=-2, dim2=-1).zero_()
         out[:, :top, top:bottom].copy_(band[:, :, :top].transpose(-1, -2))
-        lower = band[:, :, top:bottom].tril(diagonal=-1)
-        out[:, top:bottom, top:bottom].copy_(lower + lower.transpose(-1, -2))
     return norms
 
 
@@ -142,6 +143,13 @@ def _median_lastdim(values: torch.Tensor) -> torch.Tensor:
     return two[..., 1] if m % 2 == 1 else (two[..., 0] + two[..., 1]) / 2
 
 
+@functools.lru_cache(maxsize=64)
+def _upper_pairs(n: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``i·n + j`` of the pairs i < j of an n × n matrix."""
+    rows, cols = torch.triu_indices(n, n, offset=1, device=device)
+    return rows * n + cols
+
+
 def median_distance(dist: torch.Tensor) -> torch.Tensor:
     """The median rule's squared distance ``median_{i<j} D_ij`` for each sequence of a batch.
 
@@ -159,8 +167,7 @@ def median_distance(dist: torch.Tensor) -> torch.Tensor:
     batch, n, _ = dist.shape
     if n < 2:
         return torch.full((batch,), float("nan"), dtype=torch.float64, device=dist.device)
-    rows, cols = torch.triu_indices(n, n, offset=1, device=dist.device)
-    pairs = dist.reshape(batch, n * n).index_select(1, rows * n + cols)  # (B, n(n-1)/2), i < j
+    pairs = dist.reshape(batch, n * n).index_select(1, _upper_pairs(n, dist.device))  # (B, n(n-1)/2), i < j
     median = _median_lastdim(pairs).double()  # (B,)
     if bool(torch.isnan(median).any()):  # never passes for "all identical": that is a median of 0
         first = int(torch.nonzero(torch.isnan(median))[0])

@@ -98,3 +98,14 @@ def test_identical_rows_are_exactly_zero_apart_at_any_offset():
     assert torch.all(dist[:20, :20] == 0)
     exact = ((x[0].double() - x[20].double()) ** 2).sum().item()  # of the float32 values as they are
     assert dist[0, 20].item() == pytest.approx(exact, rel=1e-6)
+
+
+def test_the_gram_matrix_of_half_precision_states_is_upcast():
+    from entroprobe import gaussian_gram
+
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(5))
+    for dtype in (torch.float16, torch.bfloat16):
+        a, _ = gaussian_gram(x.to(dtype))
+        assert a.dtype == torch.float32 and torch.allclose(a, gaussian_gram(x.to(dtype).float())[0])
+    with pytest.raises(TypeError, match="float32 or float64 rows; got torch.float16"):
+        squared_distances(x.half()[None])

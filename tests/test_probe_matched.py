@@ -170,3 +170,33 @@ def test_cli_parses_the_token_count_flags():
     assert args.sigma == "pooled" and args.sigma_scale == (0.5, 2.0)
     assert (args.match_tokens, args.match_response_tokens, args.match_draws, args.calibration_units) == (32, 0, 4, 12)
     assert torch.tensor(args.sigma_scale).shape == (2,)
+
+
+def test_only_the_units_that_have_a_matched_block_count_as_too_short(tmp_path):
+    summary = run_probe(config(tmp_path / "run", match_tokens=0, match_response_tokens=3))
+    short = json.loads((tmp_path / "run" / "manifest.json").read_text())["matched"]["units_too_short"]
+    assert "encode" not in short  # encode units have no matched block without --match-tokens
+    assert sum(short.values()) == summary.too_short
+
+
+def test_settings_that_change_nothing_do_not_block_a_resume(tmp_path):
+    run_probe(config(tmp_path / "run", calibration_units=4))  # the median rule: never calibrates
+    again = run_probe(config(tmp_path / "run", calibration_units=9))
+    assert again.succeeded == 0 and again.done_before == again.units
+
+
+def test_a_calibration_unit_whose_states_are_refused_is_recorded_and_skipped():
+    from entroprobe.probe.calibration import calibrate
+
+    prompts = load_prompts("samples", limit=3, modality="text")
+    units = [Unit(key=f"samples/{p.id}/encode", order=i, prompt=p, task="encode") for i, p in enumerate(prompts)]
+    good = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+
+    def produce(unit):
+        if unit.order == 1:
+            return torch.full((2, 6, 4), float("nan")), None  # an fp16 overflow, say
+        return good, None
+
+    record = calibrate(units, produce, count=3)
+    assert record["units"] == [units[0].key, units[2].key]
+    assert len(record["failed"]) == 1 and "NaN" in record["failed"][0]

@@ -96,12 +96,15 @@ def _comparison(raw, matched, kind="modality"):
          "m: image prompts score higher than text prompts, by 1.90 [1.70, 2.10] bits, on 30 image and 20 text "
          "prompts (mean over layers). The raw difference of 1.90 bits is token count: at 16 tokens each (30 image "
          "and 20 text prompts) it is +0.10 [-0.20, +0.30] (image prompts − text prompts)."),
+        ((1.9, 1.7, 2.1, 30, 20), (1.7, -0.1, 3.5, 6, 6), "inconclusive",
+         "Token-count control is inconclusive: at 16 tokens each (6 image and 6 text prompts) it is +1.70 "
+         "[-0.10, +3.50] (image prompts − text prompts), an interval too wide to tell."),
         ((1.9, 1.7, 2.1, 30, 20), (0.5, 0.2, 0.8, 30, 20), "survives",
          "It survives token-count control: at 16 tokens each (30 image and 20 text prompts) image prompts are still "
-         "higher, by 0.50 [0.20, 0.80]."),
+         "higher, by 0.50 [0.20, 0.80] bits."),
         ((1.9, 1.7, 2.1, 30, 20), (-0.5, -0.8, -0.2, 30, 20), "reverses",
          "It reverses at 16 tokens each (30 image and 20 text prompts): there text prompts are higher, by 0.50 "
-         "[0.20, 0.80]."),
+         "[0.20, 0.80] bits."),
         ((0.1, -0.1, 0.3, 30, 20), (0.5, 0.2, 0.8, 30, 20), "appears",
          "m: image prompts and text prompts do not clearly differ: +0.10 [-0.10, +0.30] bits"),
         ((0.1, -0.1, 0.3, 30, 20), (0.0, -0.2, 0.2, 30, 20), "neither", "Nor at 16 tokens each"),
@@ -192,3 +195,15 @@ def test_a_run_from_an_older_entroprobe_is_read_as_raw_rows_and_said(tmp_path):
     page = make_report([run], tmp_path / "out", n_boot=20).read_text(encoding="utf-8")
     assert "was written by an older entroprobe without subsample, subsample_response, draws, sigma_scale, " \
         "reference, kernel_state" in page
+
+
+def test_runs_of_one_model_matched_at_different_counts_are_kept_apart(tmp_path):
+    a = write_run(tmp_path / "a", n_text=2, n_image=2)
+    b = write_run(tmp_path / "b", n_text=2, n_image=2, seed=5)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["settings"]["match_tokens"] = 8  # as if measured at another matched count
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    df = pd.read_parquet(b / "results.parquet")
+    df["prompt_id"] = "other-" + df["prompt_id"]
+    df.to_parquet(b / "results.parquet")
+    assert set(load_runs([a, b])["label"]) == {"causal-lm:tiny-a [a]", "causal-lm:tiny-a [b]"}

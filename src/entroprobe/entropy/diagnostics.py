@@ -143,7 +143,9 @@ def gaussian_gram(
     x = _checks.as_points(x, "x")
     leading, (n, d) = x.shape[:-2], x.shape[-2:]
     sigma = _checks.check_sigma(sigma, leading)
-    dist, scale = squared_distances(x.reshape(-1, n, d), return_scale=True)  # (B, n, n) scaled, (B,)
+    rows = x.reshape(-1, n, d)
+    rows = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()  # half precision: upcast
+    dist, scale = squared_distances(rows, return_scale=True)  # (B, n, n) scaled, (B,)
     if isinstance(sigma, str):
         sig = median_sigma(dist) / scale  # (B,) in x's units
     else:

@@ -65,6 +65,8 @@ def squared_distances(x: torch.Tensor, *, return_scale: bool = False):
         ``(B, n, n)`` in ``x``'s dtype, non-negative, symmetric (exactly, outside the diagonal blocks).
     """
     batch, n, d = x.shape
+    if x.dtype not in _NEAR_RELATIVE_ERROR:
+        raise TypeError(f"squared_distances takes float32 or float64 rows; got {x.dtype} (upcast half precision)")
     dist = torch.empty(batch, n, n, dtype=x.dtype, device=x.device)
     scales = torch.empty(batch, dtype=torch.float64, device=x.device)
     near_factor = min(0.5, torch.finfo(x.dtype).eps * d**0.5 / _NEAR_RELATIVE_ERROR[x.dtype])

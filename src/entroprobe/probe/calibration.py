@@ -62,14 +62,14 @@ def calibrate(units: Sequence[Any], produce: Callable[[Any], tuple[torch.Tensor,
     for unit in chosen:
         try:
             prompt, response = produce(unit)
+            for states in (prompt, response):  # NaN states or a layer count unlike the others' fail here
+                if states is not None:
+                    calibration.add(states)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # a unit that fails here fails in the run too, and is recorded there
             failed.append(f"{unit.key}: {type(exc).__name__}: {exc}")
             continue
-        for states in (prompt, response):
-            if states is not None:
-                calibration.add(states)
         used.append(unit.key)
     try:
         sigma = calibration.sigma()

@@ -68,6 +68,10 @@ class ProbeConfig:
         out = {key: getattr(self, key) for key in SETTINGS_KEYS}
         out["tasks"] = list(self.tasks)
         out["sigma_scales"] = list(self.scales())
+        if self.sigma != "pooled":  # settings that change nothing in this run are not part of its identity
+            out.pop("calibration_units")
+        if not self.match_tokens and not self.match_response_tokens:
+            out.pop("match_draws")
         out["model_args"] = {k: str(v) for k, v in sorted(self.model_args.items()) if k not in PLACEMENT_KEYS}
         return out
 
@@ -295,6 +299,8 @@ def _matched_counts(config: ProbeConfig, frame: Any) -> dict[str, Any]:
         return out
     unit = ["source", "prompt_id", "task"]
     raw = frame.loc[frame["subsample"].eq(0) & frame["subsample_response"].eq(0), unit].drop_duplicates()
+    if not config.match_tokens:  # encode units have no matched block then: they are not short of it
+        raw = raw[raw["task"] != "encode"]
     matched = frame.loc[frame["subsample"].gt(0) | frame["subsample_response"].gt(0), unit].drop_duplicates()
     short = raw.merge(matched, how="left", indicator=True).query("_merge == 'left_only'")
     out["units_too_short"] = {str(task): int(n) for task, n in short.groupby("task").size().items()}

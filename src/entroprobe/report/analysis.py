@@ -33,7 +33,6 @@ __all__ = [
     "length_groups",
     "trajectories",
     "paired_difference",
-    "prompt_sizes",
     "normalised",
     "unit_name",
     "log_name",
@@ -336,22 +335,6 @@ def paired_difference(rows: pd.DataFrame, group: str, a: str, b: str, boot: Boot
         c.insert(5, "mean_b", c["layer"].map(means[b]).to_numpy())
         out.append(c)
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
-
-
-def prompt_sizes(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per model and modality: the prompts, their mean token count and mean structureless reference.
-
-    Returns:
-        Columns ``label, modality, n_prompts, mean_tokens, mean_reference`` (means over prompts).
-    """
-    columns = ["label", "modality", "n_prompts", "mean_tokens", "mean_reference"]
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    prompts = rows.groupby([*PROMPT_KEY, "modality"], sort=False).agg(
-        n_tokens=("n_tokens", "first"), reference=("reference", "mean")).reset_index()
-    sizes = prompts.groupby(["label", "modality"], sort=False).agg(
-        n_prompts=("prompt_id", "size"), mean_tokens=("n_tokens", "mean"), mean_reference=("reference", "mean"))
-    return sizes.reset_index()[columns]
 
 
 def normalised(rows: pd.DataFrame) -> pd.DataFrame:

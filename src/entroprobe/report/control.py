@@ -83,8 +83,7 @@ def _counts_text(rows: pd.DataFrame, kind: str) -> str:
     if kind == "modality":
         return f"{k[0]} tokens each" if len(k) == 1 else "matched token counts"
     if len(k) == 1 and len(m) == 1:
-        prompt = f"{k[0]} prompt" if k[0] else "all prompt"
-        return f"{prompt} and {m[0]} response tokens" if m[0] else f"{prompt} tokens and whole responses"
+        return f"{k[0]} prompt and {m[0]} response tokens" if k[0] else f"whole prompts and {m[0]} response tokens"
     return "matched token counts"
 
 
@@ -130,6 +129,7 @@ def response_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, s
     tasks = ("text-gen", "image-gen")
     raw = select(raw[raw["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
     matched = select(matched[matched["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
+    matched = matched[matched["subsample_response"] > 0]  # whole responses leave the confound in place
     for label in raw["label"].unique():
         estimate = _paired_estimate(raw, label, boot, f"response|{label}|{scale}")
         if estimate is None:
@@ -152,6 +152,8 @@ def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot:
         else:
             rows = select(rows, task=("text-gen", "image-gen"), measure="conditional_entropy")
             rows = rows[rows["modality"] == "text"]
+            if which == "matched":
+                rows = rows[rows["subsample_response"] > 0]  # as in response_comparisons
         for label, mine in rows.groupby("label", sort=False):
             group = "modality" if kind == "modality" else "task"
             wide = mine.groupby([*PROMPT_KEY[1:], group, "layer"])["value"].mean().unstack("layer")  # (P, L)

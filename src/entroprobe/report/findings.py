@@ -13,9 +13,10 @@ import pandas as pd
 from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
-__all__ = ["comparison_claim", "verdict", "length_claims", "kernel_warnings", "MAJORITY"]
+__all__ = ["comparison_claim", "verdict", "length_claims", "kernel_warnings", "MAJORITY", "TOKEN_COUNT_SHARE"]
 
 MAJORITY = 0.5  # warn when at least this share of prompts has a kernel in one state
+TOKEN_COUNT_SHARE = 0.25  # a raw difference is token count when matching leaves less than this share of it
 
 
 def _signed(e: Estimate) -> str:
@@ -38,15 +39,22 @@ def _prompts(c: Comparison, e: Estimate) -> str:
 
 
 def verdict(c: Comparison) -> str:
-    """``survives``, ``token count``, ``reverses``, ``appears``, ``neither``, ``unchecked`` or ``too few``."""
+    """``survives``, ``token count``, ``inconclusive``, ``reverses``, ``appears``, ``neither``, ``unchecked`` or
+    ``too few``.
+
+    A clear raw difference is ``token count`` only when the matched interval rules out a difference of
+    ``TOKEN_COUNT_SHARE`` of the raw one (both its ends closer to 0 than that); a matched interval that holds 0
+    but is wider than that is ``inconclusive``: absence of evidence is not evidence.
+    """
     if not c.raw.enough:
         return "too few"
     if c.matched is None or not c.matched.enough:
         return "unchecked"
     if c.raw.clear:
-        if not c.matched.clear:
-            return "token count"
-        return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
+        if c.matched.clear:
+            return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
+        bound = TOKEN_COUNT_SHARE * abs(c.raw.mean)
+        return "token count" if max(abs(c.matched.low), abs(c.matched.high)) < bound else "inconclusive"
     return "appears" if c.matched.clear else "neither"
 
 
@@ -72,11 +80,13 @@ def _second(c: Comparison, kind: str, unit: str) -> str:
     where = f"at {c.at} ({_prompts(c, matched).replace('the same ', '')})"
     high, _, size = _direction(matched, c.a, c.b)
     return {
-        "survives": f"It survives token-count control: {where} {high} {_is(high)} still higher, by {size}.",
+        "survives": f"It survives token-count control: {where} {high} {_is(high)} still higher, by {size} {unit}.",
         "token count": f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "
                        f"{_signed(matched)} ({c.a} − {c.b}).",
-        "reverses": f"It reverses {where}: there {high} {_is(high)} higher, by {size}.",
-        "appears": f"A difference appears {where}: {high} {_is(high)} higher, by {size}.",
+        "inconclusive": f"Token-count control is inconclusive: {where} it is {_signed(matched)} ({c.a} − {c.b}), "
+                        "an interval too wide to tell.",
+        "reverses": f"It reverses {where}: there {high} {_is(high)} higher, by {size} {unit}.",
+        "appears": f"A difference appears {where}: {high} {_is(high)} higher, by {size} {unit}.",
         "neither": f"Nor {where}: {_signed(matched)} ({c.a} − {c.b}).",
     }[kind]
 

@@ -5,7 +5,7 @@ The stacked table keeps the schema's columns and adds three:
 
 - ``run``: the run directory, as given;
 - ``label``: the name the report shows for the model (its spec; the spec and the run's folder name when the
-  same spec comes from runs with different settings);
+  same spec comes from runs measured differently: α, σ rule, base, matched token counts or pooled σ);
 - ``depth``: ``layer / num_layers``, 0 at the embedding output, 1 at the last layer.
 """
 
@@ -220,9 +220,18 @@ def _refuse_mixed(runs: list[Run]) -> None:
         )
 
 
+def _measured_alike(run: Run) -> tuple:
+    """What must agree for two runs of one model to be one curve: α, σ rule, base, the matched token counts
+    (a matched comparison must not mix counts) and, under ``--sigma pooled``, the calibrated ruler itself."""
+    settings = run.manifest.get("settings", {})
+    pooled = run.manifest.get("sigma_pooled") or {}
+    return (run.alpha, sigma_text(run.sigma), run.base, settings.get("match_tokens"),
+            settings.get("match_response_tokens"), tuple(pooled.get("sigma", ())))
+
+
 def _labels(df: pd.DataFrame, runs: list[Run]) -> pd.Series:
-    """The model spec, made unique when one spec comes from runs with different settings."""
-    settings = {r.name: (r.alpha, sigma_text(r.sigma), r.base) for r in runs}
+    """The model spec, made unique when one spec comes from runs measured differently (see ``_measured_alike``)."""
+    settings = {r.name: _measured_alike(r) for r in runs}
     labels = df["model"].astype("string").copy()
     for model, group in df.groupby("model", sort=False)["run"]:
         names = list(dict.fromkeys(group))

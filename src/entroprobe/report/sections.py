@@ -122,11 +122,6 @@ def _claims_html(claims: list[dict], heading: str) -> str:
     return f"<p><b>{html.esc(heading)}</b></p>" + html.items([c["text"] for c in claims], "findings")
 
 
-def _rug(ctx: Context, curves: pd.DataFrame, label: str, group: str, a: str, b: str) -> list[float]:
-    both = findings.compare(curves[curves["label"] == label], group, a, b)
-    return _at(ctx, curves, label, both.loc[both["differ"], "layer"])
-
-
 def _at(ctx: Context, curves: pd.DataFrame, label: str, layers) -> list[float]:
     """Layers as x positions of a model's panel (depth fractions when the figure draws depth)."""
     if not ctx.depth or len(layers) == 0:

@@ -36,7 +36,11 @@ def reference_entropy(points, alpha: float, sigma: float | None = None, base: fl
     lam = np.clip(lam, 0, None)
     lam[lam <= n * np.finfo(np.float64).eps * lam.max()] = 0
     lam = lam / lam.sum()
-    p = lam[lam > 0]
+    return _entropy_of(lam[lam > 0], alpha, base)
+
+
+def _entropy_of(p: np.ndarray, alpha: float, base: float) -> float:
+    """Rényi entropy of order α of the probabilities p (all positive)."""
     if alpha == 1:
         h = -(p * np.log(p)).sum()
     elif math.isinf(alpha):
@@ -44,7 +48,6 @@ def reference_entropy(points, alpha: float, sigma: float | None = None, base: fl
     else:
         h = math.log((p**alpha).sum()) / (1 - alpha)
     return max(h, 0.0) / math.log(base)
-
 
 
 def reference_equidistant(n: int, c: float, alpha: float, base: float = 2.0) -> float:
@@ -53,13 +56,7 @@ def reference_equidistant(n: int, c: float, alpha: float, base: float = 2.0) -> 
     np.fill_diagonal(kernel, 1.0)
     lam = np.clip(np.linalg.eigvalsh(kernel / n), 0, None)
     p = lam[lam > n * np.finfo(np.float64).eps * lam.max()]  # eigensolver noise is not a probability
-    if alpha == 1:
-        h = -(p * np.log(p)).sum()
-    elif math.isinf(alpha):
-        h = -math.log(p.max())
-    else:
-        h = math.log((p**alpha).sum()) / (1 - alpha)
-    return max(h, 0.0) / math.log(base)
+    return _entropy_of(p / p.sum(), alpha, base)
 
 
 def reference_subsampled(points: np.ndarray, subsets: np.ndarray, alpha: float, sigma: float | None = None) -> float:

@@ -97,20 +97,25 @@ def _modality_estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str) -> 
     return Estimate(float(diff), float(low), float(high), int(n_a), int(n_b))
 
 
-def modality_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
-    """Per model: image minus text prompt entropy (encode), raw and at the matched prompt token count."""
+def _comparisons(kind: str, names: tuple[str, str], raw: pd.DataFrame, matched: pd.DataFrame, estimate, boot: Boot,
+                 scale: float) -> list[Comparison]:  # fmt: skip
+    """Per model of ``raw``: ``estimate(rows, label, boot, key)`` on its raw rows and on its matched rows."""
     out = []
-    raw = select(raw[raw["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
-    matched = select(matched[matched["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
     for label in raw["label"].unique():
-        estimate = _modality_estimate(raw, label, boot, f"modality|{label}|{scale}")
-        if estimate is None:
+        on_raw = estimate(raw, label, boot, f"{kind}|{label}|{scale}")
+        if on_raw is None:
             continue
         mine = matched[matched["label"] == label]
-        at_k = _modality_estimate(mine, label, boot, f"modality-matched|{label}|{scale}") if len(mine) else None
-        out.append(Comparison("modality", label, "image prompts", "text prompts", estimate, at_k,
-                              _counts_text(mine, "modality") if at_k else "", scale))  # fmt: skip
+        at = estimate(mine, label, boot, f"{kind}-matched|{label}|{scale}") if len(mine) else None
+        out.append(Comparison(kind, label, *names, on_raw, at, _counts_text(mine, kind) if at else "", scale))
     return out
+
+
+def modality_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
+    """Per model: image minus text prompt entropy (encode), raw and at the matched prompt token count."""
+    raw = select(raw[raw["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
+    matched = select(matched[matched["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
+    return _comparisons("modality", ("image prompts", "text prompts"), raw, matched, _modality_estimate, boot, scale)
 
 
 def _paired_estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str) -> Estimate | None:
@@ -125,20 +130,12 @@ def _paired_estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str) -> Es
 
 def response_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
     """Per model: text minus image generation S(Y|X) on the same text prompts, raw and at matched counts."""
-    out = []
     tasks = ("text-gen", "image-gen")
     raw = select(raw[raw["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
     matched = select(matched[matched["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
     matched = matched[matched["subsample_response"] > 0]  # whole responses leave the confound in place
-    for label in raw["label"].unique():
-        estimate = _paired_estimate(raw, label, boot, f"response|{label}|{scale}")
-        if estimate is None:
-            continue
-        mine = matched[matched["label"] == label]
-        at_m = _paired_estimate(mine, label, boot, f"response-matched|{label}|{scale}") if len(mine) else None
-        out.append(Comparison("response", label, "text generation", "image generation", estimate, at_m,
-                              _counts_text(mine, "response") if at_m else "", scale))  # fmt: skip
-    return out
+    return _comparisons("response", ("text generation", "image generation"), raw, matched, _paired_estimate, boot,
+                        scale)  # fmt: skip
 
 
 def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot: Boot) -> pd.DataFrame:

@@ -254,9 +254,9 @@ def test_save_states_keeps_each_units_layer_states(tmp_path):
     run_probe(config(tmp_path / "run", limit=1, save_states=True, image_prompts=None))
     files = sorted((tmp_path / "run" / "states").glob("*.safetensors"))
     assert len(files) == 3  # one text prompt × three tasks
-    encode = load_file(next(f for f in files if f.name.endswith("__encode.safetensors")))
+    encode = load_file(next(f for f in files if f.name.endswith("~2Fencode.safetensors")))
     assert set(encode) == {"prompt"} and encode["prompt"].shape[0] == fake_adapter.NUM_LAYERS + 1
-    generated = load_file(next(f for f in files if f.name.endswith("__text-gen.safetensors")))
+    generated = load_file(next(f for f in files if f.name.endswith("~2Ftext-gen.safetensors")))
     assert set(generated) == {"prompt", "response"}
 
 

@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("entroprobe: interrupted; committed rows are kept (run the same command to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `entroprobe prompts … | head`: the reader has gone, which is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

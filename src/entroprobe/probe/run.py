@@ -12,6 +12,7 @@ units are sharded by rank and rank 0 writes the merged results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -23,10 +24,11 @@ import torch
 
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError
 from entroprobe.probe import rundir, store
+from entroprobe.probe.lock import RunLock
 from entroprobe.probe import units as unit_work
 from entroprobe.probe.measures import MeasureSettings
 from entroprobe.probe.rundir import PLACEMENT_KEYS
-from entroprobe.probe.schema import ROW_KEY, TASKS
+from entroprobe.probe.schema import TASKS
 
 __all__ = ["ProbeConfig", "RunSummary", "run_probe", "collect", "parse_model_args"]
 
@@ -126,6 +128,8 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)  # task/modality pairs the model cannot do
     too_short: int = 0  # units this process measured without matched rows: shorter than the matched counts
     matched: str = ""  # the matched token counts, in words
+    rank: int = 0  # the rank this summary is of (rows: all ranks' on rank 0, this rank's elsewhere)
+    notices: list[str] = field(default_factory=list)  # what a resume or a repair changed, in words
     seconds: float = 0.0
     model_seconds: float = 0.0  # time in the model adapter (forward passes, generation)
     entropy_seconds: float = 0.0  # time in the estimators
@@ -139,13 +143,15 @@ class RunSummary:
         lines = [
             f"run directory: {self.run_dir}",
             f"units: {self.units} ({self.done_before} already done), {self.succeeded} succeeded, {self.failed} failed",
-            f"rows in results.parquet: {self.rows}",
+            f"rows in results.parquet: {self.rows}" if self.rank == 0 else f"rows committed by rank {self.rank}: "
+                                                                          f"{self.rows}",
             f"time: {self.seconds:.1f} s, {self.succeeded / self.seconds if self.seconds else 0:.2f} units/s, "
             f"entropy {100 * self.entropy_share:.0f} % of model + entropy time",
         ]
         if self.matched:
             lines.append(f"matched measures at {self.matched}: {self.too_short} units too short for them")
         lines += [f"skipped (the model cannot do it): {s}" for s in self.skipped]
+        lines += [f"note: {n}" for n in self.notices]
         if self.failed:
             lines.append(f"errors: see {self.run_dir / 'errors.jsonl'}")
         return "\n".join(lines)
@@ -182,18 +188,36 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
 def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
     """Run (or resume) a probe run; returns its summary. ``adapter`` may be given already loaded.
 
+    The run directory is locked while the run writes it (see :mod:`.lock`): a second writer is refused.
+
     Raises:
         InputError / LoadError / CapabilityError: when the setup is wrong (unknown model or source, settings
-            differing from the run directory's, nothing the model can do).
+            differing from the run directory's, nothing the model can do, ``out`` not a writable directory,
+            another process writing it, a full disk).
         EntroprobeError: when every unit failed (the errors are in errors.jsonl).
     """
-    from entroprobe.models import load_model
-
     started = time.perf_counter()
     config.check()
     rank, world = rundir.world()
     prompts = unit_work.run_prompts(config)  # a bad source fails before the model loads
-    run_dir, previous = rundir.prepare_run_dir(config, rank)
+    run_dir, made = rundir.open_run_dir(config.out, rank)  # so does an --out that cannot be written
+    lock = RunLock(run_dir) if rank == 0 else contextlib.nullcontext()
+    committed = False
+    try:
+        with lock:
+            summary = _run(config, adapter, prompts, run_dir, rank, world, started)
+            committed = True
+            return summary
+    finally:
+        if made and not committed and rank == 0:
+            rundir.remove_if_empty(run_dir)  # a run that failed before its first unit leaves no empty --out
+
+
+def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, rank: int, world: int,
+         started: float) -> RunSummary:  # fmt: skip
+    from entroprobe.models import load_model
+
+    previous = rundir.prepare_run_dir(config, run_dir, rank)
     rundir.barrier(world)  # no rank reads the directory before rank 0 has prepared it
     if adapter is None:
         adapter = load_model(config.model, **rundir.placed(config.model_args, world))
@@ -201,11 +225,13 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
     if not units:
         raise CapabilityError(f"Model '{config.model}' can do none of the requested work: {', '.join(skipped)}")
     fingerprint = adapter.fingerprint()
-    pooled = None
+    pooled, changed = None, []
     if rank == 0:
         previous = rundir.check_weights(config, run_dir, previous, fingerprint)
+        changed = _forget_changed(run_dir, units)
         pooled = unit_work.pooled_sigma(config, adapter, units, previous, rank, run_dir)  # before the first unit
 
+    threads = torch.get_num_threads()
     manifest = {
         "entroprobe_version": rundir.versions()["entroprobe"],
         "status": "running",
@@ -219,7 +245,10 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         "device": str(getattr(adapter, "device", "cpu")),
         "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
         "world_size": world,
+        "threads": threads,
+        "invocations": (previous or {}).get("invocations", []),
     }
+    notices = _resume_notices(previous, world, threads, changed)
     if rank == 0:
         if pooled is not None:
             manifest["sigma_pooled"] = pooled
@@ -231,10 +260,13 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         pooled = unit_work.pooled_sigma(config, adapter, units, None, rank, run_dir)
     settings = config.measure_settings(None if pooled is None else pooled["sigma"])
     todo = [u for u in units[rank::world] if u.key not in done]
-    summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done & {u.key for u in units}),
-                         skipped=skipped, matched=_matched_text(config))  # fmt: skip
+    summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done.keys() & {u.key for u in units}),
+                         skipped=skipped, matched=_matched_text(config), rank=rank, notices=notices)  # fmt: skip
     timer = unit_work.Timer()
     shard = store.ShardStore(run_dir, rank)
+    if shard.repaired:
+        summary.notices.append(f"repaired {shard.path}: {shard.repaired} rows an older entroprobe had committed "
+                               "twice are kept once")  # fmt: skip
     progress = _progress(config, len(todo), rank)
     errors_path = run_dir / "errors.jsonl"
     try:
@@ -246,14 +278,14 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
             except Exception as exc:  # one item's failure is recorded; the run goes on
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
                 record = {"item": unit.prompt.id, "source": unit.prompt.source, "task": unit.task, "reason": reason}
-                shard.commit_error(unit.key, unit.order, record)
+                shard.commit_error(unit.key, unit.order, record, unit.content)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()  # after an out-of-memory item, the next ones get the memory back
                 with open(errors_path, "a") as handle:  # live view; rewritten whole at the end
                     handle.write(json.dumps(record) + "\n")
                 summary.failed += 1
             else:
-                shard.commit_unit(unit.key, unit.order, rows, output)
+                shard.commit_unit(unit.key, unit.order, rows, output, unit.content)
                 summary.succeeded += 1
                 summary.rows += len(rows)
                 summary.too_short += too_short
@@ -272,6 +304,10 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         manifest["counts"].update(rows=len(frame), errors=len(errors), succeeded=len(units) - len(errors))
         manifest["matched"] = _matched_counts(config, frame)
         manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0}
+        manifest["invocations"].append({"ended": manifest["ended"], "seconds": time.perf_counter() - started,
+                                        "units": summary.succeeded + summary.failed, "world_size": world,
+                                        "threads": threads, "model_seconds": timer.model,
+                                        "entropy_seconds": timer.entropy})  # fmt: skip
         rundir.write_manifest(run_dir, manifest)
         if errors and len(errors) == len(units):
             raise EntroprobeError(
@@ -280,6 +316,31 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
             )
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _forget_changed(run_dir: Path, units: list[Any]) -> list[str]:
+    """Units committed with other prompt content than they have now: removed, so that they are measured again."""
+    done = store.done_units(run_dir)
+    changed = [u.key for u in units if u.key in done and done[u.key] is not None and done[u.key] != u.content]
+    if changed:
+        store.forget(run_dir, changed)
+    return changed
+
+
+def _resume_notices(previous: dict[str, Any] | None, world: int, threads: int, changed: list[str]) -> list[str]:
+    """What a resume changes, in words: edited prompts measured again, another thread count or world size."""
+    notices = []
+    if changed:
+        notices.append(f"{len(changed)} units' prompts changed since they were measured (e.g. {changed[0]}): "
+                       "measured again")  # fmt: skip
+    if previous is None:
+        return notices
+    for name, now, before in (("threads", threads, previous.get("threads")),
+                              ("world size", world, previous.get("world_size"))):  # fmt: skip
+        if before is not None and before != now:
+            notices.append(f"this invocation runs with {name} {now}, the run began with {before}: values can differ "
+                           "in the last digits (about 1e-6 bits) from those of an uninterrupted run")
+    return notices
 
 
 def _matched_text(config: ProbeConfig) -> str:
@@ -319,15 +380,15 @@ def collect(run_dir: str | Path) -> Any:
     """Write ``results.parquet``, ``errors.jsonl`` and ``responses.jsonl`` from what the run has committed.
 
     Works on a finished run and on one still running or killed (on demand); returns the results DataFrame.
+    Rows an older entroprobe committed twice (two writers) are kept once; stale temporary files of killed
+    processes are removed.
     """
     run_dir = Path(run_dir)
     if not store.shard_paths(run_dir):
         raise LoadError(f"{run_dir} holds no committed results (no shards/rank-*.sqlite)")
-    frame = store.read_rows(run_dir)
-    key = ROW_KEY
-    duplicated = frame.duplicated(key)
-    if duplicated.any():  # pragma: no cover - prevented by the done marks; a corrupted directory
-        raise LoadError(f"{run_dir} holds duplicate rows, e.g. {frame[duplicated].iloc[0][key].to_dict()}")
+    store.remove_stale_temporaries(run_dir)
+    frame, dropped = store.read_rows(run_dir)
+    frame.attrs["dropped_duplicates"] = dropped
     store.write_atomic(run_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     for name, records in (("errors.jsonl", store.read_errors(run_dir)), ("responses.jsonl", store.read_outputs(run_dir))):
         text = "".join(json.dumps(r) + "\n" for r in records)

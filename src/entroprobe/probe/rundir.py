@@ -22,8 +22,8 @@ from entroprobe.probe import store
 if TYPE_CHECKING:  # pragma: no cover
     from entroprobe.probe.run import ProbeConfig
 
-__all__ = ["PLACEMENT_KEYS", "world", "barrier", "versions", "now", "prepare_run_dir", "check_weights", "placed",
-           "write_manifest"]
+__all__ = ["PLACEMENT_KEYS", "world", "barrier", "versions", "now", "open_run_dir", "remove_if_empty",
+           "prepare_run_dir", "check_weights", "placed", "write_manifest"]
 
 # loading keywords that place the model but do not change its results: a run may resume elsewhere
 PLACEMENT_KEYS = ("device", "device_map")
@@ -72,14 +72,49 @@ def wipe(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def prepare_run_dir(config: ProbeConfig, rank: int) -> tuple[Path, dict[str, Any] | None]:
-    """Create or check the run directory (rank 0 alone); returns it and the manifest of the run to resume.
+def open_run_dir(out: str | Path, rank: int) -> tuple[Path, bool]:
+    """The run directory, made if need be (rank 0), checked to be a writable directory before anything loads.
+
+    Returns the path and whether this call made it. Stale temporary files of dead processes are removed.
+
+    Raises:
+        LoadError: ``out`` is a file, or cannot be made or written (naming why).
+    """
+    run_dir = Path(out)
+    if rank != 0:
+        return run_dir, False
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LoadError(f"--out {run_dir} is a file, not a directory: choose a directory for the run")
+    made = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".entroprobe-write-test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise LoadError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}") from None
+    store.remove_stale_temporaries(run_dir)
+    return run_dir, made
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a run directory this run made when it holds nothing but the lock (it failed before any unit)."""
+    from entroprobe.probe.lock import LOCK_NAME
+
+    try:
+        if all(p.name == LOCK_NAME for p in run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+    except OSError:  # pragma: no cover - left for the user to see
+        pass
+
+
+def prepare_run_dir(config: ProbeConfig, run_dir: Path, rank: int) -> dict[str, Any] | None:
+    """Check the run directory (rank 0 alone, holding its lock); returns the manifest of the run to resume.
 
     The same settings resume; other settings are refused unless ``overwrite``, which then starts afresh.
     """
-    run_dir = Path(config.out)
     if rank != 0:
-        return run_dir, None
+        return None
     manifest_path = run_dir / "manifest.json"
     previous = None
     if manifest_path.exists():
@@ -103,8 +138,7 @@ def prepare_run_dir(config: ProbeConfig, rank: int) -> tuple[Path, dict[str, Any
         if not config.overwrite:
             raise InputError(f"{run_dir} holds shards but no manifest.json; pass --overwrite to start afresh")
         wipe(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, previous
+    return previous
 
 
 def check_weights(config: ProbeConfig, run_dir: Path, previous: dict[str, Any] | None,

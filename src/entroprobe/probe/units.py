@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.probe import store
 from entroprobe.probe.calibration import calibrate
 from entroprobe.probe.measures import MeasureSettings, unit_blocks, unit_rows
 
@@ -33,6 +34,11 @@ class Unit:
     @property
     def seed_offset(self) -> int:
         return zlib.crc32(self.key.encode())
+
+    @property
+    def content(self) -> str:
+        """A hash of what the model sees (see ``Prompt.content_hash``): part of the unit's identity on resume."""
+        return self.prompt.content_hash
 
 
 def run_prompts(config: ProbeConfig) -> list[Any]:
@@ -127,14 +133,14 @@ def compute(config: ProbeConfig, adapter: Any, unit: Unit, timer: Timer, run_dir
     }  # fmt: skip
     rows = unit_rows(settings, blocks, common)
     output = None
-    safe_key = unit.key.replace("/", "__")
+    stem = store.file_stem(unit.key)
     if response is not None:
         output = {"prompt_id": prompt.id, "source": prompt.source, "task": unit.task}
         if isinstance(response.output, str):
             output["text"] = response.output
         elif response.output is not None and hasattr(response.output, "save"):
             (run_dir / "images").mkdir(exist_ok=True)
-            path = run_dir / "images" / f"{safe_key}.png"
+            path = run_dir / "images" / f"{stem}.png"
             response.output.save(path)
             output["image"] = str(path.relative_to(run_dir))
     if config.save_states:
@@ -143,7 +149,7 @@ def compute(config: ProbeConfig, adapter: Any, unit: Unit, timer: Timer, run_dir
         (run_dir / "states").mkdir(exist_ok=True)
         tensors = {"prompt": prompt_side.states} if response_side is None else \
             {"prompt": prompt_side.states, "response": response_side.states}
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, run_dir / "states" / f"{safe_key}.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, run_dir / "states" / f"{stem}.safetensors")
     return rows, output, too_short
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,21 @@ class Prompt:
     image_path: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
     image_error: str | None = None
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """A hash of what the model sees of this prompt: its text and its image's bytes (16 hex digits)."""
+        digest = hashlib.sha256(b"text\0" + (self.text or "").encode("utf-8") + b"\0image\0")
+        if self.image_bytes is not None:
+            digest.update(self.image_bytes)
+        elif self.image_path is not None:
+            try:
+                digest.update(Path(self.image_path).read_bytes())
+            except OSError as exc:  # the run records the unreadable image as this prompt's error
+                digest.update(f"unreadable: {exc}".encode())
+        elif self.image_error is not None:
+            digest.update(self.image_error.encode())
+        return digest.hexdigest()[:16]
 
     def load_image(self) -> Image.Image:
         """Decode the image as RGB; an unreadable image raises :class:`ItemError` naming this prompt."""

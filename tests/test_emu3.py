@@ -210,7 +210,7 @@ def test_errors(emu3, emu3_dir, tmp_path):
     with pytest.raises(InputError, match=r"Image size ratio='wide', image_area=256"):
         emu3.respond_image("a red cube", ratio="wide", image_area=256)
     missing = tmp_path / "none"
-    with pytest.raises(LoadError, match=rf"Cannot load Emu3 model from '{missing}'"):
+    with pytest.raises(LoadError, match=rf"no such directory {missing}\. A model directory holds config\.json"):
         load_model(f"emu3:{missing}")
     no_processor = tmp_path / "no_processor"
     shutil.copytree(emu3_dir, no_processor)

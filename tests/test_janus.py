@@ -182,7 +182,7 @@ def test_missing_weights_raise_load_error(tiny_dir, tmp_path):
     shutil.copytree(tiny_dir, broken, ignore=shutil.ignore_patterns("*.safetensors"))
     with pytest.raises(LoadError, match="Cannot load Janus model from '.*no_weights'"):
         load_model("janus:" + str(broken), device="cpu")
-    with pytest.raises(LoadError, match="Cannot load Janus model from '.*nowhere'"):
+    with pytest.raises(LoadError, match="no such directory .*nowhere"):
         load_model("janus:" + str(tmp_path / "nowhere"), device="cpu")
 
 

@@ -154,7 +154,7 @@ def test_ids_that_once_collided_get_their_own_image_files(tmp_path):
 def test_an_out_that_is_a_file_is_one_error_line_before_anything_loads(tmp_path, capsys):
     target = tmp_path / "results.txt"
     target.write_text("not a directory")
-    assert main(["run", "--model", "nosuch:model", "--text-prompts", "samples", "--out", str(target)]) == 2
+    assert main(["run", "--model", "minilm", "--text-prompts", "samples", "--out", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"entroprobe: error: --out {target} is a file")
 

@@ -210,10 +210,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from entroprobe.models import families
+    from entroprobe.models import family_table
 
-    for name in families():
-        print(name)
+    columns = [("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"),
+               ("image-gen", "text")]  # fmt: skip
+    head = ["family", *(f"{task}/{modality}" for task, modality in columns)]
+    rows = [[row["family"], *("yes" if c in row["capabilities"] else "–" for c in columns)] for row in family_table()]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("\nHow to load each (--model):")
+    for row in family_table():
+        print(f"  {row['load']}")
     return 0
 
 

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
-from entroprobe.errors import InputError, unknown_name
+from entroprobe.errors import InputError, LoadError, unknown_name
 from entroprobe.models.base import (
     MODALITIES,
     TASKS,
@@ -29,6 +30,8 @@ __all__ = [
     "load_model",
     "register_family",
     "families",
+    "family_table",
+    "capabilities_of",
     "parse_spec",
 ]
 
@@ -45,6 +48,17 @@ _FAMILIES: dict[str, str] = {
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
+# how each family is loaded, for `entroprobe models`
+_LOADING = {
+    "causal-lm": "causal-lm:DIR|HUB_ID — any AutoModelForCausalLM (e.g. a unified model's language backbone)",
+    "encoder": "encoder:DIR|HUB_ID — any AutoModel encoder (BERT-style)",
+    "minilm": "minilm — built in: the real all-MiniLM-L6-v2 sentence encoder",
+    "janus": "janus:DIR|HUB_ID — Janus-Pro in Hugging Face format (deepseek-community/Janus-Pro-1B, -7B)",
+    "emu3": "emu3:DIR|HUB_ID — Emu3-Chat-hf / Emu3-Gen-hf",
+    "chameleon": "chameleon:DIR|HUB_ID — e.g. facebook/chameleon-7b",
+    "micro-ar": "micro-ar — built in: a small unified model drawing images token by token",
+    "micro-mask": "micro-mask — built in: a small unified model drawing images by masked prediction",
+}
 
 
 def register_family(name: str, target: str | type[ModelAdapter]) -> None:
@@ -57,6 +71,18 @@ def register_family(name: str, target: str | type[ModelAdapter]) -> None:
 def families() -> list[str]:
     """The registered family names."""
     return sorted(_FAMILIES)
+
+
+def capabilities_of(spec: str) -> frozenset[Capability]:
+    """What the family of ``spec`` can do (its adapter class's capabilities), without loading any weights."""
+    family, _ = parse_spec(spec)
+    return _adapter_class(family).capabilities
+
+
+def family_table() -> list[dict[str, Any]]:
+    """Every registered family: ``family``, ``builtin``, ``capabilities`` (``(task, modality)`` pairs), ``load``."""
+    return [{"family": name, "builtin": name in _BUILTIN, "capabilities": sorted(_adapter_class(name).capabilities),
+             "load": _LOADING.get(name, f"{name}:PATH")} for name in sorted(_FAMILIES)]  # fmt: skip
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -73,6 +99,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return family, path
 
 
+def _looks_local(path: str) -> bool:
+    """A path meant as a directory on this machine, never a hub id ('namespace/name')."""
+    return path.startswith(("/", "./", "../", "~", ".\\")) or path.count("/") > 1 or "\\" in path
+
+
 def _adapter_class(family: str) -> type[ModelAdapter]:
     module_name, _, attribute = _FAMILIES[family].partition(":")
     return getattr(importlib.import_module(module_name), attribute)
@@ -83,6 +114,12 @@ def load_model(spec: str, **kwargs: Any) -> ModelAdapter:
     (``dtype``, ``device``, ``device_map``, ``revision``, ``trust_remote_code``, …) passed to the family.
     """
     family, path = parse_spec(spec)
+    if path is not None and _looks_local(path) and not Path(path).expanduser().exists():
+        raise LoadError(
+            f"{spec}: no such directory {path}. A model directory holds config.json and its weights "
+            "(model.safetensors or model-*.safetensors shards) as save_pretrained writes them; a hub id is "
+            "'namespace/name'"
+        )
     adapter = _adapter_class(family).load(path, **kwargs)
     adapter.name = spec
     return adapter

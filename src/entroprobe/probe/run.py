@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError
+from entroprobe.probe import progress as reporting
 from entroprobe.probe import rundir, store
 from entroprobe.probe.lock import RunLock
 from entroprobe.probe import units as unit_work
@@ -63,7 +64,7 @@ class ProbeConfig:
     seed: int = 0
     save_states: bool = False  # keep every unit's layer states (safetensors) under RUN_DIR/states/
     overwrite: bool = False  # start afresh in a run directory holding a run with other settings
-    progress: bool | None = None  # a progress bar; None: only when stderr is a terminal
+    progress: bool | None = None  # a bar; None: a bar on a terminal, a line every 30 s elsewhere; False: none
 
     def settings(self) -> dict[str, Any]:
         """The settings that define a run's results; resuming requires the same ones."""
@@ -200,6 +201,8 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
     config.check()
     rank, world = rundir.world()
     prompts = unit_work.run_prompts(config)  # a bad source fails before the model loads
+    if adapter is None:
+        _refuse_impossible(config, prompts)  # so does a model that can do none of the tasks
     run_dir, made = rundir.open_run_dir(config.out, rank)  # so does an --out that cannot be written
     lock = RunLock(run_dir) if rank == 0 else contextlib.nullcontext()
     committed = False
@@ -215,12 +218,10 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
 
 def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, rank: int, world: int,
          started: float) -> RunSummary:  # fmt: skip
-    from entroprobe.models import load_model
-
     previous = rundir.prepare_run_dir(config, run_dir, rank)
     rundir.barrier(world)  # no rank reads the directory before rank 0 has prepared it
     if adapter is None:
-        adapter = load_model(config.model, **rundir.placed(config.model_args, world))
+        adapter = _load(config, world, rank)
     units, skipped = unit_work.plan(config, adapter, prompts)
     if not units:
         raise CapabilityError(f"Model '{config.model}' can do none of the requested work: {', '.join(skipped)}")
@@ -267,7 +268,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     if shard.repaired:
         summary.notices.append(f"repaired {shard.path}: {shard.repaired} rows an older entroprobe had committed "
                                "twice are kept once")  # fmt: skip
-    progress = _progress(config, len(todo), rank)
+    progress = reporting.progress(len(todo), f"probing {config.model}", config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
     try:
         for unit in todo:
@@ -318,6 +319,37 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     return summary
 
 
+def _load(config: ProbeConfig, world: int, rank: int) -> Any:
+    """Load the model; in a batch job's log (stderr not a terminal) one line says so instead of a redrawn bar."""
+    from entroprobe.models import load_model
+
+    if sys.stderr.isatty() or config.progress:
+        return load_model(config.model, **rundir.placed(config.model_args, world))
+    from transformers.utils import logging as hf_logging
+
+    if rank == 0:
+        print(f"loading {config.model} …", file=sys.stderr, flush=True)
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load_model(config.model, **rundir.placed(config.model_args, world))
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _refuse_impossible(config: ProbeConfig, prompts: list[Any]) -> None:
+    """Refuse, before loading it, a model whose family can do none of the requested tasks on these prompts."""
+    from entroprobe.models import capabilities_of
+
+    can = capabilities_of(config.model)
+    wanted = {(task, p.modality) for task in config.tasks for p in prompts}
+    if not wanted & can:
+        have = ", ".join(f"{t}/{m}" for t, m in sorted(can)) or "nothing"
+        asked = ", ".join(f"{t}/{m}" for t, m in sorted(wanted))
+        raise CapabilityError(f"Model '{config.model}' can do none of the requested work ({asked}); it can do: {have}")
+
+
 def _forget_changed(run_dir: Path, units: list[Any]) -> list[str]:
     """Units committed with other prompt content than they have now: removed, so that they are measured again."""
     done = store.done_units(run_dir)
@@ -366,14 +398,6 @@ def _matched_counts(config: ProbeConfig, frame: Any) -> dict[str, Any]:
     short = raw.merge(matched, how="left", indicator=True).query("_merge == 'left_only'")
     out["units_too_short"] = {str(task): int(n) for task, n in short.groupby("task").size().items()}
     return out
-
-
-def _progress(config: ProbeConfig, total: int, rank: int):
-    from tqdm.auto import tqdm
-
-    enabled = config.progress if config.progress is not None else sys.stderr.isatty()
-    return tqdm(total=total, unit="item", desc=f"probing {config.model}", disable=not enabled or rank != 0,
-                dynamic_ncols=True, smoothing=0.1)  # fmt: skip
 
 
 def collect(run_dir: str | Path) -> Any:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from entroprobe.errors import InputError, LoadError, unknown_name
@@ -144,11 +146,31 @@ def format_summary(prompts: Sequence[Prompt]) -> str:
     return json.dumps(summary(prompts), indent=2, ensure_ascii=False)
 
 
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+def _directory_hint(folder: Path) -> str:
+    """What a bare directory given as a prompt source probably means, as an error message."""
+    files = [p for p in folder.rglob("*") if p.is_file()][:2000]
+    if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
+        guess = f"images:{folder}"
+    elif any(re.fullmatch(r"[CR]-[A-Z]{2}\.json", p.name) for p in files):  # T2I-CoReBench: C-MI.json, R-LR.json…
+        parent = next(p.parent for p in files if re.fullmatch(r"[CR]-[A-Z]{2}\.json", p.name))
+        guess = f"t2i-corebench:{parent}"
+    else:
+        guess = None
+    options = "t2i-corebench:DIR (the benchmark's data/ folder) or images:DIR (image files, type = sub-folder)"
+    return (f"'{folder}' is a directory, not a prompt source spec; did you mean '{guess}'? Sources of a folder: "
+            f"{options}") if guess else f"'{folder}' is a directory, not a prompt source spec; use {options}"
+
+
 def _parse_spec(spec: str) -> tuple[str, str | None]:
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"Prompt source spec must be 'NAME:ARG' or a name, got {spec!r}")
     name, sep, arg = spec.strip().partition(":")
     if name not in _SOURCES:
+        if Path(spec.strip()).expanduser().is_dir():
+            raise InputError(_directory_hint(Path(spec.strip()).expanduser()))
         raise unknown_name("prompt source", name, _SOURCES)
     takes_arg = _SOURCES[name][1]
     if takes_arg and not arg:

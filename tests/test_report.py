@@ -350,3 +350,18 @@ def test_headless_chromium_screenshot_is_not_blank(report, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape[0] >= 1000 and pixels.std() > 10
     assert (pixels < 128).mean() > 0.005  # text and lines, not a white page
+
+
+def test_runs_on_different_prompt_sets_are_named_and_said(tmp_path):
+    a = write_run(tmp_path / "a", "causal-lm:tiny-a", n_text=2, n_image=2)
+    b = write_run(tmp_path / "b", "janus:tiny-b", n_text=2, n_image=2)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["settings"]["text_prompts"] = "t2i-corebench:data"
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    path = make_report([a, b], tmp_path / "out", n_boot=20)
+    page = path.read_text(encoding="utf-8")
+    assert "<th>prompt sources</th>" in page and "text: t2i-corebench:data; image: images:x" in page
+    notes = json.loads((path.parent / "findings.json").read_text())["notes"]
+    assert any(n.startswith("These runs measured different prompt sets") for n in notes)
+    same = make_report([a], tmp_path / "out2", n_boot=20)
+    assert not any("different prompt sets" in n for n in json.loads((same.parent / "findings.json").read_text())["notes"])

@@ -246,3 +246,16 @@ def test_prompts_piped_into_head_end_quietly(tmp_path):
     result = subprocess.run(f"{sys.executable} -m entroprobe prompts samples | head -1", shell=True,
                             capture_output=True, text=True)  # fmt: skip
     assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_the_prompts_are_stored_beside_the_results_and_join_to_them(tmp_path):
+    out = tmp_path / "run"
+    run_probe(config(out))
+    prompts = pd.read_parquet(out / "prompts.parquet")
+    results = pd.read_parquet(out / "results.parquet")
+    joined = results.merge(prompts, on=["source", "prompt_id"], how="left", validate="many_to_one")
+    assert joined["content"].notna().all() and len(joined) == len(results)
+    text = prompts[prompts["modality"] == "text"]
+    assert text["text"].str.len().gt(0).all()
+    meta = json.loads(text["prompt_meta"].iloc[0])
+    assert isinstance(meta["n_words"], int)  # types kept

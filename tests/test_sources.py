@@ -237,7 +237,7 @@ def test_samples_texts_cover_types_and_lengths():
             low, high = words[p.meta["length"]]
             n = len(p.text.split())
             assert low <= n <= high, (p.id, n)
-            assert p.meta["n_words"] == str(n)
+            assert p.meta["n_words"] == n  # an integer, as JSON keeps it
     assert len({p.text for p in texts}) == 36
 
 
@@ -424,7 +424,7 @@ def test_mmbench_types_references_and_circular_copies(tmp_path):
     assert prompts[1].load_image().getpixel((0, 0)) == (255, 0, 0)
     assert prompts[4].load_image().getpixel((3, 3)) == (0, 0, 255)
     assert prompts[2].meta == {
-        "index": "2",
+        "index": 2,
         "l2_category": "finegrained_perception (cross-instance)",
         "category": "spatial_relationship",
         "answer": "A",
@@ -442,7 +442,7 @@ def test_mmbench_minimal_columns(tmp_path):
     path = _write_tsv(tmp_path / "m.tsv", [["7", "Q?", "logic_reasoning", _b64(_png((0, 0, 0)))]], header)
     [prompt] = load_prompts(f"mmbench:{path}")
     assert (prompt.id, prompt.text, prompt.prompt_type) == ("mmbench/7", "Q?", "logical")
-    assert prompt.meta == {"index": "7", "l2_category": "logic_reasoning"}
+    assert prompt.meta == {"index": 7, "l2_category": "logic_reasoning"}
 
 
 @pytest.mark.parametrize(
@@ -512,7 +512,7 @@ def test_jsonl_prompts(tmp_path):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     prompts = load_prompts(f"jsonl:{path}")
     assert [(p.id, p.text, p.prompt_type) for p in prompts] == [("a", "first", "deductive"), ("7", "second", "untyped")]
-    assert prompts[0].meta == {"lang": "en", "level": "2"} and prompts[1].meta == {}
+    assert prompts[0].meta == {"lang": "en", "level": 2} and prompts[1].meta == {}
     assert {(p.source, p.modality) for p in prompts} == {("jsonl", "text")}
 
 

@@ -254,6 +254,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         if pooled is not None:
             manifest["sigma_pooled"] = pooled
         rundir.write_manifest(run_dir, manifest)
+        rundir.write_prompts(run_dir, prompts)
 
     done = store.done_units(run_dir)
     rundir.barrier(world)  # every rank has read the done marks (and the pooled σ is written) before any creates its shard

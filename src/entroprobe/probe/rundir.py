@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from entroprobe.probe.run import ProbeConfig
 
 __all__ = ["PLACEMENT_KEYS", "world", "barrier", "versions", "now", "open_run_dir", "remove_if_empty",
-           "prepare_run_dir", "check_weights", "placed", "write_manifest"]
+           "prepare_run_dir", "check_weights", "placed", "write_manifest", "write_prompts", "PROMPT_COLUMNS"]
 
 # loading keywords that place the model but do not change its results: a run may resume elsewhere
 PLACEMENT_KEYS = ("device", "device_map")
@@ -68,7 +68,7 @@ def now() -> str:
 def wipe(run_dir: Path) -> None:
     for name in ("shards", "states", "images"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("results.parquet", "errors.jsonl", "responses.jsonl", "manifest.json"):
+    for name in ("results.parquet", "errors.jsonl", "responses.jsonl", "manifest.json", "prompts.parquet"):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -176,3 +176,16 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=2, default=str) + "\n"
     store.write_atomic(run_dir / "manifest.json", lambda tmp: tmp.write_text(text))
 
+
+PROMPT_COLUMNS = ["source", "prompt_id", "modality", "prompt_type", "text", "image", "content", "prompt_meta"]
+
+
+def write_prompts(run_dir: Path, prompts: list[Any]) -> None:
+    """``RUN_DIR/prompts.parquet``: what each prompt was (text, image file or ``<bytes>``, content hash, meta),
+    one row per prompt; the results' ``source`` and ``prompt_id`` join to it."""
+    import pandas as pd
+
+    rows = [[p.source, p.id, p.modality, p.prompt_type, p.text, p.image_path or ("<bytes>" if p.image_bytes else None),
+             p.content_hash, json.dumps(p.meta, sort_keys=True)] for p in prompts]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=PROMPT_COLUMNS).astype("string")
+    store.write_atomic(run_dir / "prompts.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

@@ -74,7 +74,7 @@ def make_report(
     except OSError as exc:
         raise LoadError(f"cannot write the report folder {out}: {exc}") from None
     df, notes = _drop_missing(df)
-    notes = older + notes
+    notes = older + _prompt_set_notes(runs) + notes
     notes += [f"Run {r.name} has no rows (see its errors.jsonl for items that failed)." for r in runs
               if not (df["run"] == r.name).any()]
     bases = sorted({r.base for r in runs})
@@ -143,9 +143,28 @@ _MEASURES = [
 ]
 
 
+def _prompt_set(r: Run) -> str:
+    """The prompt sources of a run (and its limit), in words: what its rows were measured on."""
+    settings = r.manifest.get("settings", {})
+    parts = [f"{kind}: {settings[key]}" for kind, key in (("text", "text_prompts"), ("image", "image_prompts"))
+             if settings.get(key)]  # fmt: skip
+    if settings.get("limit"):
+        parts.append(f"at most {settings['limit']} per source")
+    return "; ".join(parts) or "?"
+
+
+def _prompt_set_notes(runs: list[Run]) -> list[str]:
+    """A note when the runs were measured on different prompt sets: models side by side are then on other prompts."""
+    sets = {r.name: _prompt_set(r) for r in runs}
+    if len(set(sets.values())) < 2:
+        return []
+    return ["These runs measured different prompt sets, so Table 1, the curves and the findings put models side by "
+            "side on different prompts: " + "; ".join(f"{name}: {text}" for name, text in sets.items()) + "."]
+
+
 def _run_row(r: Run) -> list[object]:
     m, counts = r.manifest.get("model", {}), r.manifest.get("counts", {})
-    return [r.name, m.get("spec", "?"), m.get("num_layers", "?"), f"{r.alpha:g}", sigma_text(r.sigma),
+    return [r.name, m.get("spec", "?"), _prompt_set(r), m.get("num_layers", "?"), f"{r.alpha:g}", sigma_text(r.sigma),
             f"{r.base:g}", counts.get("prompts", "?"), counts.get("rows", "?"), counts.get("errors", "?"),
             r.manifest.get("entroprobe_version", "?"), r.manifest.get("device", "?"),
             f"{r.manifest.get('started', '?')} → {r.manifest.get('ended', '?')}"]
@@ -172,7 +191,7 @@ def _head(runs: list[Run], claims: list[dict], warnings: list[str], notes: list[
         parts.append(f'<p class="empty">{len(warnings)} kernel warning(s): see <a href="#fig6">Figure 6</a>.</p>')
     parts += [
         "<h2>Runs and settings</h2>",
-        html.table(["run", "model", "layers", "α", "σ", "base", "prompts", "rows", "errors", "entroprobe",
+        html.table(["run", "model", "prompt sources", "layers", "α", "σ", "base", "prompts", "rows", "errors", "entroprobe",
                     "device", "started → ended"], [_run_row(r) for r in runs]),
         f"<p>{html.esc(same)}</p>",
         "<h2>What is measured</h2>",

@@ -135,7 +135,8 @@ def summary(prompts: Sequence[Prompt]) -> dict[str, Any]:
         for p in prompts:
             if key in p.meta:
                 per_type = nested.setdefault(p.prompt_type, {})
-                per_type[p.meta[key]] = per_type.get(p.meta[key], 0) + 1
+                value = str(p.meta[key])  # a JSON key
+                per_type[value] = per_type.get(value, 0) + 1
         if nested:
             counts[key] = nested
     return counts

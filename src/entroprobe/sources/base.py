@@ -45,7 +45,7 @@ class Prompt:
     text: str | None = None
     image_bytes: bytes | None = field(default=None, repr=False)
     image_path: str | None = None
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, str | int | float | bool] = field(default_factory=dict)
     image_error: str | None = None
 
     @functools.cached_property

@@ -65,8 +65,8 @@ def _jsonl_prompt(path: Path, number: int, line: str) -> Prompt:
     prompt_type = record.get("type", UNTYPED)
     if not isinstance(prompt_type, str) or not prompt_type:
         raise InputError(f"{where}: 'type' must be a non-empty string, got {prompt_type!r}")
-    meta = {
-        key: str(value)
+    meta = {  # JSON scalars keep their type (prompt_meta in the results is JSON)
+        key: value
         for key, value in record.items()
         if key not in ("id", "text", "type") and isinstance(value, (str, int, float, bool))
     }

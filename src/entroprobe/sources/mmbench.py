@@ -149,7 +149,7 @@ def _prompt(path: Path, base: int, row: dict[str, str], image: bytes | str) -> P
         raise InputError(f"{path}: row index {row['index'].strip()} has an empty question")
     hint = row.get("hint", "").strip()
     text = f"{hint}\n{question}" if hint and hint.lower() != "nan" else question
-    meta = {"index": str(base), "l2_category": l2}
+    meta = {"index": int(base), "l2_category": l2}
     for column, key in _OPTIONAL_META:
         if row.get(column, "").strip():
             meta[key] = row[column].strip()

@@ -345,7 +345,7 @@ def load() -> list[Prompt]:
             modality="text",
             prompt_type=prompt_type,
             text=text,
-            meta={"length": length, "n_words": str(len(text.split()))},
+            meta={"length": length, "n_words": len(text.split())},
         )
         for prompt_type in TEXT_TYPES
         for length in LENGTHS

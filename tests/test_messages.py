@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,8 @@ def test_a_local_model_path_that_does_not_exist_says_so():
         load_model("causal-lm:/nonexistent/qwen")
     with pytest.raises(LoadError, match="no such directory ./missing"):
         load_model("janus:./missing")
+    with pytest.raises(LoadError, match=rf"no such directory {Path.home()}/no-such-model-here"):
+        load_model("causal-lm:~/no-such-model-here")  # the shell leaves this ~ alone; entroprobe expands it
 
 
 def test_a_bare_directory_as_prompt_source_names_the_spec_it_probably_means(tmp_path, capsys):
@@ -28,6 +31,10 @@ def test_a_bare_directory_as_prompt_source_names_the_spec_it_probably_means(tmp_
     data.mkdir(parents=True)
     (data / "C-MI.json").write_text("[]")
     assert main(["prompts", str(tmp_path / "T2I-CoReBench"), "--summary"]) == 2
+    assert f"did you mean 't2i-corebench:{data}'?" in capsys.readouterr().err
+    (tmp_path / "T2I-CoReBench" / "assets").mkdir()
+    (tmp_path / "T2I-CoReBench" / "assets" / "logo.png").write_bytes(b"")  # a checkout with pictures too
+    assert main(["prompts", str(tmp_path / "T2I-CoReBench")]) == 2
     assert f"did you mean 't2i-corebench:{data}'?" in capsys.readouterr().err
     pictures = tmp_path / "pictures" / "coarse"
     pictures.mkdir(parents=True)

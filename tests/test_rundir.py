@@ -18,7 +18,7 @@ import torch
 
 import fake_adapter
 from entroprobe.cli import main
-from entroprobe.errors import LoadError, UnknownNameError
+from entroprobe.errors import InputError, LoadError, UnknownNameError
 from entroprobe.probe import ProbeConfig, RunSummary, collect, run_probe
 from entroprobe.probe import store
 from entroprobe.probe.lock import LOCK_NAME, RunLock
@@ -114,6 +114,14 @@ def test_a_row_cannot_be_committed_twice_and_duplicates_of_an_older_version_are_
     frame = collect(out)
     assert frame.attrs["dropped_duplicates"] == 2 * len(clean)
     pd.testing.assert_frame_equal(frame, clean)
+    repaired = collect(out, repair=True)  # for good: in the shards
+    assert repaired.attrs["dropped_duplicates"] == 0
+    pd.testing.assert_frame_equal(repaired, clean)
+    with sqlite3.connect(out / "shards" / "rank-1.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 0  # its units are rank 0's
+    with sqlite3.connect(shard) as db:
+        db.execute("DROP INDEX rows_key")
+        db.execute("INSERT INTO rows SELECT * FROM rows")
     (out / "manifest.json").write_text((out / "manifest.json").read_text().replace('"complete"', '"running"'))
     again = run_probe(config(out))  # opening the shard repairs it for good
     assert again.succeeded == 0 and any("kept once" in n for n in again.notices)
@@ -149,6 +157,7 @@ def test_ids_that_once_collided_get_their_own_image_files(tmp_path):
     assert store.file_stem("jsonl/p/q/image-gen") != store.file_stem("jsonl/p__q/image-gen")
     long = store.file_stem("x" * 500)
     assert len(long) == 120 and long != store.file_stem("x" * 499 + "y")
+    assert store.file_stem("s/P1/encode").lower() != store.file_stem("s/p1/encode").lower()  # macOS, Windows
 
 
 def test_an_out_that_is_a_file_is_one_error_line_before_anything_loads(tmp_path, capsys):
@@ -166,7 +175,7 @@ def test_a_read_only_out_is_refused_before_the_model_loads(tmp_path):
     parent.chmod(0o555)
     try:
         with pytest.raises(LoadError, match="cannot write the run directory"):
-            run_probe(config(parent / "run", model="nosuch:model"))
+            run_probe(config(parent / "run", model="minilm", image_prompts=None, tasks=("encode",)))
     finally:
         parent.chmod(0o755)
 
@@ -179,7 +188,7 @@ def test_a_full_disk_is_one_error_naming_it_and_committed_units_stay(tmp_path, m
     def filling(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 1:  # the first unit fits, the disk is full at the second
-            raise store._full(sqlite3.OperationalError("database or disk is full"), self.path)
+            raise store.commit_failure(sqlite3.OperationalError("database or disk is full"), self.path)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(store.ShardStore, "commit_unit", filling)
@@ -205,9 +214,18 @@ def test_a_tiny_file_system_that_fills_up(tmp_path):
 
 
 def test_a_run_that_fails_before_its_first_unit_leaves_no_out_behind(tmp_path):
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError):  # refused before the directory is made
         run_probe(config(tmp_path / "new", model="nosuch:model"))
     assert not (tmp_path / "new").exists()
+    with pytest.raises(InputError, match="Unknown model argument"):  # made, locked, then the model fails to load
+        run_probe(config(tmp_path / "new", model="minilm", model_args={"bogus": 1}, image_prompts=None,
+                         tasks=("encode",)))  # fmt: skip
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a directory the user made stays, empty or not
+    with pytest.raises(InputError):
+        run_probe(config(tmp_path / "kept", model="minilm", model_args={"bogus": 1}, image_prompts=None,
+                         tasks=("encode",)))  # fmt: skip
+    assert (tmp_path / "kept").is_dir()
 
 
 def test_stale_temporary_files_of_killed_processes_are_removed(tmp_path):
@@ -219,7 +237,9 @@ def test_stale_temporary_files_of_killed_processes_are_removed(tmp_path):
     mine = out / f".manifest.json.{os.getpid()}.tmp"
     stale.write_text("half a file")
     mine.write_text("being written")
-    collect(out)
+    collect(out)  # reading, perhaps beside a live run on another host: it removes nothing
+    assert stale.exists()
+    collect(out, repair=True)  # under the run's lock: no live writer has temporaries here
     assert not stale.exists() and mine.exists()
     mine.unlink()
 
@@ -259,3 +279,30 @@ def test_the_prompts_are_stored_beside_the_results_and_join_to_them(tmp_path):
     assert text["text"].str.len().gt(0).all()
     meta = json.loads(text["prompt_meta"].iloc[0])
     assert isinstance(meta["n_words"], int)  # types kept
+
+
+def test_a_full_disk_while_saving_an_image_stops_the_run_instead_of_failing_every_unit(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    save = Image.Image.save
+
+    def full(self, target, *args, **kwargs):
+        if isinstance(target, (str, Path)):  # files on the disk, not the samples' in-memory PNGs
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(LoadError, match="the disk is full"):
+        run_probe(config(tmp_path / "run", image_prompts=None, tasks=("image-gen",)))
+    assert not (tmp_path / "run" / "errors.jsonl").exists()  # no unit was blamed for it
+
+
+def test_collect_repair_is_refused_while_a_run_writes(tmp_path):
+    out = tmp_path / "run"
+    run_probe(config(out, limit=1, tasks=("encode",)))
+    with RunLock(out):
+        with pytest.raises(LoadError, match="is being written by another entroprobe process"):
+            collect(out, repair=True)
+        assert len(collect(out)) > 0  # reading a running run is allowed

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "collect", "Write results.parquet (and errors/responses) from a run's committed rows.")
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--repair", action="store_true",
+                   help="remove for good rows an older entroprobe committed twice (not while a run writes it)")
     p.set_defaults(handler=_collect)
 
     p = _subparser(sub, "report", "Write the paper's table and figures for one or more runs (models side by side).")
@@ -171,8 +173,11 @@ def _run(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from entroprobe.probe import collect
 
-    frame = collect(args.run_dir)
+    frame = collect(args.run_dir, repair=args.repair)
     print(f"{len(frame)} rows → {args.run_dir / 'results.parquet'}")
+    if frame.attrs.get("dropped_duplicates"):
+        print(f"{frame.attrs['dropped_duplicates']} rows an older entroprobe committed twice are left out; "
+              f"'entroprobe collect {args.run_dir} --repair' removes them from the shards")
     return 0
 
 
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print("entroprobe: interrupted; committed rows are kept (run the same command to resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `entroprobe prompts … | head`: the reader has gone, which is not an error
+        if args.command != "prompts":
+            raise
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail

@@ -114,7 +114,9 @@ def load_model(spec: str, **kwargs: Any) -> ModelAdapter:
     (``dtype``, ``device``, ``device_map``, ``revision``, ``trust_remote_code``, …) passed to the family.
     """
     family, path = parse_spec(spec)
-    if path is not None and _looks_local(path) and not Path(path).expanduser().exists():
+    if path is not None and path.startswith("~"):
+        path = str(Path(path).expanduser())  # the shell leaves the ~ of "family:~/…" alone
+    if path is not None and _looks_local(path) and not Path(path).exists():
         raise LoadError(
             f"{spec}: no such directory {path}. A model directory holds config.json and its weights "
             "(model.safetensors or model-*.safetensors shards) as save_pretrained writes them; a hub id is "

@@ -205,19 +205,19 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         _refuse_impossible(config, prompts)  # so does a model that can do none of the tasks
     run_dir, made = rundir.open_run_dir(config.out, rank)  # so does an --out that cannot be written
     lock = RunLock(run_dir) if rank == 0 else contextlib.nullcontext()
-    committed = False
-    try:
-        with lock:
-            summary = _run(config, adapter, prompts, run_dir, rank, world, started)
-            committed = True
-            return summary
-    finally:
-        if made and not committed and rank == 0:
-            rundir.remove_if_empty(run_dir)  # a run that failed before its first unit leaves no empty --out
+    with lock:
+        try:
+            return _run(config, adapter, prompts, run_dir, rank, world, started)
+        except BaseException:
+            if made and rank == 0:
+                rundir.remove_if_empty(run_dir)  # a run that failed before its first unit leaves no empty --out
+            raise
 
 
 def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, rank: int, world: int,
          started: float) -> RunSummary:  # fmt: skip
+    if rank == 0:
+        store.remove_stale_temporaries(run_dir)  # under the lock: no live writer of this directory has any
     previous = rundir.prepare_run_dir(config, run_dir, rank)
     rundir.barrier(world)  # no rank reads the directory before rank 0 has prepared it
     if adapter is None:
@@ -245,9 +245,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         "versions": rundir.versions(),
         "device": str(getattr(adapter, "device", "cpu")),
         "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
-        "world_size": world,
-        "threads": threads,
-        "invocations": (previous or {}).get("invocations", []),
+        "world_size": (previous or {}).get("world_size", world),  # what the run began with
+        "threads": (previous or {}).get("threads", threads),
+        "invocations": [*(previous or {}).get("invocations", []),
+                        {"started": rundir.now(), "world_size": world, "threads": threads}],
     }
     notices = _resume_notices(previous, world, threads, changed)
     if rank == 0:
@@ -256,8 +257,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         rundir.write_manifest(run_dir, manifest)
         rundir.write_prompts(run_dir, prompts)
 
+    # rank 0 has wiped (--overwrite), forgotten edited units and written the pooled σ before any rank reads marks
+    rundir.barrier(world)
     done = store.done_units(run_dir)
-    rundir.barrier(world)  # every rank has read the done marks (and the pooled σ is written) before any creates its shard
+    rundir.barrier(world)  # every rank has read the done marks before any creates its shard
     if rank != 0:
         pooled = unit_work.pooled_sigma(config, adapter, units, None, rank, run_dir)
     settings = config.measure_settings(None if pooled is None else pooled["sigma"])
@@ -269,7 +272,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     if shard.repaired:
         summary.notices.append(f"repaired {shard.path}: {shard.repaired} rows an older entroprobe had committed "
                                "twice are kept once")  # fmt: skip
-    progress = reporting.progress(len(todo), f"probing {config.model}", config.progress, rank)
+    desc = f"probing {config.model}" + (f" (rank 0's share of {world} ranks)" if world > 1 else "")
+    progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
     try:
         for unit in todo:
@@ -278,13 +282,18 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # one item's failure is recorded; the run goes on
+                if store.disk_full(exc):  # not the item's fault: every later unit would fail alike
+                    raise store.commit_failure(exc, run_dir) from None
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
                 record = {"item": unit.prompt.id, "source": unit.prompt.source, "task": unit.task, "reason": reason}
                 shard.commit_error(unit.key, unit.order, record, unit.content)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()  # after an out-of-memory item, the next ones get the memory back
-                with open(errors_path, "a") as handle:  # live view; rewritten whole at the end
-                    handle.write(json.dumps(record) + "\n")
+                try:
+                    with open(errors_path, "a") as handle:  # live view; rewritten whole at the end
+                        handle.write(json.dumps(record) + "\n")
+                except OSError as write_error:
+                    raise store.commit_failure(write_error, errors_path) from None
                 summary.failed += 1
             else:
                 shard.commit_unit(unit.key, unit.order, rows, output, unit.content)
@@ -306,10 +315,9 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         manifest["counts"].update(rows=len(frame), errors=len(errors), succeeded=len(units) - len(errors))
         manifest["matched"] = _matched_counts(config, frame)
         manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0}
-        manifest["invocations"].append({"ended": manifest["ended"], "seconds": time.perf_counter() - started,
-                                        "units": summary.succeeded + summary.failed, "world_size": world,
-                                        "threads": threads, "model_seconds": timer.model,
-                                        "entropy_seconds": timer.entropy})  # fmt: skip
+        manifest["invocations"][-1].update(ended=manifest["ended"], seconds=time.perf_counter() - started,
+                                           rank0_units=summary.succeeded + summary.failed,
+                                           rank0_model_seconds=timer.model, rank0_entropy_seconds=timer.entropy)
         rundir.write_manifest(run_dir, manifest)
         if errors and len(errors) == len(units):
             raise EntroprobeError(
@@ -401,17 +409,21 @@ def _matched_counts(config: ProbeConfig, frame: Any) -> dict[str, Any]:
     return out
 
 
-def collect(run_dir: str | Path) -> Any:
+def collect(run_dir: str | Path, *, repair: bool = False) -> Any:
     """Write ``results.parquet``, ``errors.jsonl`` and ``responses.jsonl`` from what the run has committed.
 
     Works on a finished run and on one still running or killed (on demand); returns the results DataFrame.
-    Rows an older entroprobe committed twice (two writers) are kept once; stale temporary files of killed
-    processes are removed.
+    Rows an older entroprobe committed twice (two writers) are read once (``frame.attrs["dropped_duplicates"]``
+    counts the copies left out); ``repair`` removes them from the shards for good, with the stale temporary
+    files of killed processes (refused while a run writes the directory).
     """
     run_dir = Path(run_dir)
     if not store.shard_paths(run_dir):
         raise LoadError(f"{run_dir} holds no committed results (no shards/rank-*.sqlite)")
-    store.remove_stale_temporaries(run_dir)
+    if repair:
+        with RunLock(run_dir):  # refused while a run writes the directory
+            store.repair(run_dir)
+            store.remove_stale_temporaries(run_dir)
     frame, dropped = store.read_rows(run_dir)
     frame.attrs["dropped_duplicates"] = dropped
     store.write_atomic(run_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

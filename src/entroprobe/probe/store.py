@@ -14,6 +14,7 @@ since it was measured is recomputed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from entroprobe.errors import LoadError
 from entroprobe.probe.schema import COLUMNS, ROW_KEY
 
 __all__ = ["ShardStore", "done_units", "read_rows", "read_errors", "read_outputs", "shard_paths", "write_atomic",
-           "remove_stale_temporaries", "file_stem", "forget", "Done"]
+           "remove_stale_temporaries", "file_stem", "forget", "repair", "disk_full", "commit_failure", "Done"]
 
 _SHARD_DIR = "shards"
 _ROW_COLUMNS = [c for c in ROW_KEY if c not in ("source", "prompt_id", "task")]  # the unit names those three
@@ -41,11 +42,22 @@ def shard_paths(run_dir: Path) -> list[Path]:
     return sorted((run_dir / _SHARD_DIR).glob("rank-*.sqlite"))
 
 
-def _full(exc: sqlite3.OperationalError, path: Path) -> Exception:
-    """The error for a failed write: the disk is full (say so, and that committed units are kept), or other."""
-    what = "the disk is full" if "full" in str(exc).lower() else str(exc)
-    return LoadError(f"cannot commit to {path}: {what}. The units committed before are kept; free space and "
-                     "run the same command again to resume")
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full, from SQLite or from the operating system."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc).lower()
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def commit_failure(exc: BaseException, path: Path) -> LoadError:
+    """The error for a failed write: a full disk (say so, and that committed units are kept), or another cause."""
+    if disk_full(exc):
+        return LoadError(f"cannot write {path}: the disk is full. The units committed before are kept; free space "
+                         "and run the same command again to resume")
+    return LoadError(f"cannot write {path}: {exc}. The units committed before are kept; run the same command "
+                     "again to resume")
+
+
 
 
 class ShardStore:
@@ -69,7 +81,7 @@ class ShardStore:
                 self.repaired = _deduplicate(self.connection)
                 self.connection.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS rows_key ON rows ({_KEY_SQL})")
         except sqlite3.OperationalError as exc:
-            raise _full(exc, path) from None
+            raise commit_failure(exc, path) from None
 
     def commit_unit(self, unit: str, order: int, rows: list[dict[str, Any]], output: dict[str, Any] | None,
                     content: str) -> None:  # fmt: skip
@@ -86,7 +98,7 @@ class ShardStore:
                 self.connection.execute("INSERT OR REPLACE INTO units VALUES (?, ?, 'ok', NULL, ?)",
                                         (unit, order, content))  # fmt: skip
         except sqlite3.OperationalError as exc:
-            raise _full(exc, self.path) from None
+            raise commit_failure(exc, self.path) from None
 
     def commit_error(self, unit: str, order: int, record: dict[str, Any], content: str) -> None:
         """Mark a unit failed, with its error record (item, task, reason)."""
@@ -95,7 +107,7 @@ class ShardStore:
                 self.connection.execute("INSERT OR REPLACE INTO units VALUES (?, ?, 'error', ?, ?)",
                                         (unit, order, json.dumps(record), content))  # fmt: skip
         except sqlite3.OperationalError as exc:
-            raise _full(exc, self.path) from None
+            raise commit_failure(exc, self.path) from None
 
     def close(self) -> None:
         self.connection.close()
@@ -112,22 +124,48 @@ def forget(run_dir: Path, units: Iterable[str]) -> None:
                     if connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                         connection.executemany(f"DELETE FROM {table} WHERE unit = ?", keys)
         except sqlite3.OperationalError as exc:
-            raise _full(exc, path) from None
+            raise commit_failure(exc, path) from None
         finally:
             connection.close()
+
+
+def repair(run_dir: Path) -> int:
+    """Remove for good what an older entroprobe committed twice: repeated rows within a shard, and units that a
+    later shard holds again. The caller holds the run's lock. Returns the rows removed."""
+    removed, seen = 0, set()
+    for path in shard_paths(run_dir):
+        connection = sqlite3.connect(path, timeout=60)
+        try:
+            with connection:
+                if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'units'").fetchone():
+                    continue
+                removed += _deduplicate(connection, force=True)
+                mine = {u for (u,) in connection.execute("SELECT unit FROM units WHERE status = 'ok'")}
+                again = [(u,) for u in mine & seen]
+                before = connection.total_changes
+                for table in ("rows", "outputs", "units"):
+                    connection.executemany(f"DELETE FROM {table} WHERE unit = ?", again)
+                removed += connection.total_changes - before
+                connection.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS rows_key ON rows ({_KEY_SQL})")
+                seen |= mine
+        except sqlite3.OperationalError as exc:
+            raise commit_failure(exc, path) from None
+        finally:
+            connection.close()
+    return removed
 
 
 def _columns(connection: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
 
 
-def _deduplicate(connection: sqlite3.Connection) -> int:
+def _deduplicate(connection: sqlite3.Connection, force: bool = False) -> int:
     """Keep one copy of each row (the first committed); returns how many copies were removed."""
     if not set(_ROW_COLUMNS) <= _columns(connection, "rows"):
         return 0  # a shard of an older layout: its run's settings differ, and it is refused or wiped
     if "content" not in _columns(connection, "units"):
         connection.execute("ALTER TABLE units ADD COLUMN content TEXT")
-    if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'rows_key'").fetchone():
+    if not force and connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'rows_key'").fetchone():
         return 0  # the unique index is there: no row can have been committed twice
     before = connection.total_changes
     connection.execute(f"DELETE FROM rows WHERE rowid NOT IN (SELECT MIN(rowid) FROM rows GROUP BY {_KEY_SQL})")
@@ -241,7 +279,9 @@ def file_stem(key: str, most: int = 120) -> str:
                    for ch in key)  # fmt: skip
     if stem.startswith("."):
         stem = "~2E" + stem[1:]
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if key != key.lower():  # case-insensitive file systems (macOS, Windows) would merge P1 and p1: a hash tells
+        stem = f"{stem}-{digest[:8]}"
     if len(stem) <= most:
         return stem
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return f"{stem[: most - 17]}-{digest}"
+    return f"{stem[: most - 17]}-{digest[:16]}"

@@ -50,12 +50,11 @@ def run_prompts(config: ProbeConfig) -> list[Any]:
                                         (config.image_prompts, "image", "--image-prompts", "--text-prompts")):
         if not spec:
             continue
-        everything = load_prompts(spec)
-        mine = [p for p in everything if p.modality == modality]
-        if everything and not mine:  # e.g. a text benchmark given as the image prompts
+        mine = load_prompts(spec, limit=config.limit, modality=modality)
+        if not mine and (everything := load_prompts(spec)):  # e.g. a text benchmark given as the image prompts
             raise InputError(f"{flag} {spec} holds no {modality} prompts (all {len(everything)} are "
                              f"{everything[0].modality} prompts): give it as {other}")
-        prompts += load_prompts(spec, limit=config.limit, modality=modality) if config.limit else mine
+        prompts += mine
     if not prompts:
         raise InputError(f"The prompt sources hold no prompts of their modality: {config.text_prompts or ''} "
                          f"{config.image_prompts or ''}".strip())  # fmt: skip

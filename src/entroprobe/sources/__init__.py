@@ -152,12 +152,12 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
 def _directory_hint(folder: Path) -> str:
     """What a bare directory given as a prompt source probably means, as an error message."""
-    files = [p for p in folder.rglob("*") if p.is_file()][:2000]
-    if any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
+    files = [p for p in itertools.islice(folder.rglob("*"), 5000) if p.is_file()]  # a look, not a walk of /
+    benchmark = [p for p in files if re.fullmatch(r"[CR]-[A-Z]{2}\.json", p.name)]  # T2I-CoReBench: C-MI.json…
+    if benchmark:
+        guess = f"t2i-corebench:{benchmark[0].parent}"
+    elif any(p.suffix.lower() in _IMAGE_SUFFIXES for p in files):
         guess = f"images:{folder}"
-    elif any(re.fullmatch(r"[CR]-[A-Z]{2}\.json", p.name) for p in files):  # T2I-CoReBench: C-MI.json, R-LR.json…
-        parent = next(p.parent for p in files if re.fullmatch(r"[CR]-[A-Z]{2}\.json", p.name))
-        guess = f"t2i-corebench:{parent}"
     else:
         guess = None
     options = "t2i-corebench:DIR (the benchmark's data/ folder) or images:DIR (image files, type = sub-folder)"

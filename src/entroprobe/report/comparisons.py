@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from entroprobe.entropy import STRUCTURELESS_MARGIN
+
 from entroprobe.report import analysis, control, figures, findings, html
 from entroprobe.report.analysis import select
 from entroprobe.report.sections import SERIES, TASK_NAMES, Context, Section, _at, _claims_html, _figure, _panels, _save, \
@@ -189,7 +191,8 @@ def kernel_section(ctx: Context) -> Section:
     caption = ("Per model (two rows each), at each layer: the kernel bandwidth σ used for the prompt kernel (task "
                "encode); the kernel's saturation (+1 when K is nearly the identity, every token unlike every other; "
                "−1 when K is nearly all ones, every token alike); prompt entropy divided by what tokens without "
-               "structure give at the same token count and σ (grey: the structureless zone, within 20 % of it, "
+               f"structure give at the same token count and σ (grey: the structureless zone, within "
+               f"{STRUCTURELESS_MARGIN * 100:g} % of it, "
                "where a value counts tokens more than it measures structure); the conditional proxy divided by "
                "what an independent response without structure of the same length would add (1: the response is "
                "as unrelated to the prompt as noise; 0: it repeats the prompt), per task and prompt modality. "

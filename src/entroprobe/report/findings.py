@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from entroprobe.entropy import STRUCTURELESS_MARGIN
+
 from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
@@ -158,8 +160,8 @@ def length_claims(fits: pd.DataFrame, layers: dict[str, int], at_text: dict[str,
 
 
 _STATE_WHY = {
-    "structureless": "most prompts' values are within 20 % of what tokens without structure give at the same "
-                     "count and σ, so they count tokens more than they measure structure",
+    "structureless": f"most prompts' values are within {STRUCTURELESS_MARGIN * 100:g} % of what tokens without "
+                     "structure give at the same count and σ, so they count tokens more than they measure structure",
     "collapsed": "most prompts' values are ≈ 0: the kernel sees every token alike (a σ too large for these states)",
     "identical": "most prompts' values are 0: every token is the same point",
 }

@@ -11,6 +11,7 @@ The stacked table keeps the schema's columns and adds three:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -181,6 +182,7 @@ def _fill_older_columns(df: pd.DataFrame, run: Run) -> list[str]:
 
         df["reference"] = float("nan")
         if run.sigma == "median":
+            @functools.lru_cache(maxsize=None)  # one closed form per token count, not one per row
             def ref(n: int) -> float:
                 return structureless_entropy(int(n), alpha=run.alpha, base=run.base).item()
 

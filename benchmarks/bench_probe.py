@@ -5,8 +5,8 @@
 
 Each case is a fresh process running ``entroprobe.probe.run_probe`` into a temporary run directory:
 ``minilm`` over ``samples`` and over the T2I-CoReBench copy (skipped when absent), and the micro unified models
-over ``samples`` with every task. Reported: units (prompt × task) per second over the whole run (model loading
-excluded), the estimators' share of model + estimator time (goal ≤ 25 % on CPU at α = 1.01), and the process's
+over ``micro-world`` (the prompts they read) with every task. Reported: units (prompt × task) per second over
+the whole run (model loading excluded), the estimators' share of model + estimator time (goal ≤ 25 % on CPU at α = 1.01), and the process's
 peak resident memory.
 """
 
@@ -77,7 +77,7 @@ def main() -> None:
     if args.t2i.is_dir():
         cases.append(dict(model="minilm", text=f"t2i-corebench:{args.t2i}", image=None, tasks=["encode"], limit=args.limit))
     for model in ("micro-ar", "micro-mask"):
-        cases.append(dict(model=model, text="samples", image="samples", tasks=all_tasks, limit=args.limit))
+        cases.append(dict(model=model, text="micro-world", image="micro-world", tasks=all_tasks, limit=args.limit))
     rows = []
     for case in cases:
         out = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""``entroprobe demo`` end to end: probes the samples with the shipped models and writes the report."""
+"""``entroprobe demo`` end to end: probes the micro-world prompts with the shipped models, writes the report."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def test_demo_with_few_prompts_runs_every_model_and_writes_the_report(tmp_path, 
         frame = pd.read_parquet(tmp_path / "runs" / model / "results.parquet")
         assert set(frame["task"]) == set(tasks), model
         assert frame["value"].notna().all()
+        reading = json.loads((tmp_path / "runs" / model / "manifest.json").read_text())["reading"]
+        assert reading["measured"] and reading["unknown_rate"] <= 0.01, model  # every model reads its prompts
+        assert f"{model}: unknown tokens: {100 * reading['unknown_rate']:.1f} % of" in printed
     micro = pd.read_parquet(tmp_path / "runs" / "micro-mask" / "results.parquet")
     assert set(micro["modality"]) == {"text", "image"}
     assert set(micro["measure"]) == {"prompt_entropy", "response_entropy", "joint_entropy", "conditional_entropy"}
@@ -72,3 +75,8 @@ def test_full_demo(tmp_path):  # its wall time is measured by benchmarks/bench_p
     assert all(summary.failed == 0 for summary in result.summaries)
     frame = pd.read_parquet(tmp_path / "runs" / "micro-ar" / "results.parquet")
     assert frame["prompt_id"].nunique() == 36 + 24
+    for run in result.runs:
+        assert json.loads((run / "manifest.json").read_text())["reading"]["unknown_tokens"] == 0
+    # the response comparisons are checked at the demo's matched counts: most responses reach them
+    matched = frame[(frame["task"] != "encode") & (frame["subsample_response"] > 0)]
+    assert matched.groupby("task")["prompt_id"].nunique().min() >= 30

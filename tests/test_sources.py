@@ -61,7 +61,7 @@ def _text(i: str, prompt_type: str, **meta) -> Prompt:
 
 
 def test_sources_lists_the_builtins():
-    assert sources() == ["images", "jsonl", "mmbench", "samples", "t2i-corebench"]
+    assert sources() == ["images", "jsonl", "micro-world", "mmbench", "samples", "t2i-corebench"]
 
 
 def test_unknown_source_names_the_closest_and_the_known():

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"entroprobe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _subparser(sub, "demo", "Probe the built-in samples with minilm, micro-ar and micro-mask, then write the report.")
+    p = _subparser(sub, "demo", "Probe the built-in micro-world prompts with minilm, micro-ar and micro-mask, then write the report.")
     p.add_argument("--out", required=True, type=Path, help="output directory (runs/ and report/ go inside)")
     p.add_argument("--limit", type=int, default=None, help="at most this many prompts per source (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -255,10 +255,14 @@ def _micro_card(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from entroprobe.demo import run_demo
+    from entroprobe.demo import DEMO_MODELS, run_demo
 
     result = run_demo(args.out, limit=args.limit, seed=args.seed)
+    from entroprobe.probe.reading import describe
+
     print(f"\nreport: {result.report}")
+    for model, summary in zip(DEMO_MODELS, result.summaries):
+        print(f"{model}: {describe(summary.reading) or 'unknown tokens: not measured'}")
     for finding in result.findings:
         print(f"- {finding}")
     return 0

@@ -47,6 +47,7 @@ __all__ = [
     "Capability",
     "LayerStates",
     "Response",
+    "Reading",
     "ModelAdapter",
     "resolve_dtype",
     "resolve_device",
@@ -119,6 +120,16 @@ class Response:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How a model reads a text: its tokens, how many of them are the model's unknown token, and which words
+    became unknown (when the tokenizer can say; empty otherwise)."""
+
+    tokens: int
+    unknown: int
+    unknown_words: tuple[str, ...] = ()
+
+
 class ModelAdapter:
     """Base class of every model family's adapter.
 
@@ -180,6 +191,11 @@ class ModelAdapter:
         """Generate an image for a text prompt; ``response`` holds the generated image tokens' states."""
         self.require("image-gen", "text")
         raise NotImplementedError
+
+    def read(self, text: str) -> Reading | None:
+        """How the model's tokenizer reads ``text`` (prompt text only, no template or special tokens), or None
+        when the adapter cannot say. A run reports the share of unknown tokens over its prompts."""
+        return None
 
     # -- provenance ------------------------------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -24,6 +24,7 @@ import torch
 
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError
 from entroprobe.probe import progress as reporting
+from entroprobe.probe import reading as prompt_reading
 from entroprobe.probe import rundir, store
 from entroprobe.probe.lock import RunLock
 from entroprobe.probe import units as unit_work
@@ -131,6 +132,7 @@ class RunSummary:
     matched: str = ""  # the matched token counts, in words
     rank: int = 0  # the rank this summary is of (rows: all ranks' on rank 0, this rank's elsewhere)
     notices: list[str] = field(default_factory=list)  # what a resume or a repair changed, in words
+    reading: dict[str, Any] = field(default_factory=dict)  # unknown tokens of the prompts (see probe.reading)
     seconds: float = 0.0
     model_seconds: float = 0.0  # time in the model adapter (forward passes, generation)
     entropy_seconds: float = 0.0  # time in the estimators
@@ -151,6 +153,8 @@ class RunSummary:
         ]
         if self.matched:
             lines.append(f"matched measures at {self.matched}: {self.too_short} units too short for them")
+        if prompt_reading.describe(self.reading):
+            lines.append(prompt_reading.describe(self.reading))
         lines += [f"skipped (the model cannot do it): {s}" for s in self.skipped]
         lines += [f"note: {n}" for n in self.notices]
         if self.failed:
@@ -233,6 +237,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         pooled = unit_work.pooled_sigma(config, adapter, units, previous, rank, run_dir)  # before the first unit
 
     threads = torch.get_num_threads()
+    reading, readings = prompt_reading.read_prompts(adapter, list({id(u.prompt): u.prompt for u in units}.values()))
     manifest = {
         "entroprobe_version": rundir.versions()["entroprobe"],
         "status": "running",
@@ -242,6 +247,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         "ended": None,
         "counts": {"prompts": len({(u.prompt.source, u.prompt.id) for u in units}), "units": len(units)},
         "skipped": skipped,
+        "reading": reading,
         "versions": rundir.versions(),
         "device": str(getattr(adapter, "device", "cpu")),
         "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
@@ -251,11 +257,13 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                         {"started": rundir.now(), "world_size": world, "threads": threads}],
     }
     notices = _resume_notices(previous, world, threads, changed)
+    if prompt_reading.warning(reading, config.model):
+        notices.append(prompt_reading.warning(reading, config.model))
     if rank == 0:
         if pooled is not None:
             manifest["sigma_pooled"] = pooled
         rundir.write_manifest(run_dir, manifest)
-        rundir.write_prompts(run_dir, prompts)
+        rundir.write_prompts(run_dir, prompts, readings)
 
     # rank 0 has wiped (--overwrite), forgotten edited units and written the pooled σ before any rank reads marks
     rundir.barrier(world)
@@ -266,7 +274,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     settings = config.measure_settings(None if pooled is None else pooled["sigma"])
     todo = [u for u in units[rank::world] if u.key not in done]
     summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done.keys() & {u.key for u in units}),
-                         skipped=skipped, matched=_matched_text(config), rank=rank, notices=notices)  # fmt: skip
+                         skipped=skipped, matched=_matched_text(config), rank=rank, notices=notices,
+                         reading=reading)  # fmt: skip
     timer = unit_work.Timer()
     shard = store.ShardStore(run_dir, rank)
     if shard.repaired:

@@ -177,15 +177,20 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     store.write_atomic(run_dir / "manifest.json", lambda tmp: tmp.write_text(text))
 
 
-PROMPT_COLUMNS = ["source", "prompt_id", "modality", "prompt_type", "text", "image", "content", "prompt_meta"]
+PROMPT_COLUMNS = ["source", "prompt_id", "modality", "prompt_type", "text", "image", "content", "prompt_meta",
+                  "n_text_tokens", "n_unknown_tokens"]  # fmt: skip
 
 
-def write_prompts(run_dir: Path, prompts: list[Any]) -> None:
-    """``RUN_DIR/prompts.parquet``: what each prompt was (text, image file or ``<bytes>``, content hash, meta),
-    one row per prompt; the results' ``source`` and ``prompt_id`` join to it."""
+def write_prompts(run_dir: Path, prompts: list[Any], readings: dict[tuple[str, str], Any] | None = None) -> None:
+    """``RUN_DIR/prompts.parquet``: what each prompt was (text, image file or ``<bytes>``, content hash, meta) and
+    how the model read its text (tokens, unknown tokens; empty when the model cannot say), one row per prompt;
+    the results' ``source`` and ``prompt_id`` join to it."""
     import pandas as pd
 
+    readings = readings or {}
     rows = [[p.source, p.id, p.modality, p.prompt_type, p.text, p.image_path or ("<bytes>" if p.image_bytes else None),
              p.content_hash, json.dumps(p.meta, sort_keys=True)] for p in prompts]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=PROMPT_COLUMNS).astype("string")
+    frame = pd.DataFrame(rows, columns=PROMPT_COLUMNS[:-2]).astype("string")
+    for column, field in (("n_text_tokens", "tokens"), ("n_unknown_tokens", "unknown")):
+        frame[column] = pd.array([getattr(readings.get((p.source, p.id)), field, None) for p in prompts], dtype="Int64")
     store.write_atomic(run_dir / "prompts.parquet", lambda tmp: frame.to_parquet(tmp, index=False))

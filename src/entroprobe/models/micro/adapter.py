@@ -30,6 +30,7 @@ from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import (
     LayerStates,
     ModelAdapter,
+    Reading,
     Response,
     resolve_device,
     resolve_dtype,
@@ -242,6 +243,16 @@ class _MicroAdapter(ModelAdapter):
 
     def _draw(self, idx: torch.Tensor, temperature: float, generator: torch.Generator, **options: Any):
         raise NotImplementedError
+
+    def read(self, text: str) -> Reading | None:
+        """The text's words and punctuation; those outside the vocabulary are ``<unk>``."""
+        if not isinstance(text, str):
+            return None
+        from entroprobe.models.micro.world import tokenize
+
+        words = tokenize(text)
+        unknown = [w for w in words if w not in self.vocab.stoi]
+        return Reading(tokens=len(words), unknown=len(unknown), unknown_words=tuple(dict.fromkeys(unknown)))
 
     # -- provenance ------------------------------------------------------------------------------------
     def fingerprint(self) -> str:

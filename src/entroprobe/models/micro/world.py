@@ -43,6 +43,7 @@ __all__ = [
     "caption",
     "parse_caption",
     "riddle",
+    "clue_sentences",
     "question",
     "read_scene",
     "tokenize",
@@ -276,6 +277,19 @@ def _clues(thing: Thing, rng: random.Random, subject: str) -> list[str]:
         rng.choice(_SIZE_CLUES[thing.size]).replace("it ", f"{subject} ", 1),
         f"{subject} sits {rng.choice(_ROW_CLUES[thing.row])} and {rng.choice(_COLUMN_CLUES[thing.col])}",
     ]
+
+
+def clue_sentences(thing: Thing, subject: str = "it") -> dict[str, tuple[str, ...]]:
+    """Every clue sentence the grammar has for one object, by what it tells: ``colour``, ``shape``, ``size``,
+    ``row`` and ``column`` (each tuple in the grammar's order; :func:`riddle` draws one of each)."""
+    colour = "its colour" if subject == "it" else f"the colour of {subject}"
+    return {
+        "colour": tuple(f"{colour} is {clue}" for clue in _COLOUR_CLUES[thing.colour]),
+        "shape": tuple(clue.replace("it ", f"{subject} ", 1) for clue in _SHAPE_CLUES[thing.shape]),
+        "size": tuple(clue.replace("it ", f"{subject} ", 1) for clue in _SIZE_CLUES[thing.size]),
+        "row": tuple(f"{subject} sits {clue}" for clue in _ROW_CLUES[thing.row]),
+        "column": tuple(f"{subject} sits {clue}" for clue in _COLUMN_CLUES[thing.col]),
+    }
 
 
 def riddle(scene: Scene, rng: random.Random) -> str:

@@ -24,7 +24,8 @@ def emu3_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def emu3(emu3_dir):
-    return load_model(f"emu3:{emu3_dir}", do_sample=True, min_new_tokens=5)
+    """Measuring every prompt token (the layout tests compare whole sequences); the question: see the end."""
+    return load_model(f"emu3:{emu3_dir}", do_sample=True, min_new_tokens=5, prompt_tokens="template")
 
 
 def hooked(adapter: Emu3Adapter, calls, n_tokens: int):
@@ -49,7 +50,10 @@ def test_encode_text(emu3):
 def test_encode_image_positions_match_the_models_image_tokens(emu3):
     image = random_image((16, 16))
     states = emu3.encode_image(image, "what is this")
-    inputs = emu3.processor(images=[image], text=["<image>what is this"], return_tensors="pt")
+    # the image in the reply prompt, BAAI's template string here (the tiny processor has no chat template)
+    prompt = "You are a helpful assistant. USER: <image>what is this. ASSISTANT:"
+    assert emu3._reply_prompt("what is this", image=True) == prompt
+    inputs = emu3.processor(images=[image], text=[prompt], return_tensors="pt")
     with torch.no_grad():
         codes = emu3.model.model.get_image_tokens(inputs["pixel_values"], inputs["image_sizes"])
     assert states.num_tokens == codes.numel() == 2 * (2 + 1)  # a 2x2 grid, each row closed by end-of-line
@@ -82,7 +86,7 @@ def test_text_response_equals_hooked_generation(emu3, with_image):
 
 def test_chat_template_formats_replies_not_encodings(emu3):
     template = (
-        "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+        "{% for m in messages if m['role'] == 'user' %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
         "{% else %}what is {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
         "{% if add_generation_prompt %} the{% endif %}"
     )
@@ -140,7 +144,8 @@ def test_image_response_with_cfg_keeps_conditional_calls(emu3):
 def test_image_options_set_at_load_are_defaults_that_calls_override(emu3_dir):
     """``--model-args`` reach image generation: the probe calls respond_image(text, seed=…) only."""
     adapter = load_model(
-        f"emu3:{emu3_dir}", image_area="6400", ratio="1:1", guidance_scale="3", negative_prompt="a blue sphere"
+        f"emu3:{emu3_dir}", image_area="6400", ratio="1:1", guidance_scale="3", negative_prompt="a blue sphere",
+        prompt_tokens="template",
     )  # strings, as from the command line
     assert adapter.image_defaults == {
         "image_area": 6400, "ratio": "1:1", "guidance_scale": 3.0, "negative_prompt": "a blue sphere"
@@ -166,7 +171,7 @@ def test_image_options_set_at_load_are_defaults_that_calls_override(emu3_dir):
         reply = adapter.respond_image("a red cube", seed=1, image_area=256, guidance_scale=1.0)
     assert reply.extra["guidance_scale"] == 1.0
     assert len(cap.calls) == reply.output_ids.numel() + 1  # no unconditional calls: guidance is off
-    accepted = r"accepted: .*chat_template, guidance_scale, negative_prompt, ratio, image_area"
+    accepted = r"accepted: .*chat_template, system_prompt, prompt_tokens, guidance_scale, negative_prompt, positive_prompt"
     with pytest.raises(InputError, match=rf"Unknown model argument\(s\) steps; {accepted}"):
         load_model(f"emu3:{emu3_dir}", steps=3)
     with pytest.raises(InputError, match=r"Image generation argument image_area='large' is not an integer"):
@@ -218,3 +223,76 @@ def test_errors(emu3, emu3_dir, tmp_path):
         (no_processor / name).unlink()
     with pytest.raises(LoadError, match=rf"Cannot load Emu3 processor from '{no_processor}'"):
         load_model(f"emu3:{no_processor}")
+
+
+# -- generation as BAAI runs it ------------------------------------------------------------------------------
+
+
+def test_images_follow_baai_s_script_unless_told_otherwise(emu3_dir, monkeypatch):
+    from entroprobe.models.emu3 import IMAGE_DEFAULTS
+
+    adapter = load_model(f"emu3:{emu3_dir}", prompt_tokens="template")
+    seen = []
+    generate = adapter.model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(adapter.model, "generate", spy)
+    with capture_layers(adapter.model, LAYERS, calls_per_step=2) as cap:
+        reply = adapter.respond_image("a red cube", seed=0, image_area=256)
+    kwargs = seen[-1]
+    assert (kwargs["do_sample"], kwargs["top_k"], kwargs["guidance_scale"]) == (True, 2048, 3.0)  # CFG on
+    negative = IMAGE_DEFAULTS["negative_prompt"].value
+    want = adapter.processor(text=[negative], return_for_image_generation=True, return_tensors="pt", image_area=256)
+    assert kwargs["negative_prompt_ids"].tolist() == want["input_ids"].tolist()  # BAAI's negative prompt
+    assert cap.select(call_in_step=1)[0].stacked().shape[2] == want["input_ids"].shape[1]  # in the CFG row
+    positive = IMAGE_DEFAULTS["positive_prompt"].value
+    asked = adapter.processor(text=["a red cube" + positive], return_for_image_generation=True, return_tensors="pt",
+                              image_area=256)  # fmt: skip
+    assert reply.prompt.token_ids.tolist() == asked["input_ids"][0].tolist()  # the quality suffix follows the prompt
+    assert reply.extra["positive_prompt"] == positive and reply.extra["negative_prompt"] == negative
+    off = adapter.respond_image("a red cube", seed=0, image_area=256, positive_prompt="", guidance_scale=1.0)
+    assert off.extra["guidance_scale"] == 1.0 and off.prompt.num_tokens < reply.prompt.num_tokens
+
+
+def test_replies_have_the_system_line_and_are_greedy(emu3_dir, monkeypatch):
+    adapter = load_model(f"emu3:{emu3_dir}")
+    assert adapter._reply_prompt("red cube", image=False) == "You are a helpful assistant. USER: red cube. ASSISTANT:"
+    seen = []
+    generate = adapter.model.generate
+    monkeypatch.setattr(adapter.model, "generate", lambda *a, **k: seen.append(k) or generate(*a, **k))
+    adapter.respond_text("red cube", max_new_tokens=2, seed=0)
+    assert seen[-1]["do_sample"] is False
+    quiet = load_model(f"emu3:{emu3_dir}", system_prompt="")
+    assert quiet._reply_prompt("red cube", image=False) == "USER: red cube. ASSISTANT:"
+    template = "{% for m in messages %}[{{ m['role'] }}: {{ m['content'][0]['text'] }}]{% endfor %}"
+    adapter.processor.chat_template = template
+    try:
+        assert adapter._reply_prompt("red cube", image=False) == \
+            "[system: You are a helpful assistant.][user: red cube]"
+    finally:
+        adapter.processor.chat_template = None
+    defaults = load_model(f"emu3:{emu3_dir}", guidance_scale="2").describe()["defaults"]
+    assert defaults["image-gen"]["guidance_scale"] == {"value": 2.0, "source": "--model-args", "default": 3.0}
+    assert "image_generation.py" in defaults["image-gen"]["top_k"]["source"]
+    assert defaults["text-gen"]["system_prompt"]["value"] == "You are a helpful assistant."
+    assert defaults["template"].startswith("BAAI's template string")
+
+
+def test_responses_measure_the_question_with_the_template_in_context(emu3, emu3_dir):
+    asker = load_model(f"emu3:{emu3_dir}", do_sample=True, min_new_tokens=5)  # prompt_tokens=question, the default
+    tok = asker.processor.tokenizer
+    for image in (None, random_image((16, 16), seed=3)):
+        mine = asker.respond_text("red cube", image=image, max_new_tokens=3, seed=1)
+        whole = emu3.respond_text("red cube", image=image, max_new_tokens=3, seed=1)
+        n_image = 0 if image is None else 6
+        assert mine.prompt.token_ids[n_image:].tolist() == tok("red cube")["input_ids"]
+        assert int(mine.extra["image_mask"].sum()) == n_image and mine.extra["image_mask"][:n_image].all()
+        where = [whole.prompt.positions.tolist().index(p) for p in mine.prompt.positions.tolist()]
+        torch.testing.assert_close(mine.prompt.states, whole.prompt.states[:, where])
+        torch.testing.assert_close(mine.response.states, whole.response.states)
+    drawn = asker.respond_image("a red cube", seed=0, image_area=256)
+    assert drawn.prompt.token_ids.tolist() == tok("a red cube")["input_ids"]  # not the suffix, not the size marker
+    assert asker.describe()["defaults"]["prompt_tokens"]["value"] == "question"

@@ -7,6 +7,7 @@ The tiny model: a 2-layer Llama decoder (d = 32, context 64), a 1-layer vision e
 from __future__ import annotations
 
 import contextlib
+import copy
 import shutil
 from collections.abc import Iterator
 
@@ -58,8 +59,9 @@ def _tokenizer():
     )
 
 
-def _save_tiny_janus(directory) -> None:
-    """Build a random tiny Janus + processor and ``save_pretrained`` both into ``directory``."""
+def _save_tiny_janus(directory, system_prompt: bool = False) -> None:
+    """Build a random tiny Janus + processor and ``save_pretrained`` both into ``directory``; ``system_prompt``:
+    the processor prepends Janus-Pro's default system prompt to text-generation prompts, as the released one does."""
     from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessorPil, JanusProcessor
 
     tokenizer = _tokenizer()
@@ -86,7 +88,8 @@ def _save_tiny_janus(directory) -> None:
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
     processor = JanusProcessor(
-        image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=N_IMAGE_TOKENS
+        image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=N_IMAGE_TOKENS,
+        use_default_system_prompt=system_prompt,
     )
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
@@ -102,6 +105,13 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def janus(tiny_dir):
     return load_model("janus:" + str(tiny_dir), dtype="float32", device="cpu", do_sample="true")
+
+
+@pytest.fixture(scope="module")
+def janus_template(tiny_dir):
+    """The same model measuring every prompt token of a response (the template's too)."""
+    return load_model("janus:" + str(tiny_dir), dtype="float32", device="cpu", do_sample="true",
+                      prompt_tokens="template")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -237,8 +247,8 @@ def test_image_states_see_the_image(janus, picture):
 
 
 @pytest.mark.parametrize("with_image", [False, True], ids=["text-prompt", "image-prompt"])
-def test_text_response_states_equal_generation_states(janus, picture, monkeypatch, with_image):
-    image = picture if with_image else None
+def test_text_response_states_equal_generation_states(janus_template, picture, monkeypatch, with_image):
+    janus, image = janus_template, picture if with_image else None
     with _hooks_during_generate(janus, monkeypatch) as seen:
         response = janus.respond_text("what is shown in this picture", image=image, max_new_tokens=6, seed=3)
     n_prompt, n_new = response.prompt.num_tokens, response.response.num_tokens
@@ -264,7 +274,8 @@ def test_text_response_is_deterministic_under_a_seed(janus):
 # -- image responses ------------------------------------------------------------------------------------------
 
 
-def test_image_response_states_equal_conditional_generation_states(janus, monkeypatch):
+def test_image_response_states_equal_conditional_generation_states(janus_template, monkeypatch):
+    janus = janus_template
     with _hooks_during_generate(janus, monkeypatch) as seen:
         response = janus.respond_image("a red cat", seed=5, guidance_scale=3.0)
     assert all(chunk.shape[0] == 2 for chunk in seen["input"])  # conditional + unconditional rows
@@ -364,3 +375,101 @@ def test_load_time_generation_defaults(tiny_dir):
     # without a do_sample default, image generation still samples (as Janus does): seeds give different images
     codes = [adapter.respond_image("a cat", seed=s).output_ids.tolist() for s in (0, 1)]
     assert codes[0] != codes[1]
+
+
+# -- generation as DeepSeek runs it, and the prompt tokens a response measures -----------------------------------
+
+
+def _question_ids(janus, text):
+    return janus.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["text-prompt", "image-prompt"])
+def test_a_text_response_measures_the_question_and_keeps_the_template_in_context(janus, janus_template, picture,
+                                                                                  with_image):  # fmt: skip
+    image = picture if with_image else None
+    question = "what is shown in this picture"
+    mine = janus.respond_text(question, image=image, max_new_tokens=5, seed=4)
+    whole = janus_template.respond_text(question, image=image, max_new_tokens=5, seed=4)
+    ids = mine.prompt.token_ids.tolist()
+    n_image = N_IMAGE_TOKENS if with_image else 0
+    assert ids == [janus.image_token_id] * n_image + _question_ids(janus, question)
+    assert whole.prompt.num_tokens > mine.prompt.num_tokens  # <bos>, role markers (and image markers) left out
+    # the same pass: the question's states are the template run's at the same positions, the response's equal
+    where = [whole.prompt.positions.tolist().index(p) for p in mine.prompt.positions.tolist()]
+    torch.testing.assert_close(mine.prompt.states, whole.prompt.states[:, where])
+    torch.testing.assert_close(mine.response.states, whole.response.states)
+    assert mine.extra["prompt_tokens"] == "question" and whole.extra["prompt_tokens"] == "template"
+
+
+def test_an_image_response_measures_the_question_without_the_begin_of_image_token(janus, janus_template):
+    mine = janus.respond_image("a red cat", seed=2)
+    whole = janus_template.respond_image("a red cat", seed=2)
+    assert mine.prompt.token_ids.tolist() == _question_ids(janus, "a red cat")
+    assert whole.prompt.token_ids[-1].item() == janus.boi_token_id
+    torch.testing.assert_close(mine.response.states, whole.response.states)
+
+
+def test_the_question_is_found_behind_janus_pro_s_real_system_prompt(tmp_path):
+    from transformers.models.janus.processing_janus import DEFAULT_SYSTEM_PROMPT
+
+    _save_tiny_janus(tmp_path, system_prompt=True)
+    janus = load_model(f"janus:{tmp_path}", device="cpu")
+    response = janus.respond_text("what is this", max_new_tokens=3, seed=0)
+    assert response.prompt.token_ids.tolist() == _question_ids(janus, "what is this")
+    # the system prompt is in the model's context: the question sits after all of its words
+    n_system = len(DEFAULT_SYSTEM_PROMPT.split())
+    assert response.prompt.positions[0].item() > n_system
+    whole = load_model(f"janus:{tmp_path}", device="cpu", prompt_tokens="template")
+    assert whole.respond_text("what is this", max_new_tokens=3, seed=0).prompt.num_tokens > n_system + 3
+    with pytest.raises(InputError, match="prompt_tokens must be one of question, template; got 'all'"):
+        load_model(f"janus:{tmp_path}", device="cpu", prompt_tokens="all")
+
+
+def _capture_generation(janus, monkeypatch):
+    """The generation config and the logits processors of every ``generate`` call."""
+    from transformers.generation.utils import GenerationMixin
+
+    seen: dict[str, list] = {"config": [], "processors": []}
+    generate, processors = janus.model.generate, GenerationMixin._get_logits_processor
+
+    def spy_generate(*args, **kwargs):
+        seen["config"].append(copy.deepcopy(kwargs["generation_config"]))
+        return generate(*args, **kwargs)
+
+    def spy_processors(self, *args, **kwargs):
+        made = processors(self, *args, **kwargs)
+        seen["processors"].append([type(p).__name__ for p in made])
+        return made
+
+    monkeypatch.setattr(janus.model, "generate", spy_generate)
+    monkeypatch.setattr(GenerationMixin, "_get_logits_processor", spy_processors)
+    return seen
+
+
+def test_images_are_sampled_as_deepseek_samples_them(tiny_dir, monkeypatch):
+    janus = load_model("janus:" + str(tiny_dir), device="cpu")  # no generation arguments: the authors' defaults
+    seen = _capture_generation(janus, monkeypatch)
+    janus.respond_image("a red cat", seed=0)
+    config = seen["config"][-1]
+    assert (config.do_sample, config.temperature, config.top_k, config.top_p) == (True, 1.0, 0, 1.0)
+    assert config.guidance_scale == 5.0
+    used = seen["processors"][-1]
+    assert "TopKLogitsWarper" not in used and "TopPLogitsWarper" not in used  # the full softmax
+    janus.respond_text("a cat", max_new_tokens=3, seed=0)
+    assert seen["config"][-1].do_sample is False  # answers are greedy, as in DeepSeek's README
+
+
+def test_the_defaults_and_the_overrides_are_described_with_their_sources(tiny_dir):
+    plain = load_model("janus:" + str(tiny_dir), device="cpu").describe()["defaults"]
+    assert plain["image-gen"]["top_k"] == {"value": 0, "source": plain["image-gen"]["top_k"]["source"]}
+    assert "generation_inference.py" in plain["image-gen"]["guidance_scale"]["source"]
+    assert plain["text-gen"]["do_sample"]["value"] is False and "README" in plain["text-gen"]["do_sample"]["source"]
+    assert plain["prompt_tokens"]["value"] == "question"
+    tuned = load_model("janus:" + str(tiny_dir), device="cpu", guidance_scale="2.5", top_k="8",
+                       prompt_tokens="template").describe()["defaults"]  # fmt: skip
+    assert tuned["image-gen"]["guidance_scale"] == {"value": 2.5, "source": "--model-args", "default": 5.0}
+    assert tuned["image-gen"]["top_k"] == {"value": 8, "source": "--model-args", "default": 0}
+    assert tuned["text-gen"]["top_k"] == {"value": 8, "source": "--model-args"}  # no authors' default for it
+    assert "guidance_scale" not in tuned["text-gen"]  # text generation runs without guidance
+    assert tuned["prompt_tokens"] == {"value": "template", "source": "--model-args", "default": "question"}

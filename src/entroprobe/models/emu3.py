@@ -7,6 +7,11 @@ Emu3's visual-token constraint (only visual tokens inside a row, then end-of-lin
 and end-of-sequence after the last row) and, when ``guidance_scale > 1``, transformers' classifier-free
 guidance, which runs the unconditional prompt in separate calls: the response states come from the
 conditional sequence only, through one teacher-forced pass over prompt + generated tokens.
+
+Generation follows BAAI's own scripts (:data:`TEXT_DEFAULTS`, :data:`IMAGE_DEFAULTS`, each value with its source,
+recorded in ``manifest.json``, each overridable with ``--model-args``): replies greedy, after the system line
+"You are a helpful assistant."; images sampled with top-k 2048 and classifier-free guidance 3 against BAAI's
+negative prompt, the prompt followed by their quality suffix.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 
 from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import Response
+from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
+from entroprobe.models.prompt_tokens import prompt_selection, question_positions
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     GENERATION_KEYS,
@@ -38,10 +45,33 @@ __all__ = ["Emu3Adapter", "visual_constraint"]
 IMAGE_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "guidance_scale": float,
     "negative_prompt": str,
+    "positive_prompt": str,
     "ratio": str,
     "image_area": int,
 }
 IMAGE_KEYS = (*IMAGE_OPTIONS, *GENERATION_KEYS)
+
+# How BAAI runs Emu3 (github.com/baaivision/Emu3): multimodal_understanding.py, image_generation.py, and the
+# chat template of their processor (emu3/mllm/processing_emu3.py).
+_AUTHORS_TEMPLATE = "You are a helpful assistant. USER: {image}{text}. ASSISTANT:"
+TEXT_DEFAULTS = {
+    "system_prompt": Default("You are a helpful assistant.", "emu3/mllm/processing_emu3.py: chat_template 'You are "
+                             "a helpful assistant. USER: {image_prompt}{text_prompt}. ASSISTANT:'"),
+    "do_sample": Default(False, "multimodal_understanding.py: GenerationConfig without sampling (greedy)"),
+}
+IMAGE_DEFAULTS = {
+    "guidance_scale": Default(3.0, "image_generation.py: classifier_free_guidance = 3.0"),
+    "negative_prompt": Default(
+        "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst "
+        "quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry.",
+        "image_generation.py: NEGATIVE_PROMPT"),
+    "positive_prompt": Default(" masterpiece, film grained, best quality.",
+                               "image_generation.py: prompt += POSITIVE_PROMPT"),
+    "do_sample": Default(True, "image_generation.py: GenerationConfig(do_sample=True, top_k=2048)"),
+    "top_k": Default(2048, "image_generation.py: GenerationConfig(do_sample=True, top_k=2048)"),
+    "ratio": Default("1:1", "image_generation.py: processor(ratio='1:1')"),
+}
+PROMPT_TOKENS = Default("question", "entroprobe: the question's tokens, as encode measures them (see prompt_tokens)")
 
 
 def visual_constraint(
@@ -94,12 +124,15 @@ class Emu3Adapter(ImageTokenAdapter):
     (else the text as is); image prompts are ``<image>`` followed by the instruction. Image prompts are fed as
     their VQ token ids (computed once from the pixels), so all passes see the same input.
 
-    Loading keywords: ``LOAD_KEYS``, ``chat_template``, ``GENERATION_KEYS`` (defaults for every response) and
-    the image options ``guidance_scale``, ``negative_prompt``, ``ratio`` (``"1:1"``) and ``image_area`` (pixels):
+    Loading keywords: ``LOAD_KEYS``, ``chat_template``, ``system_prompt`` (empty: none), ``GENERATION_KEYS``
+    (over the authors' defaults, for every response) and the image options ``guidance_scale``,
+    ``negative_prompt``, ``positive_prompt`` (appended to the prompt), ``ratio`` and ``image_area`` (pixels):
     defaults for :meth:`respond_image` (``image_defaults``), so a command-line run (``--model-args
     guidance_scale=3,image_area=262144``) sets how images are generated. :meth:`respond_image` takes the same
-    options per call, over these defaults; unset ones fall back to the checkpoint's generation config
-    (``guidance_scale``) and processor (``ratio``, ``image_area``), and to an empty negative prompt.
+    options per call, over these; unset ones are :data:`IMAGE_DEFAULTS`, and the processor's ``image_area``.
+
+    Replies use the processor's chat template with the system message when it has one, else BAAI's template
+    string; ``chat_template=false`` sends the text as is.
     """
 
     family = "emu3"
@@ -107,9 +140,13 @@ class Emu3Adapter(ImageTokenAdapter):
         {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
     )
 
-    def __init__(self, model: Any, processor: Any, *, image_defaults: dict[str, Any] | None = None, **common: Any):
+    def __init__(self, model: Any, processor: Any, *, image_defaults: dict[str, Any] | None = None,
+                 system_prompt: str | None = None, prompt_tokens: str = PROMPT_TOKENS.value, **common: Any):  # fmt: skip
         super().__init__(model, processor, **common)
+        self.prompt_tokens = prompt_tokens_choice(prompt_tokens)
         self.image_defaults = image_options(dict(image_defaults or {}))
+        self.system_given = {} if system_prompt is None else {"system_prompt": system_prompt}
+        self.system_prompt = self.system_given.get("system_prompt", TEXT_DEFAULTS["system_prompt"].value)
 
     @classmethod
     def load(cls, path: str | None = None, **kwargs: Any) -> Emu3Adapter:
@@ -122,8 +159,9 @@ class Emu3Adapter(ImageTokenAdapter):
         """
         if not path:
             raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
-        load_kwargs, extra = split_kwargs(kwargs, ("chat_template", *IMAGE_KEYS))
+        load_kwargs, extra = split_kwargs(kwargs, ("chat_template", "system_prompt", "prompt_tokens", *IMAGE_KEYS))
         generation, image_defaults = parse_generation(extra), image_options(extra)  # checked before loading
+        prompt_tokens = prompt_tokens_choice(extra.get("prompt_tokens", PROMPT_TOKENS.value))
         from transformers import AutoProcessor, Emu3ForConditionalGeneration
 
         model, device = load_pretrained(Emu3ForConditionalGeneration, path, what="Emu3 model", **load_kwargs)
@@ -143,17 +181,64 @@ class Emu3Adapter(ImageTokenAdapter):
             context=context_limit(text),
             generation=generation,
             image_defaults=image_defaults,
+            system_prompt=None if "system_prompt" not in extra else str(extra["system_prompt"]),
+            prompt_tokens=prompt_tokens,
         )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_defaults": dict(self.image_defaults)}
+        given = {k: v for k, v in self.generation.items() if k in GENERATION_KEYS}
+        return {
+            **super().describe(),
+            "image_defaults": dict(self.image_defaults),
+            "defaults": {
+                "text-gen": record(TEXT_DEFAULTS, {**given, **self.system_given}),
+                "image-gen": record(IMAGE_DEFAULTS, {**given, **self.image_defaults}),
+                "template": self._template_in_use(),
+                "prompt_tokens": record({"prompt_tokens": PROMPT_TOKENS}, {} if self.prompt_tokens == PROMPT_TOKENS.value
+                                        else {"prompt_tokens": self.prompt_tokens})["prompt_tokens"],
+            },
+        }
+
+    def _measured_reply(self, text: str | None, with_image: bool, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The question's tokens and the image's (``prompt_tokens=question``), or every prompt token."""
+        templated = self._reply_prompt(text or "", with_image) or \
+            (f"{self.processor.image_token}{text or ''}" if with_image else text or "")
+        return self._measured(templated, text, ids, mask.nonzero().squeeze(1) if with_image else None)
+
+    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, image: torch.Tensor | None):
+        asked = None
+        if self.prompt_tokens == "question" and question and question.strip():
+            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=prompt_item(question))
+        return prompt_selection(self.prompt_tokens, ids.shape[0], asked, image)
+
+    def _text_generation(self) -> dict[str, Any]:
+        defaults = {k: v for k, v in TEXT_DEFAULTS.items() if k != "system_prompt"}
+        return settle(defaults, self.generation)[0]
+
+    def _template_in_use(self) -> str:
+        if not self.chat_template:
+            return "none: the text as is (chat_template=false)"
+        if getattr(self.processor, "chat_template", None):
+            return "the processor's chat template, with the system message"
+        return f"BAAI's template string: {_AUTHORS_TEMPLATE}"
+
+    def _reply_prompt(self, text: str, image: bool) -> str | None:
+        """A reply's prompt: the chat template with the system message, else BAAI's template; None when off."""
+        if not self.chat_template:
+            return None
+        templated = chat_prompt(self.processor, text, structured=True, image=image, system=self.system_prompt)
+        if templated is not None:
+            return templated
+        head = f"{self.system_prompt} " if self.system_prompt else ""
+        body = _AUTHORS_TEMPLATE.replace("You are a helpful assistant. ", head)
+        return body.format(image=self.processor.image_token if image else "", text=text)
 
     # -- prompts -------------------------------------------------------------------------------------------
     def _text_ids(self, text: str, *, respond: bool) -> torch.Tensor:
         item = prompt_item(text)
         if not isinstance(text, str) or not text.strip():
             raise ItemError(item, f"the prompt text is empty; got {text!r}")
-        templated = chat_prompt(self.processor, text, structured=True) if respond and self.chat_template else None
+        templated = self._reply_prompt(text, image=False) if respond else None
         ids = self.processor(text=[templated or text], return_tensors="pt")["input_ids"]  # (1, T)
         return self._checked(ids, item)
 
@@ -161,9 +246,7 @@ class Emu3Adapter(ImageTokenAdapter):
         item = prompt_item(instruction, image)
         picture = load_image(image, item)
         token = self.processor.image_token
-        prompt = (chat_prompt(self.processor, instruction or "", image=True) if self.chat_template else None) or (
-            f"{token}{instruction or ''}"
-        )
+        prompt = self._reply_prompt(instruction or "", image=True) or f"{token}{instruction or ''}"
         try:
             inputs = self.processor(images=[picture], text=[prompt], return_tensors="pt")
         except (ValueError, OSError) as exc:
@@ -186,14 +269,12 @@ class Emu3Adapter(ImageTokenAdapter):
             raise InputError(
                 f"Unknown image generation argument(s) {', '.join(unknown)}; accepted: {', '.join(IMAGE_KEYS)}"
             )
-        options = {**self.generation, **parse_generation(generation)}
+        given = {**self.generation, **parse_generation(generation), **self.image_defaults, **image_options(generation)}
+        options, _ = settle(IMAGE_DEFAULTS, given)  # per call over the load-time settings over the authors'
         options.pop("min_new_tokens", None)  # the grid fixes an image's length
-        image = {**self.image_defaults, **image_options(generation)}  # per call over the load-time defaults
-        scale = image.get("guidance_scale", getattr(self.model.generation_config, "guidance_scale", None))
-        options["guidance_scale"] = None if scale is None else _parsed(scale, float, "guidance_scale")
-        options["image_area"] = _parsed(image.get("image_area", self.processor.image_area), int, "image_area")
-        options["ratio"] = str(image.get("ratio", self.processor.ratio))
-        options["negative_prompt"] = image.get("negative_prompt", "")
+        options["guidance_scale"] = _parsed(options["guidance_scale"], float, "guidance_scale")
+        options["image_area"] = _parsed(options.get("image_area", self.processor.image_area), int, "image_area")
+        options["ratio"] = str(options["ratio"])
         return options
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
@@ -216,8 +297,10 @@ class Emu3Adapter(ImageTokenAdapter):
             raise ItemError(item, f"the prompt text is empty; got {text!r}")
         options = self._image_options(generation)
         sizing = {"ratio": options.pop("ratio"), "image_area": options.pop("image_area")}
+        positive = options.pop("positive_prompt")
         try:
-            inputs = self.processor(text=[text], return_for_image_generation=True, return_tensors="pt", **sizing)
+            inputs = self.processor(text=[text + positive], return_for_image_generation=True, return_tensors="pt",
+                                    **sizing)  # fmt: skip
         except (ValueError, ZeroDivisionError) as exc:
             ratio, area = sizing["ratio"], sizing["image_area"]
             raise InputError(f"Image size ratio={ratio!r}, image_area={area}: {exc}") from None
@@ -241,6 +324,9 @@ class Emu3Adapter(ImageTokenAdapter):
         prompt, generated = teacher_forced(
             self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
         )
+        p = self.processor  # the string the processor tokenized, after its <bos>: the question is in it
+        built = f"{text}{positive}{p.image_start_token}{height}*{width}{p.fake_token_around_image}"
+        prompt = prompt.select(self._measured(built, text, prompt_ids[0].cpu(), None))
         with torch.no_grad():
             pixels = self.model.decode_image_tokens(image_tokens=new_ids[None], height=height, width=width)
         picture = self.processor.postprocess(list(pixels.float()), return_tensors="PIL.Image.Image")["pixel_values"][0]
@@ -249,7 +335,8 @@ class Emu3Adapter(ImageTokenAdapter):
             response=generated.select(slice(0, height * (width + 1))),
             output=picture,
             output_ids=new_ids.cpu(),
-            extra={"grid": (height, width), "guidance_scale": scale},
+            extra={"grid": (height, width), "guidance_scale": scale, "positive_prompt": positive,
+                   "negative_prompt": negative},
         )
 
     def _constraint(self, height: int, width: int) -> Callable[[int, torch.Tensor], list[int]]:

@@ -173,10 +173,11 @@ def room_to_generate(n_prompt: int, max_new_tokens: int, limit: int | None, item
     return min(max_new_tokens, limit - n_prompt)
 
 
-def chat_prompt(owner: Any, text: str, *, image: bool = False, structured: bool = False) -> str | None:
+def chat_prompt(owner: Any, text: str, *, image: bool = False, structured: bool = False,
+                system: str | None = None) -> str | None:  # fmt: skip
     """The prompt in ``owner``'s (a tokenizer's or processor's) chat template with the assistant turn opened,
     or None when it has no template. ``structured`` content (``[{"type": "image"}, {"type": "text"…}]``) is what
-    processors expect; tokenizers take a plain string.
+    processors expect; tokenizers take a plain string. ``system``: a system message before the user's.
     """
     if getattr(owner, "chat_template", None) is None:
         return None
@@ -184,7 +185,11 @@ def chat_prompt(owner: Any, text: str, *, image: bool = False, structured: bool 
         content: Any = ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
     else:
         content = text
-    return owner.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+    messages = [{"role": "user", "content": content}]
+    if system:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}] if structured or image
+                            else system})  # fmt: skip
+    return owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 # -- forward passes ------------------------------------------------------------------------------------------
@@ -383,6 +388,10 @@ class ImageTokenAdapter(HFAdapter):
     def _image_ids(self, image: Any, instruction: str | None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def _text_generation(self) -> dict[str, Any]:
+        """The generation settings of a text reply (a family puts its authors' defaults under the user's)."""
+        return dict(self.generation)
+
     def _checked(self, ids: torch.Tensor, item: str) -> torch.Tensor:
         check_length(ids.shape[1], self.context, item)
         return ids.long().to(self.device)
@@ -414,7 +423,8 @@ class ImageTokenAdapter(HFAdapter):
         self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0
     ) -> Response:
         """Generate (seeded) a text reply to a text prompt or to an image (+ ``text`` instruction); states from
-        one teacher-forced pass over prompt + reply. ``extra["image_mask"]`` marks the prompt's image tokens.
+        one teacher-forced pass over prompt + reply. ``extra["image_mask"]`` marks the measured prompt tokens that
+        are the image's.
 
         Raises:
             ItemError: for an unreadable image, an empty text prompt, or no room left in the context.
@@ -427,12 +437,18 @@ class ImageTokenAdapter(HFAdapter):
             prompt_ids = self._text_ids(text, respond=True)  # type: ignore[arg-type]
             mask = torch.zeros(prompt_ids.shape[1], dtype=torch.bool)
         budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
-        new_ids = generate_seeded(self.model, prompt_ids, seed=seed, max_new_tokens=budget, generation=self.generation)
+        new_ids = generate_seeded(self.model, prompt_ids, seed=seed, max_new_tokens=budget,
+                                  generation=self._text_generation())  # fmt: skip
         prompt, response = teacher_forced(
             self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
         )
+        keep = self._measured_reply(text, image is not None, prompt_ids[0].cpu(), mask.cpu())
         output = self.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Response(prompt, response, output, new_ids.cpu(), extra={"image_mask": mask.cpu()})
+        return Response(prompt.select(keep), response, output, new_ids.cpu(), extra={"image_mask": mask.cpu()[keep]})
+
+    def _measured_reply(self, text: str | None, with_image: bool, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The prompt positions a reply measures: every one (a family with ``prompt_tokens`` narrows them)."""
+        return torch.arange(ids.shape[0])
 
 
 class CausalLMAdapter(HFAdapter):

@@ -19,7 +19,14 @@ output.
   (``generate(generation_mode="image")`` gives no per-step states). ``response.token_ids`` are VQ codebook
   indices, not vocabulary ids.
 
-Loading keywords: ``LOAD_KEYS``, the ``GENERATION_KEYS`` (defaults for every response) and ``guidance_scale``.
+Generation follows DeepSeek's own scripts (:data:`TEXT_DEFAULTS`, :data:`IMAGE_DEFAULTS`, each value with its
+source, recorded in ``manifest.json``): greedy text answers; images sampled from the full softmax at temperature
+1 with classifier-free guidance 5 (transformers would otherwise keep only the top 50 codes). The response level
+measures the question's tokens (``prompt_tokens=question``, see :mod:`.prompt_tokens`); the system prompt the
+processor adds stays in the model's context.
+
+Loading keywords: ``LOAD_KEYS``, the ``GENERATION_KEYS`` and ``guidance_scale`` (over the authors' defaults, for
+every response) and ``prompt_tokens``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import torch
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import LayerStates, Response, seeded
+from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
+from entroprobe.models.prompt_tokens import prompt_selection, question_positions
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     GENERATION_KEYS,
@@ -49,8 +58,21 @@ from entroprobe.models.hf_loading import check_length, context_limit, load_proce
 
 __all__ = ["JanusAdapter"]
 
-_DEFAULT_GUIDANCE = 5.0  # what Janus' generate falls back to without a guidance scale
-_EXTRA_KEYS = (*GENERATION_KEYS, "guidance_scale")
+_EXTRA_KEYS = (*GENERATION_KEYS, "guidance_scale", "prompt_tokens")
+
+# How DeepSeek runs Janus-Pro (github.com/deepseek-ai/Janus): README "Multimodal Understanding" and
+# generation_inference.py; the same in demo/app_januspro.py (generate_image: guidance 5, temperature 1).
+TEXT_DEFAULTS = {
+    "do_sample": Default(False, "Janus README, multimodal understanding: language_model.generate(do_sample=False)"),
+}
+IMAGE_DEFAULTS = {
+    "do_sample": Default(True, "generation_inference.py: torch.multinomial(probs) at every image token"),
+    "temperature": Default(1.0, "generation_inference.py: generate(temperature=1), softmax(logits / temperature)"),
+    "top_k": Default(0, "generation_inference.py samples the full softmax (transformers' default would keep 50)"),
+    "top_p": Default(1.0, "generation_inference.py samples the full softmax: no nucleus"),
+    "guidance_scale": Default(5.0, "generation_inference.py: cfg_weight=5"),
+}
+PROMPT_TOKENS = Default("question", "entroprobe: the question's tokens, as encode measures them (see prompt_tokens)")
 
 
 class JanusAdapter(HFAdapter):
@@ -69,9 +91,10 @@ class JanusAdapter(HFAdapter):
         {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
     )
 
-    def __init__(self, model: Any, processor: Any, **common: Any):
+    def __init__(self, model: Any, processor: Any, *, prompt_tokens: str = PROMPT_TOKENS.value, **common: Any):
         super().__init__(model, **common)
         self.processor = processor
+        self.prompt_tokens = prompt_tokens_choice(prompt_tokens)
         self.num_image_tokens = int(model.config.vision_config.num_image_tokens)
         self.image_token_id = int(model.config.image_token_id)
         self.boi_token_id = self._find_boi_token_id()
@@ -84,8 +107,9 @@ class JanusAdapter(HFAdapter):
         Args:
             path: a directory written by ``save_pretrained`` (weights, config, processor) or a hub id.
             **kwargs: loading keywords (``dtype``, ``device``, ``device_map``, ``revision``, …), generation
-                defaults (``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``) and
-                ``guidance_scale`` for image generation.
+                settings over the authors' defaults (``do_sample``, ``temperature``, ``top_p``, ``top_k``,
+                ``repetition_penalty``; ``guidance_scale`` for image generation) and ``prompt_tokens``
+                (``question`` or ``template``).
 
         Raises:
             InputError: no path, an unknown keyword, or a generation default that does not parse.
@@ -95,6 +119,7 @@ class JanusAdapter(HFAdapter):
             raise InputError(f"Family '{cls.family}' needs a path or hub id: '{cls.family}:PATH'")
         load_kwargs, extra = split_kwargs(kwargs, _EXTRA_KEYS)
         generation = parse_generation(extra)
+        prompt_tokens = prompt_tokens_choice(extra.get("prompt_tokens", PROMPT_TOKENS.value))
         if "guidance_scale" in extra:
             try:
                 generation["guidance_scale"] = float(extra["guidance_scale"])
@@ -117,6 +142,7 @@ class JanusAdapter(HFAdapter):
             final_norm=detect_final_norm(language_model, text_config.num_hidden_layers, device, use_cache=False),
             context=context_limit(text_config),
             generation=generation,
+            prompt_tokens=prompt_tokens,
         )
 
     def _find_boi_token_id(self) -> int:
@@ -263,8 +289,8 @@ class JanusAdapter(HFAdapter):
         inputs = self._inputs(prompt, picture)
         prompt_ids, pixels = inputs["input_ids"], inputs.get("pixel_values")  # (1, P), (1, 3, H, W) | None
         budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
-        overrides = {**self.generation, "max_length": prompt_ids.shape[1] + budget, "max_new_tokens": None}
-        overrides.pop("guidance_scale", None)  # text generation runs without guidance
+        settings, _ = settle(TEXT_DEFAULTS, self._given("text"))
+        overrides = {**settings, "max_length": prompt_ids.shape[1] + budget, "max_new_tokens": None}
         config = self._generation_config(overrides)
         sequence = self._generate(inputs, config, seed, overrides)  # (1, P + n)
         new_ids = sequence[0, prompt_ids.shape[1] :]  # (n,) every generated token, the last one too
@@ -272,12 +298,13 @@ class JanusAdapter(HFAdapter):
         prompt_states, response_states = teacher_forced(
             self.model.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm, **extra
         )
+        prompt_states = prompt_states.select(self._measured(prompt, text, prompt_ids[0], item))
         return Response(
             prompt=prompt_states,
             response=response_states,
             output=self.processor.tokenizer.decode(new_ids, skip_special_tokens=True),
             output_ids=new_ids.cpu(),
-            extra={"prompt": prompt},
+            extra={"prompt": prompt, "prompt_tokens": self.prompt_tokens},
         )
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
@@ -286,8 +313,8 @@ class JanusAdapter(HFAdapter):
         Args:
             text: the image description.
             seed: seeds sampling; the same seed gives the same image.
-            **generation: GenerationConfig fields over the load-time defaults: ``guidance_scale`` (default: the
-                checkpoint's, else 5), ``temperature``, ``top_k``, ``top_p``, ``do_sample`` (default True).
+            **generation: GenerationConfig fields over the load-time settings and :data:`IMAGE_DEFAULTS`:
+                ``guidance_scale`` (5), ``temperature`` (1), ``top_k`` (0: none), ``top_p`` (1), ``do_sample``.
 
         Raises:
             InputError: an unknown or invalid generation argument.
@@ -302,8 +329,7 @@ class JanusAdapter(HFAdapter):
         prompt_ids = inputs["input_ids"]  # (1, P)
         n_prompt = prompt_ids.shape[1]
         check_length(n_prompt + self.num_image_tokens, self.context, item)
-        guidance = self.model.generation_config.guidance_scale or _DEFAULT_GUIDANCE
-        overrides = {"do_sample": True, "guidance_scale": guidance, **self.generation, **generation}
+        overrides, _ = settle(IMAGE_DEFAULTS, {**self._given("image"), **generation})
         config = self._generation_config(overrides)
         guidance = config.guidance_scale  # generate() resets it on the config it is given
         codes = self._generate(inputs, config, seed, overrides, generation_mode="image")  # (1, N)
@@ -312,13 +338,27 @@ class JanusAdapter(HFAdapter):
             pixels = self.model.decode_image_tokens(codes)  # (1, H, W, 3)
         sequence = torch.cat([prompt_ids[0], codes[0]]).cpu()  # (P + N,) vocabulary ids, then codebook indices
         positions = torch.arange(sequence.shape[0])
+        keep = self._measured(prompt, text, prompt_ids[0], item, tail=1)  # the begin-of-image token follows
         return Response(
-            prompt=LayerStates(states[:, :n_prompt], positions[:n_prompt], sequence[:n_prompt], self.final_norm),
+            prompt=LayerStates(states[:, keep], positions[keep], sequence[keep], self.final_norm),
             response=LayerStates(states[:, n_prompt:], positions[n_prompt:], sequence[n_prompt:], self.final_norm),
             output=self._to_pil(pixels[0]),
             output_ids=codes[0].cpu(),
-            extra={"prompt": prompt, "guidance_scale": guidance},
+            extra={"prompt": prompt, "guidance_scale": guidance, "prompt_tokens": self.prompt_tokens},
         )
+
+    def _given(self, task: str) -> dict[str, Any]:
+        """The user's load-time generation settings that apply to ``task`` (guidance only to images)."""
+        return {k: v for k, v in self.generation.items() if task == "image" or k != "guidance_scale"}
+
+    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, item: str, tail: int = 0):
+        """The prompt positions a response measures (see :mod:`.prompt_tokens`): image tokens and the question's."""
+        ids = ids.cpu()
+        image = torch.nonzero(ids == self.image_token_id).squeeze(1)
+        asked = None
+        if self.prompt_tokens == "question" and question and question.strip():
+            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=item, tail=tail)
+        return prompt_selection(self.prompt_tokens, ids.shape[0], asked, image if image.numel() else None)
 
     def _image_states(self, prompt_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced decoder pass over prompt (1, P) + generated codes (1, N) → ``(L + 1, P + N, d)``.
@@ -357,4 +397,11 @@ class JanusAdapter(HFAdapter):
             "num_image_tokens": self.num_image_tokens,
             "image_token_id": self.image_token_id,
             "boi_token_id": self.boi_token_id,
+            "defaults": {
+                "text-gen": record(TEXT_DEFAULTS, self._given("text")),
+                "image-gen": record(IMAGE_DEFAULTS, self._given("image")),
+                "prompt_tokens": record({"prompt_tokens": PROMPT_TOKENS},
+                                        {} if self.prompt_tokens == PROMPT_TOKENS.value else
+                                        {"prompt_tokens": self.prompt_tokens})["prompt_tokens"],
+            },
         }

@@ -22,77 +22,12 @@ from entroprobe.models import load_model
 pytest.importorskip("transformers", minversion="4.52")
 pytest.importorskip("tokenizers")
 
-D_MODEL, N_LAYERS, CONTEXT = 32, 2, 64
-IMAGE_SIZE, PATCH = 32, 8
-N_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2  # 16
-SPECIAL = ["<unk>", "<pad>", "<bos>", "<eos>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
-WORDS = "<|User|>: <|Assistant|>: a the cat dog sat on mat red blue image of is what shown in this picture".split()
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|User|>: "
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image_placeholder>\n{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}\n\n{% endfor %}"
-    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
-)
+from tiny_models import JANUS_CHAT_TEMPLATE as CHAT_TEMPLATE  # noqa: F401  (the template the tiny model uses)
+from tiny_models import JANUS_SHAPE
+from tiny_models import tiny_janus as _save_tiny_janus
 
-
-def _tokenizer():
-    """A word-level tokenizer with the special tokens Janus' processor needs (BOS prepended)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        extra_special_tokens={
-            "image_token": "<image_placeholder>",
-            "boi_token": "<begin_of_image>",
-            "eoi_token": "<end_of_image>",
-        },
-    )
-
-
-def _save_tiny_janus(directory, system_prompt: bool = False) -> None:
-    """Build a random tiny Janus + processor and ``save_pretrained`` both into ``directory``; ``system_prompt``:
-    the processor prepends Janus-Pro's default system prompt to text-generation prompts, as the released one does."""
-    from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessorPil, JanusProcessor
-
-    tokenizer = _tokenizer()
-    text = dict(
-        model_type="llama", vocab_size=len(tokenizer), hidden_size=D_MODEL, intermediate_size=64,
-        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    vision = dict(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2.0, image_size=IMAGE_SIZE,
-        patch_size=PATCH, projection_dim=D_MODEL, num_image_tokens=N_IMAGE_TOKENS,
-    )  # fmt: skip
-    vq = dict(
-        embed_dim=8, num_embeddings=64, latent_channels=8, base_channels=32, channel_multiplier=[1, 2],
-        num_res_blocks=1, projection_dim=D_MODEL, image_token_embed_dim=D_MODEL,
-    )  # fmt: skip
-    config = JanusConfig(
-        text_config=text, vision_config=vision, vq_config=vq,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"),
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = JanusForConditionalGeneration(config).eval()
-    images = JanusImageProcessorPil(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
-    processor = JanusProcessor(
-        image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=N_IMAGE_TOKENS,
-        use_default_system_prompt=system_prompt,
-    )
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+D_MODEL, N_LAYERS, CONTEXT = JANUS_SHAPE["d_model"], JANUS_SHAPE["layers"], JANUS_SHAPE["context"]
+N_IMAGE_TOKENS = JANUS_SHAPE["image_tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -473,3 +408,10 @@ def test_the_defaults_and_the_overrides_are_described_with_their_sources(tiny_di
     assert tuned["text-gen"]["top_k"] == {"value": 8, "source": "--model-args"}  # no authors' default for it
     assert "guidance_scale" not in tuned["text-gen"]  # text generation runs without guidance
     assert tuned["prompt_tokens"] == {"value": "template", "source": "--model-args", "default": "question"}
+
+
+def test_batched_text_encoding_equals_one_at_a_time(janus):
+    texts = ["a cat", "the red dog sat on the mat", "what is shown in this picture"]
+    for alone, together in zip([janus.encode_text(t) for t in texts], janus.encode_text_batch(texts)):
+        assert alone.token_ids.tolist() == together.token_ids.tolist()
+        torch.testing.assert_close(alone.states, together.states, atol=1e-5, rtol=1e-4)

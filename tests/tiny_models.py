@@ -168,3 +168,82 @@ def tiny_chameleon(directory: Path) -> Path:
     ChameleonForConditionalGeneration(config).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+# -- Janus ------------------------------------------------------------------------------------------------------
+
+JANUS_D, JANUS_LAYERS, JANUS_CONTEXT = 32, 2, 64
+JANUS_IMAGE_SIZE, JANUS_PATCH = 32, 8
+JANUS_IMAGE_TOKENS = (JANUS_IMAGE_SIZE // JANUS_PATCH) ** 2  # 16
+JANUS_SPECIAL = ["<unk>", "<pad>", "<bos>", "<eos>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
+JANUS_WORDS = "<|User|>: <|Assistant|>: a the cat dog sat on mat red blue image of is what shown in this picture".split()
+JANUS_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|User|>: "
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image_placeholder>\n{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+
+
+JANUS_SHAPE = {"d_model": JANUS_D, "layers": JANUS_LAYERS, "context": JANUS_CONTEXT, "image_tokens": JANUS_IMAGE_TOKENS}
+
+
+def _janus_tokenizer():
+    """A word-level tokenizer with the special tokens Janus' processor needs (BOS prepended)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(JANUS_SPECIAL + JANUS_WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<image_placeholder>",
+            "boi_token": "<begin_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+    )
+
+
+def tiny_janus(directory: Path, system_prompt: bool = False) -> Path:
+    """Build a random tiny Janus + processor and ``save_pretrained`` both into ``directory``; ``system_prompt``:
+    the processor prepends Janus-Pro's default system prompt to text-generation prompts, as the released one does."""
+    from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessorPil, JanusProcessor
+
+    tokenizer = _janus_tokenizer()
+    text = dict(
+        model_type="llama", vocab_size=len(tokenizer), hidden_size=JANUS_D, intermediate_size=64,
+        num_hidden_layers=JANUS_LAYERS, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=JANUS_CONTEXT,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    vision = dict(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2.0, image_size=JANUS_IMAGE_SIZE,
+        patch_size=JANUS_PATCH, projection_dim=JANUS_D, num_image_tokens=JANUS_IMAGE_TOKENS,
+    )  # fmt: skip
+    vq = dict(
+        embed_dim=8, num_embeddings=64, latent_channels=8, base_channels=32, channel_multiplier=[1, 2],
+        num_res_blocks=1, projection_dim=JANUS_D, image_token_embed_dim=JANUS_D,
+    )  # fmt: skip
+    config = JanusConfig(
+        text_config=text, vision_config=vision, vq_config=vq,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = JanusForConditionalGeneration(config).eval()
+    images = JanusImageProcessorPil(
+        size={"height": JANUS_IMAGE_SIZE, "width": JANUS_IMAGE_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = JanusProcessor(
+        image_processor=images, tokenizer=tokenizer, chat_template=JANUS_CHAT_TEMPLATE, num_image_tokens=JANUS_IMAGE_TOKENS,
+        use_default_system_prompt=system_prompt,
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -192,6 +192,27 @@ class ModelAdapter:
         self.require("image-gen", "text")
         raise NotImplementedError
 
+    # -- batches: several prompts per forward pass (a family overrides these; here, one prompt at a time) ------
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of each text; a family that pads a batch returns the same states (float tolerance)."""
+        return [self.encode_text(text) for text in texts]
+
+    def encode_image_batch(self, images: list[Image.Image], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of each image."""
+        return [self.encode_image(image, text) for image, text in zip(images, instructions or [None] * len(images))]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Image.Image | None]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of each ``(text, image)`` prompt, prompt ``i`` seeded by ``seeds[i]``: what a
+        prompt draws must not depend on the batch it is in."""
+        return [self.respond_text(text, image, max_new_tokens=max_new_tokens, seed=seed)
+                for (text, image), seed in zip(prompts, seeds)]  # fmt: skip
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of each text, text ``i`` seeded by ``seeds[i]``."""
+        return [self.respond_image(text, seed=seed, **generation) for text, seed in zip(texts, seeds)]
+
     def read(self, text: str) -> Reading | None:
         """How the model's tokenizer reads ``text`` (prompt text only, no template or special tokens), or None
         when the adapter cannot say. A run reports the share of unknown tokens over its prompts."""

@@ -33,6 +33,7 @@ from entroprobe.models.hf_loading import (
     load_pretrained,
     load_processor,
 )
+from entroprobe.models.hf_batch import encode_text_batch
 from entroprobe.models.hooks import LayerCapture
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -515,6 +516,15 @@ class CausalLMAdapter(HFAdapter):
         states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
         return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
 
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of each text from one right-padded pass (see :mod:`.hf_batch`)."""
+        self.require("encode", "text")
+        return encode_text_batch(self.model, self.num_layers, texts, self._tokenize, self.tokenizer.pad_token_id,
+                                 self.device, self.final_norm, use_cache=False)  # fmt: skip
+
+    def _tokenize(self, text: str) -> torch.Tensor:
+        return tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))
+
     def _prompt_ids(self, text: str | None, item: str) -> torch.Tensor:
         templated = chat_prompt(self.tokenizer, text) if self.chat_template and isinstance(text, str) else None
         if templated is None:
@@ -599,6 +609,13 @@ class EncoderAdapter(HFAdapter):
         ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
         states = forward_states(self.model, self.num_layers, input_ids=ids)  # (L + 1, T, d)
         return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of each text from one right-padded pass (see :mod:`.hf_batch`)."""
+        self.require("encode", "text")
+        tokenize = lambda text: tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))  # noqa: E731
+        return encode_text_batch(self.model, self.num_layers, texts, tokenize, self.tokenizer.pad_token_id,
+                                 self.device, self.final_norm)  # fmt: skip
 
 
 class MiniLMAdapter(EncoderAdapter):

@@ -40,6 +40,7 @@ from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import LayerStates, Response, seeded
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
 from entroprobe.models.prompt_tokens import prompt_selection, question_positions
+from entroprobe.models.hf_batch import encode_text_batch
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     GENERATION_KEYS,
@@ -246,6 +247,14 @@ class JanusAdapter(HFAdapter):
         ids = tokenize_checked(tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
         states = forward_states(self.model.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
         return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of each text from one right-padded pass of the decoder (see :mod:`.hf_batch`)."""
+        self.require("encode", "text")
+        tokenizer = self.processor.tokenizer
+        tokenize = lambda text: tokenize_checked(tokenizer, text, limit=self.context, item=prompt_item(text))  # noqa: E731
+        return encode_text_batch(self.model.model, self.num_layers, texts, tokenize, tokenizer.pad_token_id,
+                                 self.device, self.final_norm, use_cache=False)  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of an image prompt's image-token positions (``num_image_tokens`` of them).

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError
+from entroprobe.probe import batching
 from entroprobe.probe import progress as reporting
 from entroprobe.probe import reading as prompt_reading
 from entroprobe.probe import rundir, store
@@ -63,6 +64,7 @@ class ProbeConfig:
     limit: int | None = None  # at most this many prompts per source
     max_new_tokens: int = 32  # for text responses
     seed: int = 0
+    batch_size: int = 1  # prompts per forward pass and per generate call (rows equal B = 1's, float tolerance)
     save_states: bool = False  # keep every unit's layer states (safetensors) under RUN_DIR/states/
     overwrite: bool = False  # start afresh in a run directory holding a run with other settings
     progress: bool | None = None  # a bar; None: a bar on a terminal, a line every 30 s elsewhere; False: none
@@ -109,7 +111,7 @@ class ProbeConfig:
             raise InputError("No task given; expected any of " + ", ".join(TASKS))
         if not self.text_prompts and not self.image_prompts:
             raise InputError("Nothing to probe: give --text-prompts and/or --image-prompts")
-        for name in ("max_new_tokens", "limit", "match_draws", "calibration_units"):
+        for name in ("max_new_tokens", "limit", "match_draws", "calibration_units", "batch_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name} must be a positive integer; got {value!r}")
@@ -253,10 +255,12 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
         "world_size": (previous or {}).get("world_size", world),  # what the run began with
         "threads": (previous or {}).get("threads", threads),
+        "batch_size": (previous or {}).get("batch_size", config.batch_size),
         "invocations": [*(previous or {}).get("invocations", []),
-                        {"started": rundir.now(), "world_size": world, "threads": threads}],
+                        {"started": rundir.now(), "world_size": world, "threads": threads,
+                         "batch_size": config.batch_size}],
     }
-    notices = _resume_notices(previous, world, threads, changed)
+    notices = _resume_notices(previous, world, threads, changed, config.batch_size)
     if prompt_reading.warning(reading, config.model):
         notices.append(prompt_reading.warning(reading, config.model))
     if rank == 0:
@@ -285,12 +289,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
     try:
-        for unit in todo:
-            try:
-                rows, output, too_short = unit_work.compute(config, adapter, unit, timer, run_dir, settings)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # one item's failure is recorded; the run goes on
+        for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
+                              for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings)):
+            if isinstance(outcome, Exception):  # one item's failure is recorded; the run goes on
+                exc = outcome
                 if store.disk_full(exc):  # not the item's fault: every later unit would fail alike
                     raise store.commit_failure(exc, run_dir) from None
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
@@ -305,6 +307,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                     raise store.commit_failure(write_error, errors_path) from None
                 summary.failed += 1
             else:
+                rows, output, too_short = outcome
                 shard.commit_unit(unit.key, unit.order, rows, output, unit.content)
                 summary.succeeded += 1
                 summary.rows += len(rows)
@@ -377,8 +380,10 @@ def _forget_changed(run_dir: Path, units: list[Any]) -> list[str]:
     return changed
 
 
-def _resume_notices(previous: dict[str, Any] | None, world: int, threads: int, changed: list[str]) -> list[str]:
-    """What a resume changes, in words: edited prompts measured again, another thread count or world size."""
+def _resume_notices(previous: dict[str, Any] | None, world: int, threads: int, changed: list[str],
+                    batch_size: int = 1) -> list[str]:  # fmt: skip
+    """What a resume changes, in words: edited prompts measured again, another thread count, world size or
+    batch size."""
     notices = []
     if changed:
         notices.append(f"{len(changed)} units' prompts changed since they were measured (e.g. {changed[0]}): "
@@ -386,7 +391,8 @@ def _resume_notices(previous: dict[str, Any] | None, world: int, threads: int, c
     if previous is None:
         return notices
     for name, now, before in (("threads", threads, previous.get("threads")),
-                              ("world size", world, previous.get("world_size"))):  # fmt: skip
+                              ("world size", world, previous.get("world_size")),
+                              ("batch size", batch_size, previous.get("batch_size"))):  # fmt: skip
         if before is not None and before != now:
             notices.append(f"this invocation runs with {name} {now}, the run began with {before}: values can differ "
                            "in the last digits (about 1e-6 bits) from those of an uninterrupted run")

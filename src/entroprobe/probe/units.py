@@ -21,7 +21,7 @@ from entroprobe.probe.measures import MeasureSettings, unit_blocks, unit_rows
 if TYPE_CHECKING:  # pragma: no cover
     from entroprobe.probe.run import ProbeConfig
 
-__all__ = ["Unit", "Timer", "run_prompts", "plan", "compute", "pooled_sigma"]
+__all__ = ["Unit", "Timer", "run_prompts", "plan", "compute", "measure", "unit_seed", "pooled_sigma"]
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,14 @@ class Timer:
         self.entropy = 0.0
 
 
-def _unit_seed(config: ProbeConfig, unit: Unit) -> int:
+def unit_seed(config: ProbeConfig, unit: Unit) -> int:
     """The unit's own seed: its sampling and its subsets do not depend on the other units of the run."""
     return config.seed + unit.seed_offset % (2**31)
 
 
 def _produce(config: ProbeConfig, adapter: Any, unit: Unit) -> tuple[Any, Any]:
     """The adapter's work for one unit: ``(LayerStates, None)`` for encode, ``(None, Response)`` otherwise."""
-    prompt, seed = unit.prompt, _unit_seed(config, unit)
+    prompt, seed = unit.prompt, unit_seed(config, unit)
     image = prompt.load_image() if prompt.modality == "image" else None
     if unit.task == "encode":
         return (adapter.encode_text(prompt.text) if image is None else adapter.encode_image(image)), None
@@ -122,11 +122,16 @@ def compute(config: ProbeConfig, adapter: Any, unit: Unit, timer: Timer, run_dir
     start = time.perf_counter()
     states, response = _produce(config, adapter, unit)
     timer.model += time.perf_counter() - start
+    return measure(config, unit, states, response, timer, run_dir, settings)
 
+
+def measure(config: ProbeConfig, unit: Unit, states: Any, response: Any, timer: Timer, run_dir: Path,
+            settings: MeasureSettings):  # fmt: skip
+    """What :func:`compute` does after the model: entropies per layer, the output saved; (rows, output, short)."""
     start = time.perf_counter()
     prompt_side, response_side = _sides(unit, states, response)
     blocks, too_short = unit_blocks(settings, prompt_side.states, None if response_side is None else
-                                    response_side.states, _unit_seed(config, unit))  # fmt: skip
+                                    response_side.states, unit_seed(config, unit))  # fmt: skip
     timer.entropy += time.perf_counter() - start
 
     prompt = unit.prompt

@@ -34,9 +34,9 @@ from entroprobe.models.base import (
     Response,
     resolve_device,
     resolve_dtype,
-    seeded,
     weights_fingerprint,
 )
+from entroprobe.models.micro import sampling
 from entroprobe.models.micro.train import Micro, load_checkpoint, weights_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,27 +128,44 @@ class _MicroAdapter(ModelAdapter):
                 f"Prompt too long for {self.family}: {n} tokens, at most {limit} fit with a {room}-token response"
             )
 
-    def _states(self, ids: list[int], *where: slice) -> list[LayerStates]:
-        """ONE pass over ``ids``; the states of the positions in each of ``where``."""
-        idx = torch.tensor([ids], device=self.device)  # (1, T)
-        hidden = self.model.hidden_states(idx)[:, 0].float()  # (L + 1, T, C)
-        positions, tokens = torch.arange(len(ids)), torch.tensor(ids)
-        return [LayerStates(states=hidden[:, w], positions=positions[w], token_ids=tokens[w]) for w in where]
+    def _states(self, seqs: list[list[int]], wheres: list[tuple[slice, ...]]) -> list[list[LayerStates]]:
+        """ONE pass over the sequences (left-padded into one batch); per sequence, the states at each slice."""
+        idx, pad = sampling.left_pad(seqs, sampling.PAD, self.device)
+        hidden = self.model.hidden_states(idx, pad).float()  # (L + 1, B, T, C)
+        out = []
+        for row, (ids, where) in enumerate(zip(seqs, wheres)):
+            shift, positions, tokens = int(pad[row]), torch.arange(len(ids)), torch.tensor(ids)
+            out.append([LayerStates(states=hidden[:, row, shift + w.start : shift + w.stop], positions=positions[w],
+                                    token_ids=tokens[w]) for w in where])  # fmt: skip
+        return out
 
-    # -- the four operations -----------------------------------------------------------------------------
+    @staticmethod
+    def _generators(seeds: list[int]) -> list[torch.Generator]:
+        """One CPU generator per prompt: what a prompt draws does not depend on its batch."""
+        return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+    # -- the four operations, one prompt at a time or a batch of prompts at once ------------------------------
     def encode_text(self, text: str) -> LayerStates:
         """States of the text's words (``<bos>`` excluded). Unknown words are ``<unk>`` tokens."""
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
         self.require("encode", "text")
-        ids = [self.vocab.bos, *self._words(text, "text")]
-        self._check_length(len(ids))
-        return self._states(ids, slice(1, len(ids)))[0]
+        seqs = [[self.vocab.bos, *self._words(text, "text")] for text in texts]
+        for ids in seqs:
+            self._check_length(len(ids))
+        return [states[0] for states in self._states(seqs, [(slice(1, len(ids)),) for ids in seqs])]
 
     def encode_image(self, image: Image.Image, instruction: str | None = None) -> LayerStates:
         """States of the 64 image codes. The instruction follows the image, so it cannot change them."""
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Image.Image], instructions: list[str | None] | None = None):
         self.require("encode", "image")
-        ids, codes = self._image_prompt(image, instruction)
-        self._check_length(len(ids))
-        return self._states(ids, codes)[0]
+        built = [self._image_prompt(image, text) for image, text in zip(images, instructions or [None] * len(images))]
+        for ids, _ in built:
+            self._check_length(len(ids))
+        return [states[0] for states in self._states([ids for ids, _ in built], [(codes,) for _, codes in built])]
 
     def respond_text(
         self,
@@ -171,32 +188,37 @@ class _MicroAdapter(ModelAdapter):
         Raises:
             InputError: neither text nor image, ``max_new_tokens`` below 1, or a prompt too long.
         """
-        self.require("text-gen", "image" if image is not None else "text")
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed],
+                                       temperature=temperature)[0]  # fmt: skip
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Image.Image | None]], *, max_new_tokens: int = 64,
+                           seeds: list[int], temperature: float | None = None) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` for several ``(text, image)`` prompts at once, prompt ``i`` seeded by ``seeds[i]``."""
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
         if max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1; got {max_new_tokens}")
-        if image is not None:
-            ids, prompt = self._image_prompt(image, text)
-        elif text is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
-        else:
-            words = self._words(text, "text")
-            ids, prompt = [self.vocab.bos, *words, self.vocab.ans], slice(1, 1 + len(words))
-        self._check_length(len(ids), max_new_tokens)
+        built = []
+        for text, image in prompts:
+            if image is not None:
+                ids, prompt = self._image_prompt(image, text)
+            elif text is None:
+                raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+            else:
+                words = self._words(text, "text")
+                ids, prompt = [self.vocab.bos, *words, self.vocab.ans], slice(1, 1 + len(words))
+            self._check_length(len(ids), max_new_tokens)
+            built.append((ids, prompt))
         temperature = self.temperature if temperature is None else temperature
-        with seeded(seed, self.device) as generator:
-            out = self.model.generate_text(
-                torch.tensor([ids], device=self.device), max_new_tokens, temperature, generator
-            )[0].tolist()
-        if self.vocab.eos in out:
-            out = out[: out.index(self.vocab.eos) + 1]
-        prompt_states, response_states = self._states(ids + out, prompt, slice(len(ids), len(ids) + len(out)))
-        return Response(
-            prompt=prompt_states,
-            response=response_states,
-            output=self.vocab.decode(out),
-            output_ids=torch.tensor(out),
-            extra={"temperature": temperature, "ended": "eos" if out[-1] == self.vocab.eos else "length"},
-        )
+        outs = sampling.generate_text(self.model, [ids for ids, _ in built], max_new_tokens, temperature,
+                                      self._generators(seeds))  # fmt: skip
+        seqs = [ids + out for (ids, _), out in zip(built, outs)]
+        wheres = [(prompt, slice(len(ids), len(ids) + len(out))) for (ids, prompt), out in zip(built, outs)]
+        return [
+            Response(prompt=p, response=r, output=self.vocab.decode(out), output_ids=torch.tensor(out),
+                     extra={"temperature": temperature, "ended": "eos" if out[-1] == self.vocab.eos else "length"})
+            for (p, r), out in zip(self._states(seqs, wheres), outs)
+        ]  # fmt: skip
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Draw a 32×32 picture for ``text``; the response states are the 64 codes' (see the module docstring).
@@ -210,28 +232,28 @@ class _MicroAdapter(ModelAdapter):
         Raises:
             InputError: an empty or too long prompt, or an unknown generation keyword.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` for several prompts at once, prompt ``i`` seeded by ``seeds[i]``."""
+        from PIL import Image
+
         self.require("image-gen", "text")
         temperature = generation.pop("temperature", self.temperature)
         options = self._image_options(generation)
         v, n = self.vocab, self.model.config.image_tokens
-        words = self._words(text, "text")
-        ids = [v.bos, *words]
-        self._check_length(len(ids), n + 2)
-        with seeded(seed, self.device) as generator:
-            codes = self._draw(torch.tensor([ids], device=self.device), temperature, generator, **options)[0]
-        full = ids + [v.boi, *codes.tolist(), v.eoi]
-        start = len(ids) + 1
-        prompt_states, response_states = self._states(full, slice(1, len(ids)), slice(start, start + n))
-        picture = self.codebook.decode((codes - v.code_offset)[None].cpu())[0].numpy()  # (H, W, 3) uint8
-        from PIL import Image
-
-        return Response(
-            prompt=prompt_states,
-            response=response_states,
-            output=Image.fromarray(picture),
-            output_ids=codes.cpu(),
-            extra={"temperature": temperature, **options, "response_pass": self._response_pass},
-        )
+        prompts = [[v.bos, *self._words(text, "text")] for text in texts]
+        for ids in prompts:
+            self._check_length(len(ids), n + 2)
+        codes = self._draw(prompts, temperature, self._generators(seeds), **options)  # (B, n)
+        seqs = [ids + [v.boi, *row.tolist(), v.eoi] for ids, row in zip(prompts, codes)]
+        wheres = [(slice(1, len(ids)), slice(len(ids) + 1, len(ids) + 1 + n)) for ids in prompts]
+        pictures = self.codebook.decode((codes - v.code_offset).cpu()).numpy()  # (B, H, W, 3) uint8
+        return [
+            Response(prompt=p, response=r, output=Image.fromarray(picture), output_ids=row.cpu(),
+                     extra={"temperature": temperature, **options, "response_pass": self._response_pass})
+            for (p, r), picture, row in zip(self._states(seqs, wheres), pictures, codes)
+        ]  # fmt: skip
 
     # -- what the variants fill in ---------------------------------------------------------------------
     _response_pass: ClassVar[str] = ""
@@ -241,7 +263,8 @@ class _MicroAdapter(ModelAdapter):
             raise InputError(f"{self.family} image generation takes temperature; got {', '.join(generation)}")
         return {}
 
-    def _draw(self, idx: torch.Tensor, temperature: float, generator: torch.Generator, **options: Any):
+    def _draw(self, prompts: list[list[int]], temperature: float, generators: list[torch.Generator],
+              **options: Any) -> torch.Tensor:  # fmt: skip
         raise NotImplementedError
 
     def read(self, text: str) -> Reading | None:
@@ -285,8 +308,8 @@ class MicroARAdapter(_MicroAdapter):
     family = "micro-ar"
     _response_pass = "teacher-forced pass over prompt + final codes (causal: what each code saw when drawn)"
 
-    def _draw(self, idx: torch.Tensor, temperature: float, generator: torch.Generator, **options: Any):
-        return self.model.generate_image_ar(idx, temperature, generator)
+    def _draw(self, prompts, temperature, generators, **options):
+        return sampling.generate_image_ar(self.model, prompts, temperature, generators)
 
 
 class MicroMaskAdapter(_MicroAdapter):
@@ -303,5 +326,5 @@ class MicroMaskAdapter(_MicroAdapter):
             raise InputError(f"steps must be a positive integer; got {steps!r}")
         return {"steps": steps}
 
-    def _draw(self, idx: torch.Tensor, temperature: float, generator: torch.Generator, **options: Any):
-        return self.model.generate_image_mask(idx, options["steps"], temperature, generator)
+    def _draw(self, prompts, temperature, generators, **options):
+        return sampling.generate_image_mask(self.model, prompts, options["steps"], temperature, generators)

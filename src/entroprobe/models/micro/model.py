@@ -182,42 +182,52 @@ class MicroUMM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # -- the trunk ------------------------------------------------------------------------------------------
-    def _inputs(self, idx: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, idx: torch.Tensor, start: int, pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of positions ``start..T-1`` of ``idx`` (B, T) and, for each of them and each position
         ``0..T-1``, the index into the attention bias table (see :class:`SelfAttention`): the 2-D offset of two
         codes of one picture, "no offset", or "may not attend" (later positions, except within a picture for
-        micro-mask)."""
+        micro-mask). ``pad`` (B,): how many ``<pad>`` tokens lead each row (a batch of prompts of different
+        lengths, left-padded): no position attends to them, and each row's positions count from its first real
+        token, so its states are those of the row alone."""
         cfg = self.config
         B, T = idx.size()
         pos = torch.arange(T, device=idx.device)  # (T,)
+        if pad is not None:
+            pos = (pos[None] - pad[:, None]).clamp_min(0)  # (B, T): the row's own positions
         is_image = (idx >= cfg.code_offset) | (idx == cfg.mask_id)  # (B, T)
         boi_at = torch.where(idx == cfg.boi_id, pos, -1).cummax(dim=1).values  # (B, T): last <boi> so far
         index = (pos - boi_at - 1).clamp(0, cfg.image_tokens - 1)  # (B, T): place in its picture
         row, col = index // cfg.image_grid, index % cfg.image_grid  # (B, T) each
-        where = self.transformer.wre(row) + self.transformer.wce(col)  # (B, T, C)
-        where = torch.where(is_image.unsqueeze(-1), where, self.transformer.wpe(pos))  # (B, T, C)
-        x = self.transformer.wte(idx) + where  # (B, T, C)
+        new = slice(start, T)  # the positions computed now (all but those a cache holds)
+        where = self.transformer.wre(row[:, new]) + self.transformer.wce(col[:, new])  # (B, T', C)
+        place = pos[..., new] if pos.dim() == 2 else pos[new]
+        where = torch.where(is_image[:, new].unsqueeze(-1), where, self.transformer.wpe(place))  # (B, T', C)
+        x = self.transformer.wte(idx[:, new]) + where  # (B, T', C)
         span = (idx == cfg.boi_id).cumsum(dim=1)  # (B, T): which picture a token is in
-        same = is_image.unsqueeze(2) & is_image.unsqueeze(1) & (span.unsqueeze(2) == span.unsqueeze(1))  # (B, T, T)
+        same = is_image[:, new, None] & is_image[:, None, :] & (span[:, new, None] == span[:, None, :])  # (B, T', T)
         g = cfg.image_grid
-        d_row = row.unsqueeze(2) - row.unsqueeze(1) + g - 1  # (B, T, T) in 0 .. 2g - 2
-        d_col = col.unsqueeze(2) - col.unsqueeze(1) + g - 1  # (B, T, T)
-        offset = torch.where(same, d_row * (2 * g - 1) + d_col, (2 * g - 1) ** 2)  # (B, T, T)
-        mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # (T, T) causal
-        mask = mask.expand(B, T, T)  # (B, T, T)
+        d_row = row[:, new, None] - row[:, None, :] + g - 1  # (B, T', T) in 0 .. 2g - 2
+        d_col = col[:, new, None] - col[:, None, :] + g - 1  # (B, T', T)
+        offset = torch.where(same, d_row * (2 * g - 1) + d_col, (2 * g - 1) ** 2)  # (B, T', T)
+        at = torch.arange(T, device=idx.device)
+        mask = (at[None, :] <= at[new, None]).expand(B, T - start, T)  # (B, T', T) causal
         if cfg.bidirectional_image:
-            mask = mask | same  # (B, T, T): the codes of one picture see each other
-        offset = offset.masked_fill(~mask, (2 * g - 1) ** 2 + 1)  # (B, T, T): the "may not attend" slot
-        x = self.transformer.drop(x[:, start:])  # (B, T - start, C)
-        return x, offset[:, start:, :]  # (B, T', C), (B, T', T)
+            mask = mask | same  # (B, T', T): the codes of one picture see each other
+        if pad is not None:  # nobody attends to padding; a padding position attends to itself (never read)
+            real = at[None] >= pad[:, None]  # (B, T)
+            mask = (mask & real[:, None, :]) | (at[None, :] == at[new, None])
+        offset = offset.masked_fill(~mask, (2 * g - 1) ** 2 + 1)  # (B, T', T): the "may not attend" slot
+        return self.transformer.drop(x), offset  # (B, T', C), (B, T', T)
+
 
     def _trunk(
-        self, idx: torch.Tensor, cache: KVCache | None = None, keep: bool = False
+        self, idx: torch.Tensor, cache: KVCache | None = None, keep: bool = False, pad: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the blocks over ``idx`` (B, T); with a cache, only the positions it lacks. Returns the last
-        block's output (B, T', C) and, if ``keep``, every layer's output (the embedding output first)."""
+        """Run the blocks over ``idx`` (B, T) (left padding ``pad``, see :meth:`_inputs`); with a cache, only the
+        positions it lacks. Returns the last block's output (B, T', C) and, if ``keep``, every layer's output
+        (the embedding output first)."""
         start = cache.length if cache is not None else 0
-        x, offset = self._inputs(idx, start)
+        x, offset = self._inputs(idx, start, pad)
         hidden = [x] if keep else []
         for i, block in enumerate(self.transformer.h):
             x = block(x, offset, None if cache is None else cache.layers[i])
@@ -239,14 +249,14 @@ class MicroUMM(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, idx: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         """Every layer's states for ``idx`` (B, T): ``(n_layer + 1, B, T, C)``, the embedding output first."""
-        _, hidden = self._trunk(idx, keep=True)
+        _, hidden = self._trunk(idx, keep=True, pad=pad)
         return torch.stack(hidden)  # (L + 1, B, T, C)
 
     # -- generation -----------------------------------------------------------------------------------------
-    def _next_logits(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x, _ = self._trunk(idx, cache)
+    def _next_logits(self, idx: torch.Tensor, cache: KVCache, pad: torch.Tensor | None = None) -> torch.Tensor:
+        x, _ = self._trunk(idx, cache, pad=pad)
         return self.lm_head(self.transformer.ln_f(x[:, -1]))  # (B, vocab)
 
     @staticmethod

@@ -1,0 +1,76 @@
+"""Throughput of ``--batch-size`` on CPU: units per second at B = 1, 4, 16, per task, side by side in one run.
+
+    python benchmarks/bench_batching.py [--sizes 1 4 16] [--models micro-ar janus]
+
+Each case is one ``run_probe`` into a fresh directory with the model loaded once beforehand: ``micro-ar`` over
+all of ``micro-world`` (60 text + image prompts for encode and text-gen, 36 for image-gen), and a tiny random
+Janus (the tests' ``tiny_models.tiny_janus``: 2 layers, d = 32, 16 image tokens) over 48 short prompts of its
+vocabulary. Reported per task: units/s over the whole run (setup and the final collect included), its ratio to
+B = 1 (after one untimed warm-up run), and the model's own time (forward passes, generation) with its ratio, which shows what batching changes
+when the estimators and the commits, done per unit whatever B, take most of a unit's time.
+Goals (issue 13, CPU): micro-ar image-gen ≥ 4× and encode ≥ 3× the B = 1 throughput at B = 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tiny random models the tests build from config
+
+TASKS = ("encode", "text-gen", "image-gen")
+
+
+def _janus_prompts(directory: Path) -> str:
+    words = "a the cat dog sat on mat red blue image of".split()
+    lines = [{"id": f"p{i}", "text": " ".join(words[(i + j) % len(words)] for j in range(3 + i % 10))}
+             for i in range(48)]  # fmt: skip
+    path = directory / "prompts.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return f"jsonl:{path}"
+
+
+def cases(name: str, scratch: Path):
+    from entroprobe.models import load_model
+
+    if name == "micro-ar":
+        return load_model("micro-ar", device="cpu"), "micro-world", "micro-world"
+    from tiny_models import tiny_janus
+
+    return load_model(f"janus:{tiny_janus(scratch / 'janus')}", device="cpu"), _janus_prompts(scratch), None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--models", nargs="+", default=["micro-ar", "janus"])
+    args = parser.parse_args()
+    from entroprobe.probe import ProbeConfig, run_probe
+
+    print("| model | task | B | units | units/s | vs B = 1 | model s | model vs B = 1 |\n|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        for name in args.models:
+            adapter, text, image = cases(name, scratch)
+            warm = ProbeConfig(model=name, out=scratch / f"{name}-warm", text_prompts=text, image_prompts=image,
+                               tasks=TASKS, limit=2, progress=False, max_new_tokens=4)  # fmt: skip
+            run_probe(warm, adapter=adapter)  # first calls (kernels, lazy imports) outside the timed runs
+            for task in TASKS:
+                base = None
+                for size in args.sizes:
+                    out = scratch / f"{name}-{task}-{size}"
+                    config = ProbeConfig(model=name, out=out, text_prompts=text, image_prompts=image, tasks=(task,),
+                                         batch_size=size, progress=False, max_new_tokens=16)  # fmt: skip
+                    s = run_probe(config, adapter=adapter)
+                    rate = s.succeeded / s.seconds
+                    base = base or (rate, s.model_seconds)
+                    print(f"| {name} | {task} | {size} | {s.succeeded} | {rate:.1f} | {rate / base[0]:.2f}× | "
+                          f"{s.model_seconds:.2f} | {base[1] / s.model_seconds:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

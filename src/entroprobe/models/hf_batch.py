@@ -1,0 +1,53 @@
+"""Batched text encoding for transformers models: several prompts per forward pass, padded on the right.
+
+Right padding with an attention mask leaves every real token's states as they are alone: a causal decoder's
+tokens never see what follows them, and an encoder's attention mask hides the padding; positions count from 0 in
+every row either way. :func:`encode_text_batch` tokenizes each prompt as the single-prompt path does (each checked
+on its own), pads, runs one pass and cuts each row back to its own tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from entroprobe.errors import EntroprobeError
+from entroprobe.models.base import LayerStates
+
+__all__ = ["pad_right", "encode_text_batch"]
+
+
+def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids (B, T), attention_mask (B, T))`` from 1-D id tensors of different lengths."""
+    width = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : row.shape[0]], mask[i, : row.shape[0]] = row.cpu(), 1
+    return ids, mask
+
+
+def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: Callable[[str], torch.Tensor],
+                      pad_id: int | None, device: torch.device, final_norm: bool, **extra: Any) -> list[LayerStates]:  # fmt: skip
+    """Layer states of every token of each text, from one forward pass over the padded batch.
+
+    Args:
+        tokenize: one text → ``(1, T)`` ids, checked (raises ItemError naming the prompt).
+        pad_id: the padding id (any id works: the attention mask hides it; None: 0).
+        extra: further forward keywords (``use_cache=False``).
+    """
+    rows = [tokenize(text)[0] for text in texts]
+    ids, mask = pad_right(rows, 0 if pad_id is None else int(pad_id))
+    with torch.no_grad():
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
+                    return_dict=True, **extra)  # fmt: skip
+    hidden = getattr(out, "hidden_states", None)
+    if hidden is None or len(hidden) != num_layers + 1:
+        raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
+                              f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
+    target = hidden[0].device
+    states = torch.stack([h.to(target) for h in hidden]).float()  # (L + 1, B, T, d)
+    return [LayerStates(states[:, i, : row.shape[0]], torch.arange(row.shape[0]), row.cpu(), final_norm)
+            for i, row in enumerate(rows)]  # fmt: skip

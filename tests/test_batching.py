@@ -1,0 +1,111 @@
+"""``--batch-size``: several prompts per forward pass and generate call, the same rows as one at a time."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from entroprobe.models import load_model
+from entroprobe.probe import ProbeConfig, run_probe
+from entroprobe.probe.batching import batches
+from entroprobe.probe.units import Unit
+from entroprobe.sources import load_prompts
+
+from tiny_models import tiny_bert, tiny_llama
+
+ALL = ("encode", "text-gen", "image-gen")
+
+
+def _rows(run_dir):
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    return frame.sort_values(["source", "prompt_id", "task", "measure", "layer", "subsample", "subsample_response"])
+
+
+def _assert_same_rows(a, b, tolerance=1e-4):
+    key = ["prompt_id", "task", "measure", "layer", "subsample", "subsample_response", "n_tokens", "n_response_tokens"]
+    assert a[key].values.tolist() == b[key].values.tolist()
+    assert np.abs(a["value"].values - b["value"].values).max() <= tolerance  # bits
+
+
+@pytest.mark.parametrize("model", ["micro-ar", "micro-mask"])
+def test_batched_rows_equal_one_at_a_time_for_every_task(tmp_path, model):
+    adapter = load_model(model, device="cpu")
+    runs = {}
+    for size in (1, 5):
+        config = ProbeConfig(model=model, out=tmp_path / f"b{size}", text_prompts="micro-world",
+                             image_prompts="micro-world", tasks=ALL, limit=12, batch_size=size, progress=False,
+                             max_new_tokens=12)  # fmt: skip
+        assert run_probe(config, adapter=adapter).failed == 0
+        runs[size] = _rows(tmp_path / f"b{size}")
+    _assert_same_rows(runs[1], runs[5])
+    # the same answers and the same pictures: sampling is seeded per unit, not per batch
+    answers = [[json.loads(line) for line in (tmp_path / f"b{s}" / "responses.jsonl").open()] for s in (1, 5)]
+    assert [a.get("text") for a in answers[0]] == [a.get("text") for a in answers[1]]
+    for record in (r for r in answers[0] if "image" in r):
+        assert (tmp_path / "b1" / record["image"]).read_bytes() == (tmp_path / "b5" / record["image"]).read_bytes()
+    # the order of results.parquet is the units' own
+    order = pd.read_parquet(tmp_path / "b5" / "results.parquet")[["prompt_id", "task"]].drop_duplicates()
+    assert order.values.tolist() == pd.read_parquet(tmp_path / "b1" / "results.parquet")[
+        ["prompt_id", "task"]].drop_duplicates().values.tolist()  # fmt: skip
+
+
+def test_batched_encoding_of_transformers_models_equals_one_at_a_time(tmp_path):
+    texts = ["a cat", "the red dog sat on the mat", "blue", "what is this picture of the cat"]
+    for spec in (f"causal-lm:{tiny_llama(tmp_path / 'llama')}", f"encoder:{tiny_bert(tmp_path / 'bert')}", "minilm"):
+        adapter = load_model(spec, device="cpu")
+        alone = [adapter.encode_text(t) for t in texts]
+        together = adapter.encode_text_batch(texts)
+        for a, b in zip(alone, together):
+            assert a.token_ids.tolist() == b.token_ids.tolist() and a.positions.tolist() == b.positions.tolist()
+            torch.testing.assert_close(a.states, b.states, atol=1e-5, rtol=1e-4)
+
+
+def test_a_batch_with_one_failing_item_retries_the_others_one_by_one(tmp_path):
+    adapter = load_model("micro-ar", device="cpu")
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"id": f"ok{i}", "text": "a red circle at the top . what is in the picture?"} for i in range(3)]
+    lines.insert(1, {"id": "long", "text": " ".join(["red"] * 400)})  # longer than the model's context
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "run"
+    summary = run_probe(ProbeConfig(model="micro-ar", out=out, text_prompts=f"jsonl:{prompts}", tasks=ALL,
+                                    batch_size=4, progress=False, max_new_tokens=8), adapter=adapter)  # fmt: skip
+    assert (summary.succeeded, summary.failed) == (9, 3)
+    errors = [json.loads(line) for line in (out / "errors.jsonl").open()]
+    assert {e["item"] for e in errors} == {"long"} and {e["task"] for e in errors} == set(ALL)
+    assert all("too long" in e["reason"] for e in errors)
+    alone = run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "alone", text_prompts=f"jsonl:{prompts}",
+                                  tasks=ALL, progress=False, max_new_tokens=8), adapter=adapter)  # fmt: skip
+    assert alone.failed == 3
+    _assert_same_rows(_rows(out), _rows(tmp_path / "alone"))
+
+
+def test_batches_group_one_task_and_modality_by_length():
+    prompts = load_prompts("micro-world", limit=12)
+    units = [Unit(key=f"{p.id}/{t}", order=i * 2 + j, prompt=p, task=t)
+             for i, p in enumerate(prompts) for j, t in enumerate(("encode", "text-gen"))]  # fmt: skip
+    made = batches(units, 4)
+    assert sorted(u.key for b in made for u in b) == sorted(u.key for u in units)  # every unit once
+    for batch in made:
+        assert len(batch) <= 4 and len({(u.task, u.prompt.modality) for u in batch}) == 1
+        lengths = [len(u.prompt.text) for u in batch]
+        assert lengths == sorted(lengths)
+    assert [min(u.order for u in b) for b in made] == sorted(min(u.order for u in b) for b in made)
+
+
+def test_batch_size_is_checked_and_recorded(tmp_path):
+    with pytest.raises(Exception, match="batch_size must be a positive integer; got 0"):
+        run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "x", text_prompts="micro-world", batch_size=0))
+    adapter = load_model("micro-ar", device="cpu")
+    config = ProbeConfig(model="micro-ar", out=tmp_path / "r", text_prompts="micro-world", limit=4, batch_size=2,
+                         progress=False)  # fmt: skip
+    run_probe(config, adapter=adapter)
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["batch_size"] == 2 and manifest["invocations"][-1]["batch_size"] == 2
+    assert "batch_size" not in manifest["settings"]  # not part of the run's identity: a resume may change it
+    config.batch_size = 3
+    resumed = run_probe(config, adapter=adapter)
+    assert any("batch size 3, the run began with 2" in n for n in resumed.notices)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", type=float, default=2.0, help="logarithm base (default 2: bits)")
     p.add_argument("--limit", type=int, help="at most this many prompts per source, spread across types")
     p.add_argument("--max-new-tokens", type=int, default=32, help="length of text responses")
+    p.add_argument("--layers", default=None, metavar="L,L,…|every=K",
+                   help="measure these layers only: 0,4,8,-1 (0 = embedding output, -1 = last) or every=K")
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
                    help="prompts per forward pass and generate call (same rows as 1, to float tolerance)")
     p.add_argument("--seed", type=int, default=0)
@@ -165,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         alpha=args.alpha, sigma=args.sigma, base=args.base, limit=args.limit, sigma_scales=args.sigma_scale,
         match_tokens=args.match_tokens, match_response_tokens=args.match_response_tokens,
         match_draws=args.match_draws, calibration_units=args.calibration_units,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, layers=args.layers, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
     )  # fmt: skip
     summary = run_probe(config)
     print(summary.describe(), file=sys.stderr)

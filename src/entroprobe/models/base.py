@@ -68,7 +68,7 @@ class LayerStates:
     states: torch.Tensor  # (layers + 1, tokens, d_model) float32
     positions: torch.Tensor  # (tokens,) int64
     token_ids: torch.Tensor | None = None  # (tokens,) int64, None for continuous inputs
-    final_norm: bool = False  # is states[-1] after the model's final norm?
+    final_norm: bool | None = False  # is states[-1] after the model's final norm? (None: the adapter cannot tell)
 
     def __post_init__(self) -> None:
         if self.states.dim() != 3:

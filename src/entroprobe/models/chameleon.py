@@ -15,6 +15,7 @@ import torch
 from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
+    detect_final_norm,
     GENERATION_KEYS,
     ImageTokenAdapter,
     load_image,
@@ -31,8 +32,8 @@ class ChameleonAdapter(ImageTokenAdapter):
     """Chameleon (``ChameleonForConditionalGeneration``, e.g. facebook/chameleon-7b): encode text and images,
     reply in text. No image generation (the transformers class has none).
 
-    ``final_norm`` is True: ``ChameleonModel.forward`` applies ``self.norm`` before returning
-    ``last_hidden_state``, and transformers' ``capture_outputs`` puts that normed state in ``hidden_states[-1]``.
+    ``final_norm`` is detected at load (True in transformers: ``ChameleonModel.forward`` applies ``self.norm`` before
+    returning ``last_hidden_state``, which ``capture_outputs`` puts in ``hidden_states[-1]``).
 
     Prompts follow the processor: text as is for encoding, with the separator token appended for a reply
     (Chameleon's chat mode); an image prompt is the instruction followed by ``<image>`` (as in the transformers
@@ -69,7 +70,7 @@ class ChameleonAdapter(ImageTokenAdapter):
             device=device,
             num_layers=config.num_hidden_layers,
             d_model=config.hidden_size,
-            final_norm=True,
+            final_norm=detect_final_norm(model, config.num_hidden_layers, device, use_cache=False),
             context=context_limit(config),
             generation=parse_generation(extra),
         )

@@ -27,6 +27,7 @@ from entroprobe.models.defaults import Default, prompt_tokens_choice, record, se
 from entroprobe.models.prompt_tokens import prompt_selection, question_positions
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
+    detect_final_norm,
     GENERATION_KEYS,
     ImageTokenAdapter,
     chat_prompt,
@@ -117,12 +118,12 @@ def image_options(values: dict[str, Any]) -> dict[str, Any]:
 class Emu3Adapter(ImageTokenAdapter):
     """Emu3 (``Emu3ForConditionalGeneration``, e.g. Emu3-Chat-hf / Emu3-Gen-hf): all four operations.
 
-    ``final_norm`` is True: ``Emu3TextModel.forward`` applies ``self.norm`` before returning
-    ``last_hidden_state``, and transformers' ``capture_outputs`` puts that normed state in ``hidden_states[-1]``.
+    ``final_norm`` is detected at load (True in transformers: ``Emu3TextModel.forward`` applies ``self.norm`` before
+    returning ``last_hidden_state``, which ``capture_outputs`` puts in ``hidden_states[-1]``).
 
-    Prompts: the processor prepends ``<bos>``; text replies use the processor's chat template when it has one
-    (else the text as is); image prompts are ``<image>`` followed by the instruction. Image prompts are fed as
-    their VQ token ids (computed once from the pixels), so all passes see the same input.
+    Prompts: the processor prepends ``<bos>``; text is encoded as is; replies and image prompts (``<image>``, then
+    the instruction) are put in the reply template (see below). Image prompts are fed as their VQ token ids
+    (computed once from the pixels), so all passes see the same input.
 
     Loading keywords: ``LOAD_KEYS``, ``chat_template``, ``system_prompt`` (empty: none), ``GENERATION_KEYS``
     (over the authors' defaults, for every response) and the image options ``guidance_scale``,
@@ -177,7 +178,7 @@ class Emu3Adapter(ImageTokenAdapter):
             device=device,
             num_layers=text.num_hidden_layers,
             d_model=text.hidden_size,
-            final_norm=True,
+            final_norm=detect_final_norm(model, text.num_hidden_layers, device, use_cache=False),
             context=context_limit(text),
             generation=generation,
             image_defaults=image_defaults,

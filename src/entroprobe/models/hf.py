@@ -14,6 +14,8 @@ Shared pieces, in the order an adapter uses them:
 
 from __future__ import annotations
 
+import inspect
+
 import io
 import os
 from collections.abc import Callable, Mapping
@@ -202,6 +204,8 @@ def forward_states(model: Any, num_layers: int, **inputs: Any) -> torch.Tensor:
     Raises:
         EntroprobeError: when the model returns no hidden states or not ``num_layers + 1`` of them.
     """
+    if _takes(model, "logits_to_keep"):  # the states need no logits: only the last position's, not T × vocab
+        inputs.setdefault("logits_to_keep", 1)
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True, return_dict=True)
     hidden = getattr(out, "hidden_states", None)
@@ -211,6 +215,14 @@ def forward_states(model: Any, num_layers: int, **inputs: Any) -> torch.Tensor:
             f"{type(model).__name__} returned {got} hidden states; expected {num_layers + 1} (layers + embedding)"
         )
     return stack_hidden_states(hidden)  # (L + 1, T, d)
+
+
+def _takes(model: Any, name: str) -> bool:
+    """Whether ``model.forward`` has a parameter ``name``."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def generate_seeded(
@@ -284,13 +296,13 @@ def find_decoder_layers(model: torch.nn.Module, num_layers: int) -> tuple[str, t
     return candidates[0] if candidates else None
 
 
-def detect_final_norm(model: Any, num_layers: int, device: torch.device, **extra: Any) -> bool:
+def detect_final_norm(model: Any, num_layers: int, device: torch.device, **extra: Any) -> bool | None:
     """Whether ``hidden_states[-1]`` is after the model's final norm: run two tokens, compare it with a hook
-    on the last layer. Models without a findable layer list are assumed to be normed (transformers' default).
+    on the last layer. None when the model has no layer list to hook (unknown; recorded as such).
     """
     found = find_decoder_layers(model, num_layers)
     if found is None:
-        return True
+        return None  # no layer list to compare with: unknown, and the manifest says so
     ids = torch.tensor([[1, 2]], device=device) % max(2, model.config.get_text_config().vocab_size)
     capture = LayerCapture([found[1][-1]])
     capture.attach()

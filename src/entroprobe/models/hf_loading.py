@@ -6,6 +6,8 @@ Safety: ``trust_remote_code`` is off unless the caller turns it on; weights come
 
 from __future__ import annotations
 
+import json
+
 import pickle
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from entroprobe.models.base import resolve_device, resolve_dtype, weights_finger
 __all__ = ["LOAD_KEYS", "load_pretrained", "load_processor", "as_bool", "context_limit", "check_length", "fingerprint_of"]
 
 # the loading keywords every transformers family accepts (`--model-args k=v,…` on the command line)
-LOAD_KEYS = ("dtype", "device", "device_map", "revision", "trust_remote_code", "attn_implementation", "local_files_only")
+LOAD_KEYS = ("dtype", "device", "device_map", "offload_folder", "revision", "trust_remote_code", "attn_implementation",
+             "local_files_only")  # fmt: skip
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def as_bool(value: Any, key: str = "value") -> bool:
@@ -48,6 +52,7 @@ def load_pretrained(
     dtype: Any = None,
     device: Any = None,
     device_map: Any = None,
+    offload_folder: str | None = None,
     revision: str | None = None,
     trust_remote_code: Any = False,
     attn_implementation: str | None = None,
@@ -55,7 +60,13 @@ def load_pretrained(
 ) -> tuple[Any, torch.device]:
     """``auto_cls.from_pretrained(path, …)`` in eval mode on the requested device; returns (model, device).
 
-    Raises :class:`LoadError` naming ``what``, the path and the reason when the weights are missing or unreadable.
+    ``device_map`` places the model with accelerate: ``auto`` (over the GPUs, then CPU and disk), ``balanced``,
+    ``sequential``, one device (``cpu``, ``cuda:1``) or a JSON file mapping module names to devices
+    (``{"model.layers.0": 0, "model.layers.1": 1, …}``; ``"disk"`` needs ``offload_folder``). The returned device
+    is where the inputs go: the input embeddings'.
+
+    Raises :class:`LoadError` naming ``what``, the path and the reason when the weights are missing or unreadable;
+    :class:`InputError` for a device map that is neither a known name, a device nor a readable JSON object.
     """
     kwargs: dict[str, Any] = {"trust_remote_code": as_bool(trust_remote_code, "trust_remote_code")}
     torch_dtype = resolve_dtype(dtype)
@@ -68,7 +79,9 @@ def load_pretrained(
     if local_files_only is not None:
         kwargs["local_files_only"] = as_bool(local_files_only, "local_files_only")
     if device_map is not None:
-        kwargs["device_map"] = device_map
+        kwargs["device_map"] = _device_map(device_map)
+    if offload_folder is not None:
+        kwargs["offload_folder"] = str(offload_folder)
     try:
         model = auto_cls.from_pretrained(path, **kwargs)
     except (SafetensorError, pickle.UnpicklingError, EOFError) as exc:  # corrupt weight files
@@ -78,8 +91,37 @@ def load_pretrained(
     if device_map is None:
         target = resolve_device(device)
         model = model.to(target)
-    target = next(model.parameters()).device
-    return model.eval(), target
+    return model.eval(), input_device(model)
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a model's inputs go: its input embeddings' device (with a device map, other layers live elsewhere)."""
+    try:
+        embeddings = model.get_input_embeddings()
+        device = next(embeddings.parameters()).device
+    except (AttributeError, NotImplementedError, StopIteration):
+        device = next(model.parameters()).device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+def _device_map(value: Any) -> Any:
+    """A device map as transformers takes it, from a name, a device or a JSON file."""
+    if isinstance(value, dict) or not isinstance(value, str) or value in DEVICE_MAPS:
+        return value
+    if value.endswith(".json"):
+        try:
+            mapping = json.loads(Path(value).expanduser().read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"device_map={value}: cannot read the device map ({exc})") from None
+        if not isinstance(mapping, dict):
+            raise InputError(f"device_map={value} must hold a JSON object of module name → device")
+        return mapping
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise InputError(f"device_map must be one of {', '.join(DEVICE_MAPS)}, a device (cpu, cuda:0) or a JSON "
+                         f"file of module name → device; got {value!r}") from None
+    return value
 
 
 def load_processor(auto_cls: Any, path: str, *, what: str = "processor", revision: str | None = None,

@@ -377,7 +377,7 @@ class JanusAdapter(HFAdapter):
         """
         text = self.model.get_input_embeddings()(prompt_ids)  # (1, P, d)
         image = self.model.prepare_embeddings_for_image_generation(codes)  # (1, N, d)
-        embeds = torch.cat([text, image.to(text.dtype)], dim=1)  # (1, P + N, d)
+        embeds = torch.cat([text, image.to(text.device, text.dtype)], dim=1)  # (1, P + N, d), on one device
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         return forward_states(
             self.model.model.language_model, self.num_layers, inputs_embeds=embeds, attention_mask=mask, use_cache=False

@@ -22,7 +22,7 @@ import torch
 
 from entroprobe.entropy import STATES, EntropyResult, prompt_response_entropies, renyi_entropy
 
-__all__ = ["MeasureSettings", "Block", "unit_blocks", "unit_rows"]
+__all__ = ["MeasureSettings", "Block", "unit_blocks", "unit_rows", "parse_layers", "resolve_layers"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class MeasureSettings:
     match_tokens: int = 0  # prompt tokens of the matched block (0: prompt whole)
     match_response_tokens: int = 0  # response tokens of the matched block (0: response whole)
     draws: int = 8
+    layers: tuple[int, ...] | None = None  # the layers measured (0 = embedding output … L); None: all
 
     @property
     def matching(self) -> bool:
@@ -59,7 +60,14 @@ def unit_blocks(settings: MeasureSettings, prompt: torch.Tensor, response: torch
     Returns:
         The blocks, and whether the unit was too short for the matched block (it then has only the raw one).
     """
-    common = {"alpha": settings.alpha, "sigma": settings.sigma, "base": settings.base,
+    if settings.layers is not None:  # the layers kept, before any kernel is built
+        keep = torch.tensor(settings.layers, device=prompt.device)
+        prompt = prompt.index_select(0, keep)
+        response = None if response is None else response.index_select(0, keep)
+    sigma = settings.sigma
+    if settings.layers is not None and isinstance(sigma, torch.Tensor):
+        sigma = sigma[list(settings.layers)]  # the pooled σ of the kept layers
+    common = {"alpha": settings.alpha, "sigma": sigma, "base": settings.base,
               "sigma_scale": list(settings.scales)}  # fmt: skip
     k, m = settings.match_tokens, settings.match_response_tokens
     if response is None:
@@ -94,16 +102,60 @@ def unit_rows(settings: MeasureSettings, blocks: list[Block], common: dict[str, 
             columns = (result.value, result.sigma, result.saturation, result.reference, result.state)
             values, sigmas, saturations, references, states = (c.reshape(-1, len(settings.scales)).tolist()
                                                               for c in columns)  # (layers, scales) each
-            for layer in range(len(values)):
+            for row, layer in enumerate(settings.layers or range(len(values))):
                 for at, scale in enumerate(settings.scales):
-                    state = STATES[states[layer][at]]
+                    state = STATES[states[row][at]]
                     rows.append({
-                        **base, "measure": measure, "layer": layer, "value": values[layer][at],
-                        "sigma": sigmas[layer][at], "saturation": saturations[layer][at],
-                        "saturated": state != "ok", "kernel_state": state, "reference": references[layer][at],
+                        **base, "measure": measure, "layer": layer, "value": values[row][at],
+                        "sigma": sigmas[row][at], "saturation": saturations[row][at],
+                        "saturated": state != "ok", "kernel_state": state, "reference": references[row][at],
                         "max_entropy": ceiling, "subsample": block.subsample,
                         "subsample_response": block.subsample_response,
                         "draws": result.draws, "sigma_scale": scale,
                     })  # fmt: skip
     return rows
 
+
+
+def parse_layers(spec: str | None) -> tuple[str, tuple[int, ...]] | None:
+    """``"0,4,8,-1"`` → ``("list", (0, 4, 8, -1))``; ``"every=4"`` → ``("every", (4,))``; None/"" → None.
+
+    Raises:
+        InputError: anything else, naming the spec and the two forms.
+    """
+    from entroprobe.errors import InputError
+
+    if spec is None or not str(spec).strip():
+        return None
+    text = str(spec).replace(" ", "")
+    try:
+        if text.startswith("every="):
+            step = int(text.removeprefix("every="))
+            if step < 1:
+                raise ValueError
+            return "every", (step,)
+        return "list", tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--layers takes layer indices (0,4,8,-1: -1 is the last layer) or every=K (K ≥ 1); "
+                         f"got {spec!r}") from None
+
+
+def resolve_layers(spec: str | None, num_layers: int) -> tuple[int, ...] | None:
+    """The layers (0 … ``num_layers``, ascending) a ``--layers`` spec keeps for a model of ``num_layers`` layers;
+    ``every=K`` keeps 0, K, 2K, … and always the last layer.
+
+    Raises:
+        InputError: a layer outside −(L + 1) … L.
+    """
+    from entroprobe.errors import InputError
+
+    parsed = parse_layers(spec)
+    if parsed is None:
+        return None
+    kind, values = parsed
+    if kind == "every":
+        return tuple(sorted({*range(0, num_layers + 1, values[0]), num_layers}))
+    bad = [v for v in values if not -(num_layers + 1) <= v <= num_layers]
+    if bad:
+        raise InputError(f"--layers {spec}: the model has layers 0 … {num_layers} (-1 is {num_layers}); got {bad}")
+    return tuple(sorted({v % (num_layers + 1) for v in values}))

@@ -29,7 +29,7 @@ from entroprobe.probe import reading as prompt_reading
 from entroprobe.probe import rundir, store
 from entroprobe.probe.lock import RunLock
 from entroprobe.probe import units as unit_work
-from entroprobe.probe.measures import MeasureSettings
+from entroprobe.probe.measures import MeasureSettings, parse_layers, resolve_layers
 from entroprobe.probe.rundir import PLACEMENT_KEYS
 from entroprobe.probe.schema import TASKS
 
@@ -38,7 +38,7 @@ __all__ = ["ProbeConfig", "RunSummary", "run_probe", "collect", "parse_model_arg
 SETTINGS_KEYS = (
     "model", "model_args", "text_prompts", "image_prompts", "tasks",
     "alpha", "sigma", "base", "limit", "max_new_tokens", "seed",
-    "sigma_scales", "match_tokens", "match_response_tokens", "match_draws", "calibration_units",
+    "sigma_scales", "match_tokens", "match_response_tokens", "match_draws", "calibration_units", "layers",
 )  # fmt: skip
 SIGMA_RULES = ("median", "pooled")
 
@@ -65,6 +65,7 @@ class ProbeConfig:
     max_new_tokens: int = 32  # for text responses
     seed: int = 0
     batch_size: int = 1  # prompts per forward pass and per generate call (rows equal B = 1's, float tolerance)
+    layers: str | None = None  # the layers measured: "0,4,8,-1" or "every=4" (None: all)
     save_states: bool = False  # keep every unit's layer states (safetensors) under RUN_DIR/states/
     overwrite: bool = False  # start afresh in a run directory holding a run with other settings
     progress: bool | None = None  # a bar; None: a bar on a terminal, a line every 30 s elsewhere; False: none
@@ -78,6 +79,8 @@ class ProbeConfig:
             out.pop("calibration_units")
         if not self.match_tokens and not self.match_response_tokens:
             out.pop("match_draws")
+        if not self.layers:
+            out.pop("layers")  # all layers: as runs that predate --layers
         out["model_args"] = {k: str(v) for k, v in sorted(self.model_args.items()) if k not in PLACEMENT_KEYS}
         return out
 
@@ -85,15 +88,17 @@ class ProbeConfig:
         """The σ scales measured: the given factors and 1, ascending."""
         return tuple(sorted({1.0, *(float(s) for s in self.sigma_scales)}))
 
-    def measure_settings(self, pooled: list[float] | None = None) -> MeasureSettings:
-        """How every unit is measured; ``pooled`` is the calibrated σ per layer under ``--sigma pooled``."""
+    def measure_settings(self, pooled: list[float] | None = None, num_layers: int | None = None) -> MeasureSettings:
+        """How every unit is measured; ``pooled`` is the calibrated σ per layer under ``--sigma pooled``,
+        ``num_layers`` the model's (to resolve ``layers``)."""
         if self.sigma == "pooled":
             sigma, rule = torch.tensor(pooled, dtype=torch.float64), "pooled"
         else:
             sigma, rule = self.sigma, "median" if self.sigma == "median" else "fixed"
         return MeasureSettings(alpha=self.alpha, sigma=sigma, sigma_rule=rule, base=self.base, scales=self.scales(),
                                match_tokens=self.match_tokens, match_response_tokens=self.match_response_tokens,
-                               draws=self.match_draws)  # fmt: skip
+                               draws=self.match_draws,
+                               layers=None if num_layers is None else resolve_layers(self.layers, num_layers))  # fmt: skip
 
     def check(self) -> None:
         """Refuse settings the run would fail on, before anything is loaded."""
@@ -104,6 +109,7 @@ class ProbeConfig:
                              + ", ".join(SIGMA_RULES))  # fmt: skip
         check_parameters(alpha=self.alpha, sigma="median" if self.sigma == "pooled" else self.sigma, base=self.base,
                          sigma_scale=list(self.sigma_scales) or [1.0])  # fmt: skip
+        parse_layers(self.layers)
         unknown = [task for task in self.tasks if task not in TASKS]
         if unknown:
             raise InputError(f"Unknown task(s) {', '.join(unknown)}; expected any of {', '.join(TASKS)}")
@@ -229,6 +235,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     if adapter is None:
         adapter = _load(config, world, rank)
     units, skipped = unit_work.plan(config, adapter, prompts)
+    resolve_layers(config.layers, adapter.num_layers)  # a layer the model lacks is refused before any work
     if not units:
         raise CapabilityError(f"Model '{config.model}' can do none of the requested work: {', '.join(skipped)}")
     fingerprint = adapter.fingerprint()
@@ -275,7 +282,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     rundir.barrier(world)  # every rank has read the done marks before any creates its shard
     if rank != 0:
         pooled = unit_work.pooled_sigma(config, adapter, units, None, rank, run_dir)
-    settings = config.measure_settings(None if pooled is None else pooled["sigma"])
+    settings = config.measure_settings(None if pooled is None else pooled["sigma"], adapter.num_layers)
     todo = [u for u in units[rank::world] if u.key not in done]
     summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done.keys() & {u.key for u in units}),
                          skipped=skipped, matched=_matched_text(config), rank=rank, notices=notices,

@@ -26,7 +26,7 @@ __all__ = ["PLACEMENT_KEYS", "world", "barrier", "versions", "now", "open_run_di
            "prepare_run_dir", "check_weights", "placed", "write_manifest", "write_prompts", "PROMPT_COLUMNS"]
 
 # loading keywords that place the model but do not change its results: a run may resume elsewhere
-PLACEMENT_KEYS = ("device", "device_map")
+PLACEMENT_KEYS = ("device", "device_map", "offload_folder")
 
 
 def world() -> tuple[int, int]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.probe import store
 from entroprobe.probe.calibration import calibrate
@@ -180,7 +182,8 @@ def pooled_sigma(config: ProbeConfig, adapter: Any, units: list[Unit], previous:
         return previous["sigma_pooled"]
 
     def produce(unit: Unit):
-        prompt_side, response_side = _sides(unit, *_produce(config, adapter, unit))
+        with torch.inference_mode():
+            prompt_side, response_side = _sides(unit, *_produce(config, adapter, unit))
         return prompt_side.states, None if response_side is None else response_side.states
 
     return calibrate(units, produce, count=config.calibration_units, seed=config.seed)

@@ -1,0 +1,58 @@
+"""``--layers``: measure some layers only; their rows are the full run's rows at those layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entroprobe.errors import InputError
+from entroprobe.models import load_model
+from entroprobe.probe import ProbeConfig, run_probe
+from entroprobe.probe.measures import resolve_layers
+
+
+def test_layer_specs_resolve_against_the_model():
+    assert resolve_layers("0,4,8,-1", 12) == (0, 4, 8, 12)
+    assert resolve_layers("every=4", 10) == (0, 4, 8, 10)  # the last layer always
+    assert resolve_layers("-1,-1,0", 4) == (0, 4)
+    assert resolve_layers(None, 4) is None and resolve_layers("", 4) is None
+    with pytest.raises(InputError, match=r"the model has layers 0 … 4 \(-1 is 4\); got \[5, -6\]"):
+        resolve_layers("0,5,-6", 4)
+    for bad in ("every=0", "every=x", "a,b", "1;2"):
+        with pytest.raises(InputError, match="--layers takes layer indices"):
+            resolve_layers(bad, 4)
+
+
+@pytest.mark.parametrize("sigma", ["median", "pooled"])
+def test_rows_of_the_kept_layers_equal_the_full_run(tmp_path, sigma):
+    adapter = load_model("micro-mask", device="cpu")
+    common = dict(model="micro-mask", text_prompts="micro-world", image_prompts="micro-world",
+                  tasks=("encode", "text-gen", "image-gen"), limit=6, progress=False, sigma=sigma,
+                  max_new_tokens=10, calibration_units=8)  # fmt: skip
+    run_probe(ProbeConfig(out=tmp_path / "all", **common), adapter=adapter)
+    run_probe(ProbeConfig(out=tmp_path / "some", layers="0,-1", **common), adapter=adapter)
+    full = pd.read_parquet(tmp_path / "all" / "results.parquet")
+    some = pd.read_parquet(tmp_path / "some" / "results.parquet")
+    assert sorted(some["layer"].unique()) == [0, 4] and (some["num_layers"] == 4).all()
+    kept = full[full["layer"].isin([0, 4])].reset_index(drop=True)
+    assert len(kept) == len(some)
+    columns = ["prompt_id", "task", "measure", "layer", "subsample", "subsample_response", "kernel_state"]
+    assert kept[columns].values.tolist() == some[columns].values.tolist()
+    np.testing.assert_allclose(some["value"], kept["value"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(some["sigma"], kept["sigma"], rtol=1e-12)
+
+
+def test_layers_are_part_of_the_run_and_checked_before_any_work(tmp_path):
+    adapter = load_model("micro-ar", device="cpu")
+    with pytest.raises(InputError, match="--layers takes layer indices"):
+        run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "a", text_prompts="micro-world", layers="all"))
+    with pytest.raises(InputError, match="the model has layers 0 … 4"):
+        run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "b", text_prompts="micro-world", layers="7"),
+                  adapter=adapter)  # fmt: skip
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "c", text_prompts="micro-world", limit=2, layers="0",
+                          progress=False), adapter=adapter)  # fmt: skip
+    with pytest.raises(InputError, match="other settings .*layers: '0' → '1'"):
+        run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "c", text_prompts="micro-world", limit=2,
+                              layers="1", progress=False), adapter=adapter)  # fmt: skip

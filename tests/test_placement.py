@@ -1,0 +1,87 @@
+"""Big-model placement and memory: device_map through accelerate, inference mode, no logits for the states."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from entroprobe.errors import InputError
+from entroprobe.models import load_model
+from entroprobe.models.hf import detect_final_norm
+from entroprobe.probe import ProbeConfig, run_probe
+
+from fake_adapter import FakeAdapter
+from tiny_models import random_image, tiny_chameleon, tiny_emu3, tiny_janus, tiny_llama
+
+pytest.importorskip("accelerate")
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+def test_device_maps_place_the_model_and_leave_the_states_alone(llama_dir, tmp_path):
+    reference = load_model(f"causal-lm:{llama_dir}", device="cpu")
+    want = reference.encode_text("the red cat sat").states
+    split = tmp_path / "split.json"  # the second layer offloaded to disk: a model split over two places
+    split.write_text(json.dumps({"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                                 "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}))  # fmt: skip
+    for placement in ({"device_map": "cpu"}, {"device_map": "auto"},
+                      {"device_map": str(split), "offload_folder": str(tmp_path / "offload")}):  # fmt: skip
+        adapter = load_model(f"causal-lm:{llama_dir}", **placement)
+        assert adapter.device == torch.device("cpu")
+        torch.testing.assert_close(adapter.encode_text("the red cat sat").states, want)
+        reply = adapter.respond_text("the cat", max_new_tokens=3, seed=1)
+        assert reply.output_ids.tolist() == reference.respond_text("the cat", max_new_tokens=3, seed=1).output_ids.tolist()
+
+
+def test_a_bad_device_map_says_what_it_takes(llama_dir, tmp_path):
+    with pytest.raises(InputError, match="device_map must be one of auto, balanced, .*got 'everywhere'"):
+        load_model(f"causal-lm:{llama_dir}", device_map="everywhere")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="must hold a JSON object of module name → device"):
+        load_model(f"causal-lm:{llama_dir}", device_map=str(tmp_path / "list.json"))
+    with pytest.raises(InputError, match="cannot read the device map"):
+        load_model(f"causal-lm:{llama_dir}", device_map=str(tmp_path / "missing.json"))
+
+
+def test_janus_runs_every_task_under_a_device_map(tmp_path):
+    janus = load_model(f"janus:{tiny_janus(tmp_path / 'janus')}", device_map="cpu")
+    assert janus.respond_image("a red cat", seed=0).response.num_tokens == 16
+    assert janus.encode_image(random_image((32, 32))).num_tokens == 16
+
+
+def test_teacher_forced_passes_compute_no_logits_for_the_states(tmp_path):
+    emu3 = load_model(f"emu3:{tiny_emu3(tmp_path / 'emu3')}", prompt_tokens="template")
+    widths = []
+    handle = emu3.model.lm_head.register_forward_hook(lambda module, args, out: widths.append(args[0].shape[1]))
+    try:
+        emu3.encode_text("a red cube")
+        reply = emu3.respond_text("a red cube", max_new_tokens=3, seed=0)
+    finally:
+        handle.remove()
+    assert widths[0] == 1 and widths[-1] == 1  # encode and the teacher-forced pass: the last position only
+    assert reply.prompt.num_tokens + reply.response.num_tokens > 3
+
+
+def test_final_norm_is_detected(tmp_path):
+    assert load_model(f"emu3:{tiny_emu3(tmp_path / 'emu3')}").describe()["final_norm"] is True
+    assert load_model(f"chameleon:{tiny_chameleon(tmp_path / 'ch')}").describe()["final_norm"] is True
+    no_layers = torch.nn.Linear(4, 4)  # nothing to hook: the adapter cannot tell, and says so
+    assert detect_final_norm(no_layers, 2, torch.device("cpu")) is None
+
+
+def test_units_run_in_inference_mode(tmp_path):
+    seen = []
+
+    class Watching(FakeAdapter):
+        def encode_text(self, text):
+            seen.append(torch.is_inference_mode_enabled())
+            return super().encode_text(text)
+
+    run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", limit=3, progress=False),
+              adapter=Watching())  # fmt: skip
+    assert seen and all(seen)

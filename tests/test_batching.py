@@ -109,3 +109,42 @@ def test_batch_size_is_checked_and_recorded(tmp_path):
     config.batch_size = 3
     resumed = run_probe(config, adapter=adapter)
     assert any("batch size 3, the run began with 2" in n for n in resumed.notices)
+
+
+def _family_specs(tmp_path):
+    from tiny_models import tiny_chameleon, tiny_emu3, tiny_janus
+
+    return {
+        "causal-lm": (f"causal-lm:{tiny_llama(tmp_path / 'llama')}", {"do_sample": True}),
+        "encoder": (f"encoder:{tiny_bert(tmp_path / 'bert')}", {}),
+        "janus": (f"janus:{tiny_janus(tmp_path / 'janus')}", {"do_sample": True}),
+        "emu3": (f"emu3:{tiny_emu3(tmp_path / 'emu3')}", {"do_sample": True, "image_area": 256}),
+        "chameleon": (f"chameleon:{tiny_chameleon(tmp_path / 'chameleon')}", {"do_sample": True}),
+    }
+
+
+@pytest.mark.parametrize("family", ["causal-lm", "encoder", "janus", "emu3", "chameleon"])
+def test_every_family_gives_the_same_rows_in_batches(tmp_path, family):
+    spec, args = _family_specs(tmp_path)[family]
+    adapter = load_model(spec, device="cpu", **args)
+    prompts = tmp_path / "prompts.jsonl"
+    texts = ["a cat", "the red dog sat on the mat", "blue", "a red cat sat", "the dog"]
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    images = tmp_path / "images"
+    images.mkdir()
+    from tiny_models import random_image
+
+    for i in range(3):
+        random_image((32, 32), seed=i).save(images / f"{i}.png")
+    tasks = tuple(t for t in ALL if any(adapter.can(t, m) for m in ("text", "image")))
+    runs = {}
+    for size in (1, 3):
+        config = ProbeConfig(model=spec, out=tmp_path / f"b{size}", text_prompts=f"jsonl:{prompts}",
+                             image_prompts=f"images:{images}", tasks=tasks, batch_size=size, progress=False,
+                             max_new_tokens=4, match_tokens=2, match_response_tokens=2)  # fmt: skip
+        summary = run_probe(config, adapter=adapter)
+        assert summary.failed == 0, json.loads((tmp_path / f"b{size}" / "errors.jsonl").read_text().splitlines()[0])
+        runs[size] = _rows(tmp_path / f"b{size}")
+    _assert_same_rows(runs[1], runs[3])
+    answers = [[json.loads(line).get("text") for line in (tmp_path / f"b{s}" / "responses.jsonl").open()] for s in (1, 3)]
+    assert answers[0] == answers[1]

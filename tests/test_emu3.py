@@ -243,7 +243,10 @@ def test_images_follow_baai_s_script_unless_told_otherwise(emu3_dir, monkeypatch
     with capture_layers(adapter.model, LAYERS, calls_per_step=2) as cap:
         reply = adapter.respond_image("a red cube", seed=0, image_area=256)
     kwargs = seen[-1]
-    assert (kwargs["do_sample"], kwargs["top_k"], kwargs["guidance_scale"]) == (True, 2048, 3.0)  # CFG on
+    # sampled with top-k 2048, each prompt from its own seed (models/hf_generate.py); CFG on
+    used = {type(p).__name__: p for p in kwargs["logits_processor"]}
+    assert set(used) == {"TopKLogitsWarper", "RowNoise"} and used["TopKLogitsWarper"].top_k == 2048
+    assert kwargs["do_sample"] is False and kwargs["guidance_scale"] == 3.0
     negative = IMAGE_DEFAULTS["negative_prompt"].value
     want = adapter.processor(text=[negative], return_for_image_generation=True, return_tensors="pt", image_area=256)
     assert kwargs["negative_prompt_ids"].tolist() == want["input_ids"].tolist()  # BAAI's negative prompt
@@ -264,7 +267,7 @@ def test_replies_have_the_system_line_and_are_greedy(emu3_dir, monkeypatch):
     generate = adapter.model.generate
     monkeypatch.setattr(adapter.model, "generate", lambda *a, **k: seen.append(k) or generate(*a, **k))
     adapter.respond_text("red cube", max_new_tokens=2, seed=0)
-    assert seen[-1]["do_sample"] is False
+    assert seen[-1]["do_sample"] is False and len(seen[-1]["logits_processor"]) == 0  # greedy: no noise
     quiet = load_model(f"emu3:{emu3_dir}", system_prompt="")
     assert quiet._reply_prompt("red cube", image=False) == "USER: red cube. ASSISTANT:"
     template = "{% for m in messages %}[{{ m['role'] }}: {{ m['content'][0]['text'] }}]{% endfor %}"

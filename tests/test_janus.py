@@ -74,19 +74,24 @@ def _hooks_during_generate(adapter, monkeypatch) -> Iterator[dict[str, list[torc
     def keep_input(module, args, kwargs):
         seen["input"].append((args[0] if args else kwargs["hidden_states"]).detach().clone())
 
-    original = adapter.model.generate
+    def hooked(original):
+        def generate(*args, **kwargs):
+            handles = [lm.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+            handles += [layer.register_forward_hook(keep(f"layer{i}")) for i, layer in enumerate(lm.layers)]
+            handles.append(lm.norm.register_forward_hook(keep("norm")))
+            try:
+                return original(*args, **kwargs)
+            finally:
+                for handle in handles:
+                    handle.remove()
 
-    def generate(*args, **kwargs):
-        handles = [lm.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
-        handles += [layer.register_forward_hook(keep(f"layer{i}")) for i, layer in enumerate(lm.layers)]
-        handles.append(lm.norm.register_forward_hook(keep("norm")))
-        try:
-            return original(*args, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        return generate
 
-    monkeypatch.setattr(adapter.model, "generate", generate)
+    import entroprobe.models.janus as janus_module
+
+    text_generate = janus_module.janus_text_generate  # text answers go through the compat shim
+    monkeypatch.setattr(adapter.model, "generate", hooked(adapter.model.generate))
+    monkeypatch.setattr(janus_module, "janus_text_generate", lambda model: hooked(text_generate(model)))
     yield seen
 
 
@@ -370,6 +375,8 @@ def _capture_generation(janus, monkeypatch):
 
     def spy_generate(*args, **kwargs):
         seen["config"].append(copy.deepcopy(kwargs["generation_config"]))
+        seen["given"] = [type(p).__name__ for p in kwargs.get("logits_processor") or []]
+        seen["objects"] = list(kwargs.get("logits_processor") or [])
         return generate(*args, **kwargs)
 
     def spy_processors(self, *args, **kwargs):
@@ -377,9 +384,30 @@ def _capture_generation(janus, monkeypatch):
         seen["processors"].append([type(p).__name__ for p in made])
         return made
 
+    import entroprobe.models.janus as janus_module
+
+    text_generate = janus_module.janus_text_generate
+
+    def spy_text(model):
+        inner = text_generate(model)
+
+        def call(*args, **kwargs):
+            seen["config"].append(copy.deepcopy(kwargs["generation_config"]))
+            seen["given"] = [type(p).__name__ for p in kwargs["logits_processor"]]
+            return inner(*args, **kwargs)
+
+        return call
+
     monkeypatch.setattr(janus.model, "generate", spy_generate)
+    monkeypatch.setattr(janus_module, "janus_text_generate", spy_text)
     monkeypatch.setattr(GenerationMixin, "_get_logits_processor", spy_processors)
     return seen
+
+
+def janus_sampler(seen):
+    (processor,) = seen["objects"]
+    assert type(processor).__name__ == "GuidedRowNoise"
+    return processor
 
 
 def test_images_are_sampled_as_deepseek_samples_them(tiny_dir, monkeypatch):
@@ -387,12 +415,14 @@ def test_images_are_sampled_as_deepseek_samples_them(tiny_dir, monkeypatch):
     seen = _capture_generation(janus, monkeypatch)
     janus.respond_image("a red cat", seed=0)
     config = seen["config"][-1]
-    assert (config.do_sample, config.temperature, config.top_k, config.top_p) == (True, 1.0, 0, 1.0)
     assert config.guidance_scale == 5.0
+    # temperature 1, no top-k, no top-p: the per-prompt Gumbel draw on the guided scores (models/hf_generate.py)
+    processor = janus_sampler(seen)
+    assert processor.guidance == 5.0 and processor.warpers == [] and config.do_sample is False
     used = seen["processors"][-1]
     assert "TopKLogitsWarper" not in used and "TopPLogitsWarper" not in used  # the full softmax
     janus.respond_text("a cat", max_new_tokens=3, seed=0)
-    assert seen["config"][-1].do_sample is False  # answers are greedy, as in DeepSeek's README
+    assert seen["config"][-1].do_sample is False and seen["given"] == []  # greedy answers, as in DeepSeek's README
 
 
 def test_the_defaults_and_the_overrides_are_described_with_their_sources(tiny_dir):

@@ -6,7 +6,7 @@ Shared pieces, in the order an adapter uses them:
 - :func:`split_kwargs`: loading keywords vs generation defaults (loading itself: :mod:`.hf_loading`).
 - :func:`load_image`, :func:`prompt_item`, :func:`tokenize_checked`: inputs, named in errors.
 - :func:`forward_states`: one forward pass → ``(layers + 1, tokens, d_model)`` float32.
-- :func:`generate_seeded`: seeded, deterministic ``generate`` → the new token ids.
+- :func:`generate_seeded`: ``generate`` drawing from one seed alone (see :mod:`.hf_generate`) → the new ids.
 - :func:`teacher_forced`: ONE forward pass over prompt + response → prompt and response :class:`LayerStates`
   (every generated token, the last one too, seen as the model sees it — not generate()'s per-step outputs).
 - :func:`detect_final_norm`: is ``hidden_states[-1]`` after the final norm? (checked against a layer hook).
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from entroprobe.errors import EntroprobeError, InputError, ItemError
-from entroprobe.models.base import LayerStates, ModelAdapter, Reading, Response, seeded, stack_hidden_states
+from entroprobe.models.base import LayerStates, ModelAdapter, Reading, Response, stack_hidden_states
 from entroprobe.models.hf_loading import (
     LOAD_KEYS,
     as_bool,
@@ -36,6 +36,7 @@ from entroprobe.models.hf_loading import (
     load_processor,
 )
 from entroprobe.models.hf_batch import encode_text_batch
+from entroprobe.models.hf_generate import generate_rows, teacher_forced_rows
 from entroprobe.models.hooks import LayerCapture
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -217,6 +218,14 @@ def forward_states(model: Any, num_layers: int, **inputs: Any) -> torch.Tensor:
     return stack_hidden_states(hidden)  # (L + 1, T, d)
 
 
+def _one_budget(budgets: list[int]) -> int:
+    """The response length of a batch: its prompts must leave the same room (else done one by one)."""
+    if len(set(budgets)) > 1:
+        raise EntroprobeError(f"the prompts of this batch leave different room to respond ({sorted(set(budgets))} "
+                              "tokens): each is generated alone")  # fmt: skip
+    return budgets[0]
+
+
 def _takes(model: Any, name: str) -> bool:
     """Whether ``model.forward`` has a parameter ``name``."""
     try:
@@ -234,21 +243,11 @@ def generate_seeded(
     generation: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> torch.Tensor:
-    """``model.generate`` under :func:`seeded` (same seed → same tokens) → the new token ids, ``(n,)``.
-
-    ``generation`` holds defaults (``do_sample``…), ``extra`` per-call arguments (``prefix_allowed_tokens_fn``…).
-    """
-    device = input_ids.device
-    kwargs: dict[str, Any] = {**(generation or {}), **extra}
-    config = getattr(model, "generation_config", None)
-    if config is not None and config.pad_token_id is None and "pad_token_id" not in kwargs:
-        eos = config.eos_token_id
-        kwargs["pad_token_id"] = eos[0] if isinstance(eos, (list, tuple)) else eos
-    kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
-    with seeded(seed, device), torch.no_grad():
-        out = model.generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
-    sequences = out.sequences if hasattr(out, "sequences") else out  # (1, P + n)
-    return sequences[0, input_ids.shape[1] :]
+    """``model.generate`` of one prompt ``(1, P)``, drawing from ``seed`` alone (see :mod:`.hf_generate`) → the
+    new token ids ``(n,)``. ``generation`` holds settings (``do_sample``…), ``extra`` per-call arguments
+    (``prefix_allowed_tokens_fn``…)."""
+    return generate_rows(model, [input_ids[0]], seeds=[seed], max_new_tokens=max_new_tokens, device=input_ids.device,
+                         generation=generation, **extra)[0].to(input_ids.device)  # fmt: skip
 
 
 def teacher_forced(
@@ -442,22 +441,33 @@ class ImageTokenAdapter(HFAdapter):
         Raises:
             ItemError: for an unreadable image, an empty text prompt, or no room left in the context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        item = prompt_item(text, image)
-        if image is not None:
-            prompt_ids, mask = self._image_ids(image, text)
-        else:
-            prompt_ids = self._text_ids(text, respond=True)  # type: ignore[arg-type]
-            mask = torch.zeros(prompt_ids.shape[1], dtype=torch.bool)
-        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
-        new_ids = generate_seeded(self.model, prompt_ids, seed=seed, max_new_tokens=budget,
-                                  generation=self._text_generation())  # fmt: skip
-        prompt, response = teacher_forced(
-            self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
-        )
-        keep = self._measured_reply(text, image is not None, prompt_ids[0].cpu(), mask.cpu())
-        output = self.processor.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Response(prompt.select(keep), response, output, new_ids.cpu(), extra={"image_mask": mask.cpu()[keep]})
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: one left-padded ``generate``, one right-padded pass."""
+        built = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            if image is not None:
+                ids, mask = self._image_ids(image, text)
+            else:
+                ids = self._text_ids(text, respond=True)  # type: ignore[arg-type]
+                mask = torch.zeros(ids.shape[1], dtype=torch.bool)
+            built.append((ids[0], mask.cpu(), room_to_generate(ids.shape[1], max_new_tokens, self.context,
+                                                               prompt_item(text, image))))  # fmt: skip
+        budget = _one_budget([b for _, _, b in built])
+        rows = [ids for ids, _, _ in built]
+        news = generate_rows(self.model, rows, seeds=seeds, max_new_tokens=budget, device=self.device,
+                             generation=self._text_generation())  # fmt: skip
+        pairs = teacher_forced_rows(self.model, rows, news, num_layers=self.num_layers, final_norm=self.final_norm,
+                                    device=self.device)  # fmt: skip
+        out = []
+        for (text, image), (ids, mask, _), new, (prompt, response) in zip(prompts, built, news, pairs):
+            keep = self._measured_reply(text, image is not None, ids.cpu(), mask)
+            output = self.processor.tokenizer.decode(new, skip_special_tokens=True)
+            out.append(Response(prompt.select(keep), response, output, new, extra={"image_mask": mask[keep]}))
+        return out
 
     def _measured_reply(self, text: str | None, with_image: bool, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The prompt positions a reply measures: every one (a family with ``prompt_tokens`` narrows them)."""
@@ -552,18 +562,23 @@ class CausalLMAdapter(HFAdapter):
             CapabilityError: for an image prompt.
             ItemError: for an empty prompt or one that leaves no room in the context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        item = prompt_item(text)
-        prompt_ids = self._prompt_ids(text, item).to(self.device)  # (1, P)
-        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
-        new_ids = generate_seeded(
-            self.model, prompt_ids, seed=seed, max_new_tokens=budget, generation=self.generation
-        )  # (n,)
-        prompt, response = teacher_forced(
-            self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
-        )
-        output = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Response(prompt=prompt, response=response, output=output, output_ids=new_ids.cpu())
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: one left-padded ``generate``, one right-padded pass."""
+        rows, budgets = [], []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            ids = self._prompt_ids(text, prompt_item(text))[0]
+            rows.append(ids)
+            budgets.append(room_to_generate(ids.shape[0], max_new_tokens, self.context, prompt_item(text)))
+        news = generate_rows(self.model, rows, seeds=seeds, max_new_tokens=_one_budget(budgets), device=self.device,
+                             generation=self.generation)  # fmt: skip
+        pairs = teacher_forced_rows(self.model, rows, news, num_layers=self.num_layers, final_norm=self.final_norm,
+                                    device=self.device)  # fmt: skip
+        return [Response(prompt=p, response=r, output=self.tokenizer.decode(new, skip_special_tokens=True),
+                         output_ids=new) for (p, r), new in zip(pairs, news)]  # fmt: skip
 
 
 class EncoderAdapter(HFAdapter):

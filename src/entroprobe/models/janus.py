@@ -41,6 +41,8 @@ from entroprobe.models.base import LayerStates, Response, seeded
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
 from entroprobe.models.prompt_tokens import prompt_selection, question_positions
 from entroprobe.models.hf_batch import encode_text_batch
+from entroprobe.models.compat import janus_text_generate
+from entroprobe.models.hf_generate import generate_rows, left_pad, sampling_processors, teacher_forced_rows
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     GENERATION_KEYS,
@@ -52,7 +54,6 @@ from entroprobe.models.hf import (
     prompt_item,
     room_to_generate,
     split_kwargs,
-    teacher_forced,
     tokenize_checked,
 )
 from entroprobe.models.hf_loading import check_length, context_limit, load_processor
@@ -289,32 +290,50 @@ class JanusAdapter(HFAdapter):
             InputError: neither text nor image, or ``max_new_tokens`` < 1.
             ItemError: the image cannot be read, or the prompt leaves no room in the model's context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        if not text and image is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        prompt = self._chat(text, with_image=picture is not None)
-        inputs = self._inputs(prompt, picture)
-        prompt_ids, pixels = inputs["input_ids"], inputs.get("pixel_values")  # (1, P), (1, 3, H, W) | None
-        budget = room_to_generate(prompt_ids.shape[1], max_new_tokens, self.context, item)
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: one left-padded ``generate`` (each prompt drawing from its own
+        seed, see :mod:`.hf_generate`), one right-padded teacher-forced pass."""
+        built = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            if not text and image is None:
+                raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+            item = prompt_item(text, image)
+            picture = None if image is None else load_image(image, item)
+            prompt = self._chat(text, with_image=picture is not None)
+            inputs = self._inputs(prompt, picture)
+            budget = room_to_generate(inputs["input_ids"].shape[1], max_new_tokens, self.context, item)
+            built.append((text, item, prompt, inputs, budget))
+        if len({b[4] for b in built}) > 1:
+            raise InputError("the prompts of this batch leave different room to respond: each is generated alone")
         settings, _ = settle(TEXT_DEFAULTS, self._given("text"))
-        overrides = {**settings, "max_length": prompt_ids.shape[1] + budget, "max_new_tokens": None}
-        config = self._generation_config(overrides)
-        sequence = self._generate(inputs, config, seed, overrides)  # (1, P + n)
-        new_ids = sequence[0, prompt_ids.shape[1] :]  # (n,) every generated token, the last one too
-        extra = {} if pixels is None else {"pixel_values": pixels}
-        prompt_states, response_states = teacher_forced(
-            self.model.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm, **extra
-        )
-        prompt_states = prompt_states.select(self._measured(prompt, text, prompt_ids[0], item))
-        return Response(
-            prompt=prompt_states,
-            response=response_states,
-            output=self.processor.tokenizer.decode(new_ids, skip_special_tokens=True),
-            output_ids=new_ids.cpu(),
-            extra={"prompt": prompt, "prompt_tokens": self.prompt_tokens},
-        )
+        config = self._generation_config(settings)
+        rows = [inputs["input_ids"][0] for _, _, _, inputs, _ in built]
+        pixels = [inputs["pixel_values"] for _, _, _, inputs, _ in built if "pixel_values" in inputs]
+        extra = {"pixel_values": torch.cat(pixels)} if pixels else {}
+        try:
+            news = generate_rows(self.model, rows, seeds=seeds, max_new_tokens=built[0][4], device=self.device,
+                                 generate=janus_text_generate(self.model), generation_config=config,
+                                 **extra)  # fmt: skip
+        except ValueError as exc:
+            raise InputError(f"Janus generation rejected the arguments {settings}: {exc}") from None
+        lengths = torch.tensor([row.shape[0] for row in rows], device=self.device)
+        pairs = teacher_forced_rows(self.model.model.language_model, rows, news, num_layers=self.num_layers,
+                                    final_norm=self.final_norm, device=self.device,
+                                    embed=lambda ids: self._forced_embeds(ids, extra.get("pixel_values"), lengths))  # fmt: skip
+        out = []
+        for (text, item, prompt, _, _), row, new, (prompt_states, response_states) in zip(built, rows, news, pairs):
+            out.append(Response(
+                prompt=prompt_states.select(self._measured(prompt, text, row, item)),
+                response=response_states,
+                output=self.processor.tokenizer.decode(new, skip_special_tokens=True),
+                output_ids=new,
+                extra={"prompt": prompt, "prompt_tokens": self.prompt_tokens},
+            ))  # fmt: skip
+        return out
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Generate an image for ``text`` (VQ codes, classifier-free guidance, sampled under ``seed``).
@@ -329,32 +348,71 @@ class JanusAdapter(HFAdapter):
             InputError: an unknown or invalid generation argument.
             ItemError: an empty prompt, or prompt + ``num_image_tokens`` longer than the model's context.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts: one left-padded image ``generate`` (each prompt drawing from
+        its own seed, see :mod:`.hf_generate`), one right-padded teacher-forced pass."""
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
-        prompt = self._chat(text, with_image=False)
-        inputs = self._inputs(prompt, mode="image")  # the processor appends the begin-of-image token
-        prompt_ids = inputs["input_ids"]  # (1, P)
-        n_prompt = prompt_ids.shape[1]
-        check_length(n_prompt + self.num_image_tokens, self.context, item)
+        built = []
+        for text in texts:
+            item = prompt_item(text)
+            if not isinstance(text, str) or not text.strip():
+                raise ItemError(item, f"the prompt text is empty; got {text!r}")
+            prompt = self._chat(text, with_image=False)
+            ids = self._inputs(prompt, mode="image")["input_ids"][0]  # the processor appends the begin-of-image token
+            check_length(ids.shape[0] + self.num_image_tokens, self.context, item)
+            built.append((text, item, prompt, ids))
         overrides, _ = settle(IMAGE_DEFAULTS, {**self._given("image"), **generation})
         config = self._generation_config(overrides)
         guidance = config.guidance_scale  # generate() resets it on the config it is given
-        codes = self._generate(inputs, config, seed, overrides, generation_mode="image")  # (1, N)
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        sampling = {k: getattr(config, k) for k in ("do_sample", "temperature", "top_k", "top_p")}
+        rows = [ids for _, _, _, ids in built]
+        padded, mask = left_pad(rows, int(config.pad_token_id))
+        try:
+            # transformers' Janus runs the processors it is given before its guidance: they guide themselves
+            _, processors = sampling_processors(self.model, sampling, generators, guidance=guidance or 1.0)
+            config.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+            with torch.no_grad():
+                codes = self.model.generate(input_ids=padded.to(self.device), attention_mask=mask.to(self.device),
+                                            generation_config=config, logits_processor=processors,
+                                            generation_mode="image")  # (B, N)
+        except ValueError as exc:
+            raise InputError(f"Janus generation rejected the arguments {overrides}: {exc}") from None
+        lengths = torch.tensor([row.shape[0] for row in rows], device=self.device)
+        pairs = teacher_forced_rows(self.model.model.language_model, rows, list(codes.cpu()), num_layers=self.num_layers,
+                                    final_norm=self.final_norm, device=self.device,
+                                    embed=lambda ids: self._image_embeds(ids, lengths))  # fmt: skip
         with torch.no_grad():
-            states = self._image_states(prompt_ids, codes)  # (L + 1, P + N, d)
-            pixels = self.model.decode_image_tokens(codes)  # (1, H, W, 3)
-        sequence = torch.cat([prompt_ids[0], codes[0]]).cpu()  # (P + N,) vocabulary ids, then codebook indices
-        positions = torch.arange(sequence.shape[0])
-        keep = self._measured(prompt, text, prompt_ids[0], item, tail=1)  # the begin-of-image token follows
-        return Response(
-            prompt=LayerStates(states[:, keep], positions[keep], sequence[keep], self.final_norm),
-            response=LayerStates(states[:, n_prompt:], positions[n_prompt:], sequence[n_prompt:], self.final_norm),
-            output=self._to_pil(pixels[0]),
-            output_ids=codes[0].cpu(),
-            extra={"prompt": prompt, "guidance_scale": guidance, "prompt_tokens": self.prompt_tokens},
-        )
+            pixels = self.model.decode_image_tokens(codes)  # (B, H, W, 3)
+        out = []
+        for (text, item, prompt, ids), row, picture, (prompt_states, response_states) in zip(built, codes, pixels, pairs):
+            keep = self._measured(prompt, text, ids, item, tail=1)  # the begin-of-image token follows
+            out.append(Response(
+                prompt=prompt_states.select(keep), response=response_states, output=self._to_pil(picture),
+                output_ids=row.cpu(), extra={"prompt": prompt, "guidance_scale": guidance,
+                                             "prompt_tokens": self.prompt_tokens},
+            ))  # fmt: skip
+        return out
+
+    def _image_embeds(self, ids: torch.Tensor, n_prompt: torch.Tensor) -> torch.Tensor:
+        """The inputs generation fed the conditional row, for a right-padded batch ``(B, T)`` of prompt ids then
+        codes: the prompt's token embeddings, then each code through ``prepare_embeddings_for_image_generation``."""
+        is_code = torch.arange(ids.shape[1], device=ids.device)[None] >= n_prompt[:, None]  # (B, T)
+        text = self.model.get_input_embeddings()(torch.where(is_code, 0, ids))  # (B, T, d)
+        image = self.model.prepare_embeddings_for_image_generation(torch.where(is_code, ids, 0))  # (B, T, d)
+        return torch.where(is_code.unsqueeze(-1), image.to(text.device, text.dtype), text)
+
+    def _forced_embeds(self, ids: torch.Tensor, pixels: torch.Tensor | None, n_prompt: torch.Tensor) -> torch.Tensor:
+        """The teacher-forced pass's input embeddings ``(B, T, d)``: the tokens', with the image features at the
+        prompt's image positions only — as generation saw them (a generated placeholder token is a token)."""
+        embeds = self.model.get_input_embeddings()(ids)  # (B, T, d)
+        if pixels is None:
+            return embeds
+        features = self.model.model.get_image_features(pixels, return_dict=True).pooler_output  # (B, N, d)
+        where = (ids == self.image_token_id) & (torch.arange(ids.shape[1], device=ids.device)[None] < n_prompt[:, None])
+        return embeds.masked_scatter(where.unsqueeze(-1), features.reshape(-1, embeds.shape[-1]).to(embeds.dtype))
 
     def _given(self, task: str) -> dict[str, Any]:
         """The user's load-time generation settings that apply to ``task`` (guidance only to images)."""

@@ -1,0 +1,199 @@
+"""transformers' ``generate`` for a batch of prompts, each drawing from its own seed, and the batched
+teacher-forced pass.
+
+What a prompt generates must not depend on its batch (a run resumed after a kill batches its units otherwise).
+transformers samples every row from one global generator, so sampling is done here instead, for one prompt or
+many alike: ``generate`` decodes greedily over the scores after transformers' own processors (guidance,
+constraints, repetition penalty), the sampling warpers it would have applied (temperature, top-k, top-p, in its
+order), and Gumbel noise from the row's own generator — the argmax of ``scores + g``, ``g = −log(−log u)``,
+is a draw from ``softmax(scores)``. Greedy settings add no noise.
+
+Prompts are left-padded with an attention mask for generation; the teacher-forced pass over prompt + response
+is right-padded (a causal model's tokens never see what follows them).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from entroprobe.errors import EntroprobeError
+from entroprobe.models.base import LayerStates
+
+__all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows"]
+
+_DEFAULT_TOP_K = 50  # what transformers uses when neither the call nor the checkpoint sets top_k
+
+
+class RowNoise:
+    """A logits processor adding Gumbel noise to row ``b`` from ``generators[b]`` (a CPU generator each)."""
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = generators
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        noise = -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))  # (B, V)
+        return scores.float() + noise.to(scores.device)
+
+
+class GuidedRowNoise:
+    """Sampling with classifier-free guidance for a ``generate`` that runs the processors it is given *before*
+    its own guidance (Janus' image branch), on the ``2B`` rows of conditional then unconditional scores.
+
+    It does the guidance itself, ``u + w (c − u)``, then the warpers and the row's Gumbel noise, and returns the
+    result in both halves: the guidance that follows, ``u' + w (c' − u')`` with ``c' = u'``, leaves it as it is.
+    """
+
+    def __init__(self, guidance: float, warpers: list[Any], generators: list[torch.Generator]):
+        self.guidance, self.warpers, self.noise = guidance, warpers, RowNoise(generators)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        half = scores.shape[0] // 2
+        cond, uncond = scores[:half].float(), scores[half:].float()
+        guided = uncond + self.guidance * (cond - uncond)  # (B, V)
+        for warper in self.warpers:
+            guided = warper(input_ids, guided)
+        drawn = self.noise(input_ids, guided)
+        return torch.cat([drawn, drawn])  # (2B, V) float32
+
+
+def sampling_processors(model: Any, settings: Mapping[str, Any], generators: list[torch.Generator],
+                        guidance: float | None = None):  # fmt: skip
+    """``(settings without sampling, processors)``: with ``do_sample`` (in ``settings`` or the checkpoint's
+    generation config), the warpers transformers would apply and :class:`RowNoise`; greedy otherwise."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    stored = getattr(model, "generation_config", None)
+
+    def setting(key: str, default: Any) -> Any:
+        value = settings.get(key, getattr(stored, key, None))
+        return default if value is None else value
+
+    rest = {k: v for k, v in settings.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
+    if not setting("do_sample", False):
+        return {**rest, "do_sample": False}, LogitsProcessorList()
+    # ``guidance``: the scores come as conditional then unconditional rows, before the model's own guidance
+    temperature, top_k, top_p = float(setting("temperature", 1.0)), int(setting("top_k", _DEFAULT_TOP_K)), \
+        float(setting("top_p", 1.0))  # fmt: skip
+    warpers = []
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    # the checkpoint's own sampling settings must not come back through its generation config
+    neutral = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    if guidance is not None:
+        return {**rest, **neutral}, LogitsProcessorList([GuidedRowNoise(guidance, warpers, generators)])
+    return {**rest, **neutral}, LogitsProcessorList([*warpers, RowNoise(generators)])
+
+
+def _eos_ids(config: Any, settings: Mapping[str, Any]) -> set[int]:
+    eos = settings.get("eos_token_id", getattr(config, "eos_token_id", None))
+    return set() if eos is None else {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids (B, T), attention_mask (B, T))`` with the rows right-aligned."""
+    width = max(int(r.shape[0]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - row.shape[0] :], mask[i, width - row.shape[0] :] = row.cpu(), 1
+    return ids, mask
+
+
+def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max_new_tokens: int, device: torch.device,
+                  generation: Mapping[str, Any] | None = None, generate: Callable[..., Any] | None = None,
+                  **extra: Any) -> list[torch.Tensor]:  # fmt: skip
+    """``model.generate`` over the left-padded prompts → each row's new ids, through its first end-of-sequence
+    token (kept) or ``max_new_tokens``.
+
+    Args:
+        rows: 1-D prompt ids, one per prompt.
+        seeds: one per prompt: what a prompt draws depends on its seed alone.
+        generation: settings over the checkpoint's generation config (``do_sample``, ``temperature``…).
+        generate: what to call instead of ``model.generate`` (a family whose ``generate`` drops
+            ``logits_processor``, see :mod:`.compat`).
+        extra: further ``generate`` keywords, the same for every row (``prefix_allowed_tokens_fn``…).
+    """
+    settings = dict(generation or {})
+    given = extra.pop("generation_config", None)  # a GenerationConfig of the call (Janus): sampling taken from it
+    if given is not None:
+        given = copy.deepcopy(given)
+        settings.update({k: getattr(given, k) for k in ("do_sample", "temperature", "top_k", "top_p")
+                         if getattr(given, k, None) is not None})  # fmt: skip
+        given.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    config = given or getattr(model, "generation_config", None)
+    pad = settings.get("pad_token_id", getattr(config, "pad_token_id", None))
+    eos = _eos_ids(config, settings)
+    if pad is None:
+        pad = min(eos) if eos else 0
+        settings["pad_token_id"] = pad
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    settings, processors = sampling_processors(model, settings, generators)
+    ids, mask = left_pad(rows, int(pad))
+    length: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+    if given is not None:  # everything else is in the call's config
+        given.max_new_tokens, given.max_length = None, ids.shape[1] + max_new_tokens
+        if given.pad_token_id is None:
+            given.pad_token_id = int(pad)
+        extra["generation_config"], settings, length = given, {}, {}
+    with torch.no_grad():
+        out = (generate or model.generate)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                           logits_processor=processors, **length, **settings, **extra)  # fmt: skip
+    sequences = out.sequences if hasattr(out, "sequences") else out  # (B, T + n)
+    new = sequences[:, ids.shape[1] :].cpu()
+    results = []
+    for row in new:
+        ends = [i for i, token in enumerate(row.tolist()) if token in eos]
+        results.append(row[: ends[0] + 1] if ends else row)
+    return results
+
+
+def teacher_forced_rows(model: Any, prompts: list[torch.Tensor], responses: list[torch.Tensor], *, num_layers: int,
+                        final_norm: bool | None, device: torch.device, pad_id: int = 0,
+                        embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        **extra: Any) -> list[tuple[LayerStates, LayerStates]]:  # fmt: skip
+    """ONE forward pass over every prompt + response (right-padded) → per row (prompt states, response states).
+
+    ``embed`` turns the padded ids ``(B, T)`` into the input embeddings ``model`` is given instead (a family
+    that fills prompt positions with image features itself).
+
+    Raises:
+        EntroprobeError: when the model does not return ``num_layers + 1`` hidden states.
+    """
+    full = [torch.cat([p.cpu(), r.cpu()]) for p, r in zip(prompts, responses)]
+    width = max(int(f.shape[0]) for f in full)
+    ids = torch.full((len(full), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(full), width), dtype=torch.long)
+    for i, row in enumerate(full):
+        ids[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
+    inputs = {"attention_mask": mask.to(device), "use_cache": False, **extra}
+    if embed is None:
+        inputs["input_ids"] = ids.to(device)
+    else:
+        inputs["inputs_embeds"] = embed(ids.to(device))
+    from entroprobe.models.hf import _takes
+
+    if _takes(model, "logits_to_keep"):
+        inputs["logits_to_keep"] = 1
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, return_dict=True)
+    hidden = getattr(out, "hidden_states", None)
+    if hidden is None or len(hidden) != num_layers + 1:
+        raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
+                              f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
+    states = torch.stack([h.to(hidden[0].device) for h in hidden]).float()  # (L + 1, B, T, d)
+    pairs = []
+    for i, (prompt, row) in enumerate(zip(prompts, full)):
+        n, total = int(prompt.shape[0]), int(row.shape[0])
+        positions = torch.arange(total)
+        pairs.append((LayerStates(states[:, i, :n], positions[:n], row[:n], final_norm),
+                      LayerStates(states[:, i, n:total], positions[n:total], row[n:total], final_norm)))
+    return pairs

@@ -275,6 +275,10 @@ def test_replies_have_the_system_line_and_are_greedy(emu3_dir, monkeypatch):
     try:
         assert adapter._reply_prompt("red cube", image=False) == \
             "[system: You are a helpful assistant.][user: red cube]"
+        adapter.processor.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                                           "{{ raise_exception('no system role') }}{% endif %}{% endfor %}")
+        with pytest.raises(InputError, match="rejects the system message .*no system role.*system_prompt= to send"):
+            adapter._reply_prompt("red cube", image=False)
     finally:
         adapter.processor.chat_template = None
     defaults = load_model(f"emu3:{emu3_dir}", guidance_scale="2").describe()["defaults"]

@@ -415,10 +415,11 @@ def test_images_are_sampled_as_deepseek_samples_them(tiny_dir, monkeypatch):
     seen = _capture_generation(janus, monkeypatch)
     janus.respond_image("a red cat", seed=0)
     config = seen["config"][-1]
-    assert config.guidance_scale == 5.0
-    # temperature 1, no top-k, no top-p: the per-prompt Gumbel draw on the guided scores (models/hf_generate.py)
+    # guidance 5, temperature 1, no top-k, no top-p: the per-prompt Gumbel draw on the guided scores
+    # (models/hf_generate.py); the model's own guidance step that follows changes nothing
     processor = janus_sampler(seen)
     assert processor.guidance == 5.0 and processor.warpers == [] and config.do_sample is False
+    assert janus.respond_image("a red cat", seed=0).extra["guidance_scale"] == 5.0
     used = seen["processors"][-1]
     assert "TopKLogitsWarper" not in used and "TopPLogitsWarper" not in used  # the full softmax
     janus.respond_text("a cat", max_new_tokens=3, seed=0)

@@ -24,7 +24,7 @@ import torch
 from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import Response
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
-from entroprobe.models.prompt_tokens import prompt_selection, question_positions
+from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     detect_final_norm,
@@ -202,14 +202,18 @@ class Emu3Adapter(ImageTokenAdapter):
 
     def _measured_reply(self, text: str | None, with_image: bool, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The question's tokens and the image's (``prompt_tokens=question``), or every prompt token."""
-        templated = self._reply_prompt(text or "", with_image) or \
-            (f"{self.processor.image_token}{text or ''}" if with_image else text or "")
-        return self._measured(templated, text, ids, mask.nonzero().squeeze(1) if with_image else None)
+        def render(q: str) -> str:
+            return self._reply_prompt(q, with_image) or (f"{self.processor.image_token}{q}" if with_image else q)
 
-    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, image: torch.Tensor | None):
+        start = locate(render, text) if text and text.strip() else None
+        return self._measured(render(text or ""), text, ids, mask.nonzero().squeeze(1) if with_image else None, start)
+
+    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, image: torch.Tensor | None,
+                  start: int | None):  # fmt: skip
         asked = None
         if self.prompt_tokens == "question" and question and question.strip():
-            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=prompt_item(question))
+            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=prompt_item(question),
+                                       start=start)  # fmt: skip
         return prompt_selection(self.prompt_tokens, ids.shape[0], asked, image)
 
     def _text_generation(self) -> dict[str, Any]:
@@ -227,7 +231,13 @@ class Emu3Adapter(ImageTokenAdapter):
         """A reply's prompt: the chat template with the system message, else BAAI's template; None when off."""
         if not self.chat_template:
             return None
-        templated = chat_prompt(self.processor, text, structured=True, image=image, system=self.system_prompt)
+        try:
+            templated = chat_prompt(self.processor, text, structured=True, image=image, system=self.system_prompt)
+        except Exception as exc:  # jinja's TemplateError, or what a template raises itself
+            if not self.system_prompt:
+                raise
+            raise InputError(f"the processor's chat template rejects the system message ({exc}); pass "
+                             "--model-args system_prompt= to send none") from None  # fmt: skip
         if templated is not None:
             return templated
         head = f"{self.system_prompt} " if self.system_prompt else ""
@@ -327,7 +337,8 @@ class Emu3Adapter(ImageTokenAdapter):
         )
         p = self.processor  # the string the processor tokenized, after its <bos>: the question is in it
         built = f"{text}{positive}{p.image_start_token}{height}*{width}{p.fake_token_around_image}"
-        prompt = prompt.select(self._measured(built, text, prompt_ids[0].cpu(), None))
+        start = len(text) - len(text.lstrip())  # the question opens the string (then the suffix, the size)
+        prompt = prompt.select(self._measured(built, text, prompt_ids[0].cpu(), None, start))
         with torch.no_grad():
             pixels = self.model.decode_image_tokens(image_tokens=new_ids[None], height=height, width=width)
         picture = self.processor.postprocess(list(pixels.float()), return_tensors="PIL.Image.Image")["pixel_values"][0]

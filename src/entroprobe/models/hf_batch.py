@@ -40,6 +40,10 @@ def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: C
     """
     rows = [tokenize(text)[0] for text in texts]
     ids, mask = pad_right(rows, 0 if pad_id is None else int(pad_id))
+    from entroprobe.models.hf import _takes
+
+    if _takes(model, "logits_to_keep"):
+        extra.setdefault("logits_to_keep", 1)  # the states need no B × T × vocab logits
     with torch.no_grad():
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                     return_dict=True, **extra)  # fmt: skip

@@ -26,6 +26,8 @@ from entroprobe.models.base import LayerStates
 __all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows"]
 
 _DEFAULT_TOP_K = 50  # what transformers uses when neither the call nor the checkpoint sets top_k
+# generation settings whose processors read the prompt's ids (left padding would change what they do)
+_READS_THE_PROMPT = ("repetition_penalty", "no_repeat_ngram_size", "encoder_repetition_penalty")
 
 
 class RowNoise:
@@ -41,15 +43,20 @@ class RowNoise:
 
 
 class GuidedRowNoise:
-    """Sampling with classifier-free guidance for a ``generate`` that runs the processors it is given *before*
-    its own guidance (Janus' image branch), on the ``2B`` rows of conditional then unconditional scores.
+    """Classifier-free guidance and sampling for a ``generate`` that runs the processors it is given *before* its
+    own guidance (Janus' image branch), on ``2B`` rows of conditional then unconditional scores.
 
-    It does the guidance itself, ``u + w (c − u)``, then the warpers and the row's Gumbel noise, and returns the
-    result in both halves: the guidance that follows, ``u' + w (c' − u')`` with ``c' = u'``, leaves it as it is.
+    It guides itself, ``u + w (c − u)`` (any ``w``), applies the warpers and (when sampling) each row's Gumbel
+    noise, and returns the result in both halves: the model's own guidance step that follows, ``u' + w' (c' −
+    u')`` with ``c' = u'``, leaves it as it is whatever its ``w'``. Filtered-out scores are a large finite
+    negative, not −inf, so that step cannot turn them into NaN (−inf − −inf).
     """
 
-    def __init__(self, guidance: float, warpers: list[Any], generators: list[torch.Generator]):
-        self.guidance, self.warpers, self.noise = guidance, warpers, RowNoise(generators)
+    FILTERED = -1e30
+
+    def __init__(self, guidance: float, warpers: list[Any], generators: list[torch.Generator] | None):
+        self.guidance, self.warpers = guidance, warpers
+        self.noise = None if generators is None else RowNoise(generators)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         half = scores.shape[0] // 2
@@ -57,7 +64,8 @@ class GuidedRowNoise:
         guided = uncond + self.guidance * (cond - uncond)  # (B, V)
         for warper in self.warpers:
             guided = warper(input_ids, guided)
-        drawn = self.noise(input_ids, guided)
+        drawn = guided if self.noise is None else self.noise(input_ids, guided)
+        drawn = drawn.nan_to_num(nan=self.FILTERED, neginf=self.FILTERED)
         return torch.cat([drawn, drawn])  # (2B, V) float32
 
 
@@ -75,6 +83,8 @@ def sampling_processors(model: Any, settings: Mapping[str, Any], generators: lis
 
     rest = {k: v for k, v in settings.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
     if not setting("do_sample", False):
+        if guidance is not None:  # greedy, guided here all the same (see GuidedRowNoise)
+            return {**rest, "do_sample": False}, LogitsProcessorList([GuidedRowNoise(guidance, [], None)])
         return {**rest, "do_sample": False}, LogitsProcessorList()
     # ``guidance``: the scores come as conditional then unconditional rows, before the model's own guidance
     temperature, top_k, top_p = float(setting("temperature", 1.0)), int(setting("top_k", _DEFAULT_TOP_K)), \
@@ -135,6 +145,12 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
     if pad is None:
         pad = min(eos) if eos else 0
         settings["pad_token_id"] = pad
+    if len(rows) > 1:
+        for key in _READS_THE_PROMPT:
+            value = settings.get(key, getattr(config, key, None))
+            if value not in (None, 0, 1, 1.0):  # these read the (padded) prompt ids: padding would change them
+                raise EntroprobeError(f"{key}={value} reads the prompt's ids, padding included: each prompt is "
+                                      "generated alone")  # fmt: skip
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     settings, processors = sampling_processors(model, settings, generators)
     ids, mask = left_pad(rows, int(pad))

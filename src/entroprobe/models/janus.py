@@ -39,7 +39,7 @@ import torch
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import LayerStates, Response, seeded
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
-from entroprobe.models.prompt_tokens import prompt_selection, question_positions
+from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
 from entroprobe.models.hf_batch import encode_text_batch
 from entroprobe.models.compat import janus_text_generate
 from entroprobe.models.hf_generate import generate_rows, left_pad, sampling_processors, teacher_forced_rows
@@ -327,7 +327,8 @@ class JanusAdapter(HFAdapter):
         out = []
         for (text, item, prompt, _, _), row, new, (prompt_states, response_states) in zip(built, rows, news, pairs):
             out.append(Response(
-                prompt=prompt_states.select(self._measured(prompt, text, row, item)),
+                prompt=prompt_states.select(self._measured(prompt, text, row, item,
+                                                           with_image=bool(extra) and (row == self.image_token_id).any().item())),
                 response=response_states,
                 output=self.processor.tokenizer.decode(new, skip_special_tokens=True),
                 output_ids=new,
@@ -371,9 +372,13 @@ class JanusAdapter(HFAdapter):
         rows = [ids for _, _, _, ids in built]
         padded, mask = left_pad(rows, int(config.pad_token_id))
         try:
-            # transformers' Janus runs the processors it is given before its guidance: they guide themselves
-            _, processors = sampling_processors(self.model, sampling, generators, guidance=guidance or 1.0)
+            # the processors guide at our scale; transformers' Janus then applies its own guidance, which must be
+            # > 1 (at 1 it keeps both halves and fails, below 1 it adds a text-only guidance that fails) and then
+            # changes nothing (see GuidedRowNoise)
+            _, processors = sampling_processors(self.model, sampling, generators,
+                                                guidance=1.0 if guidance is None else float(guidance))
             config.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+            config.guidance_scale = 2.0
             with torch.no_grad():
                 codes = self.model.generate(input_ids=padded.to(self.device), attention_mask=mask.to(self.device),
                                             generation_config=config, logits_processor=processors,
@@ -418,13 +423,16 @@ class JanusAdapter(HFAdapter):
         """The user's load-time generation settings that apply to ``task`` (guidance only to images)."""
         return {k: v for k, v in self.generation.items() if task == "image" or k != "guidance_scale"}
 
-    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, item: str, tail: int = 0):
+    def _measured(self, templated: str, question: str | None, ids: torch.Tensor, item: str, tail: int = 0,
+                  with_image: bool = False):  # fmt: skip
         """The prompt positions a response measures (see :mod:`.prompt_tokens`): image tokens and the question's."""
         ids = ids.cpu()
         image = torch.nonzero(ids == self.image_token_id).squeeze(1)
         asked = None
         if self.prompt_tokens == "question" and question and question.strip():
-            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=item, tail=tail)
+            start = locate(lambda q: self._chat(q, with_image=with_image), question)
+            asked = question_positions(self.processor.tokenizer, templated, question, ids, item=item, tail=tail,
+                                       start=start)  # fmt: skip
         return prompt_selection(self.prompt_tokens, ids.shape[0], asked, image if image.numel() else None)
 
     def _image_states(self, prompt_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

@@ -14,18 +14,39 @@ placed token is checked against the model's own ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from entroprobe.errors import ItemError
 
-__all__ = ["question_positions", "prompt_selection"]
+__all__ = ["SENTINEL", "locate", "question_positions", "prompt_selection"]
+
+
+SENTINEL = "\u2063entroprobe-question\u2063"  # rendered in the question's place to find where a template puts it
+
+
+def locate(render: Callable[[str], str], question: str) -> int | None:
+    """Where ``render`` (a template: question → prompt string) puts the question: the character offset of its
+    first character, found by rendering a sentinel in its place; None when the template does not keep text as
+    it is (then :func:`question_positions` falls back to the question's last occurrence)."""
+    marked = render(SENTINEL)
+    at = marked.find(SENTINEL)
+    text = question.strip()
+    if at < 0 or not text:
+        return None
+    real = render(question)
+    offset = at + (len(question) - len(question.lstrip()))
+    return offset if real[offset : offset + len(text)] == text else None
 
 
 def question_positions(tokenizer: Any, templated: str, question: str, sequence: torch.Tensor, *, item: str,
-                       tail: int = 0) -> torch.Tensor:  # fmt: skip
+                       tail: int = 0, start: int | None = None) -> torch.Tensor:  # fmt: skip
     """Indices into ``sequence`` (the prompt ids the model saw, 1-D) of the tokens that carry ``question``.
+
+    ``start``: where in ``templated`` the question begins (see :func:`locate`); else its last occurrence, which
+    is wrong when the template repeats the question's words after it.
 
     Raises:
         ItemError: the question is not in the templated prompt, the tokenizer gives no character offsets (a slow
@@ -33,7 +54,8 @@ def question_positions(tokenizer: Any, templated: str, question: str, sequence: 
             ``prompt_tokens=template``.
     """
     text = question.strip()
-    start = templated.rfind(text)
+    if start is None or templated[start : start + len(text)] != text:
+        start = templated.rfind(text)
     if not text or start < 0:
         raise ItemError(item, f"the question is not in the templated prompt; use prompt_tokens=template "
                               f"(templated: {templated[:200]!r})")  # fmt: skip

@@ -62,20 +62,24 @@ def produce(config: ProbeConfig, adapter: Any, batch: list[Unit]) -> list[tuple[
 
 
 def outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer, run_dir: Path,
-             settings: MeasureSettings) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
-    """``(unit, (rows, output, too_short) or the exception it failed with)`` for every unit of the batch."""
+             settings: MeasureSettings, fallbacks: list[str] | None = None) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
+    """``(unit, (rows, output, too_short) or the exception it failed with)`` for every unit of the batch; why a
+    batch was done one unit at a time is appended to ``fallbacks``."""
     with torch.inference_mode():  # no autograd anywhere in a unit: less memory, no version counters
-        yield from _outcomes(config, adapter, batch, timer, run_dir, settings)
+        yield from _outcomes(config, adapter, batch, timer, run_dir, settings,
+                             fallbacks if fallbacks is not None else [])  # fmt: skip
 
 
 def _outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer, run_dir: Path,
-              settings: MeasureSettings) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
+              settings: MeasureSettings, fallbacks: list[str]) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
     start = time.perf_counter()
     try:
         produced = produce(config, adapter, batch) if len(batch) > 1 else None
     except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception:  # one prompt spoilt the batch: each unit alone, so that only that one fails
+    except Exception as exc:  # one prompt spoilt the batch: each unit alone, so that only that one fails
+        reason = exc.reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {exc}"
+        fallbacks.append(f"{batch[0].task} of {len(batch)} prompts: {reason}")
         produced = None
     timer.model += time.perf_counter() - start
     for i, unit in enumerate(batch):

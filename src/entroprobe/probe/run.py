@@ -241,7 +241,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     fingerprint = adapter.fingerprint()
     pooled, changed = None, []
     if rank == 0:
-        previous = rundir.check_weights(config, run_dir, previous, fingerprint)
+        previous = rundir.check_weights(config, run_dir, previous, fingerprint, adapter.describe().get("defaults"))
         changed = _forget_changed(run_dir, units)
         pooled = unit_work.pooled_sigma(config, adapter, units, previous, rank, run_dir)  # before the first unit
 
@@ -296,8 +296,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
     try:
+        fallbacks: list[str] = []  # why batches were done one prompt at a time
         for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
-                              for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings)):
+                              for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
+                                                            fallbacks)):  # fmt: skip
             if isinstance(outcome, Exception):  # one item's failure is recorded; the run goes on
                 exc = outcome
                 if store.disk_full(exc):  # not the item's fault: every later unit would fail alike
@@ -320,6 +322,9 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                 summary.rows += len(rows)
                 summary.too_short += too_short
             progress.update(1)
+        if fallbacks:
+            summary.notices.append(f"{len(fallbacks)} batches failed as a batch and were done one prompt at a time "
+                                   f"(first: {fallbacks[0]})")  # fmt: skip
     finally:
         progress.close()
         shard.close()

@@ -142,20 +142,29 @@ def prepare_run_dir(config: ProbeConfig, run_dir: Path, rank: int) -> dict[str, 
 
 
 def check_weights(config: ProbeConfig, run_dir: Path, previous: dict[str, Any] | None,
-                   fingerprint: str) -> dict[str, Any] | None:  # fmt: skip
-    """Refuse to resume a run with other weights at the same path (unless overwrite: start afresh).
+                   fingerprint: str, defaults: Any = None) -> dict[str, Any] | None:  # fmt: skip
+    """Refuse to resume a run with other weights at the same path, or whose model family now generates with
+    other defaults (``defaults``: the adapter's record, e.g. an entroprobe that follows the authors' settings);
+    unless overwrite: start afresh.
 
     Returns the manifest of the run to resume, None when there is none (any more).
     """
     if previous is None:
         return None
     before = previous.get("model", {}).get("fingerprint")
+    earlier = json.loads(json.dumps(previous.get("model", {}).get("defaults")))
+    now = json.loads(json.dumps(defaults))
+    why = None
     if before is not None and before != fingerprint:
+        why = f"was started with other weights (fingerprint {before}, now {fingerprint})"
+    elif earlier != now:
+        earlier, now = earlier or {}, now or {}
+        changed = sorted(k for k in {*earlier, *now} if earlier.get(k) != now.get(k))
+        why = (f"was measured with other generation defaults ({', '.join(changed) or 'none recorded'} differ: "
+               "see model.defaults in its manifest.json)")
+    if why is not None:
         if not config.overwrite:
-            raise InputError(
-                f"{run_dir} was started with other weights (fingerprint {before}, now {fingerprint}); "
-                "pass --overwrite to start afresh, or choose another --out"
-            )
+            raise InputError(f"{run_dir} {why}; pass --overwrite to start afresh, or choose another --out")
         wipe(run_dir)
         return None
     return previous

@@ -26,6 +26,13 @@ def test_a_local_model_path_that_does_not_exist_says_so():
         load_model("causal-lm:~/no-such-model-here")  # the shell leaves this ~ alone; entroprobe expands it
 
 
+def test_a_relative_path_that_reads_as_a_hub_id_says_both(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LoadError, match="'models/no-such-qwen' \(read as a hub id: there is no local directory "
+                                        "'models/no-such-qwen' either"):
+        load_model("causal-lm:models/no-such-qwen")
+
+
 def test_a_bare_directory_as_prompt_source_names_the_spec_it_probably_means(tmp_path, capsys):
     data = tmp_path / "T2I-CoReBench" / "data"
     data.mkdir(parents=True)

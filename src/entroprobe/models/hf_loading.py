@@ -87,7 +87,9 @@ def load_pretrained(
     except (SafetensorError, pickle.UnpicklingError, EOFError) as exc:  # corrupt weight files
         raise LoadError(f"Cannot load {what} from '{path}': unreadable weights ({type(exc).__name__}: {exc})") from exc
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise LoadError(f"Cannot load {what} from '{path}': {exc}") from exc
+        where = "" if Path(path).exists() else (f" (read as a hub id: there is no local directory '{path}' either; "
+                                                 "a local model is a path to an existing directory)")  # fmt: skip
+        raise LoadError(f"Cannot load {what} from '{path}'{where}: {exc}") from exc
     if device_map is None:
         target = resolve_device(device)
         model = model.to(target)

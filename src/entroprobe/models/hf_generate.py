@@ -184,12 +184,10 @@ def teacher_forced_rows(model: Any, prompts: list[torch.Tensor], responses: list
     Raises:
         EntroprobeError: when the model does not return ``num_layers + 1`` hidden states.
     """
+    from entroprobe.models.hf_batch import pad_right
+
     full = [torch.cat([p.cpu(), r.cpu()]) for p, r in zip(prompts, responses)]
-    width = max(int(f.shape[0]) for f in full)
-    ids = torch.full((len(full), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(full), width), dtype=torch.long)
-    for i, row in enumerate(full):
-        ids[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
+    ids, mask = pad_right(full, pad_id)
     inputs = {"attention_mask": mask.to(device), "use_cache": False, **extra}
     if embed is None:
         inputs["input_ids"] = ids.to(device)

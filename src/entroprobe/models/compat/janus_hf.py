@@ -1,4 +1,4 @@
-"""Compatibility shims: where installed libraries need working around, each with what it replaces and why.
+"""Compatibility shim for transformers' own Janus (see :mod:`entroprobe.models.compat`).
 
 - :func:`janus_text_generate` — transformers' ``JanusForConditionalGeneration.generate`` (5.x), in text mode,
   hands on to ``GenerationMixin.generate`` without the ``logits_processor`` it was given, so per-prompt sampling

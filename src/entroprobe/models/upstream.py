@@ -1,0 +1,272 @@
+"""Models that live in their own repositories: find the user's checkout, import its code, record its commit.
+
+entroprobe never ships these models' code. A family such as ``bagel`` imports it from the user's clone of the
+authors' repository at run time::
+
+    entroprobe run --model bagel:/ckpt/BAGEL-7B-MoT --model-args repo=/src/Bagel ...
+
+``repo=PATH`` names the checkout; without it, ``$ENTROPROBE_UPSTREAM/<Name>`` is used when that variable is set
+(the layout the upstream tests use: ``$ENTROPROBE_UPSTREAM/Bagel``, ``…/Harmon``, ``…/Show-o``, ``…/Janus``,
+``…/OmniGen2``), and then an installed package where the project publishes one (``janus``).
+
+What this module gives a family:
+
+- :class:`Upstream`: one record per repository — where to clone it, the file that marks a checkout, the
+  top-level packages it adds to ``sys.path``, the commits and transformers versions it was tested with, and
+  its licence note (the user's checkout governs its own use);
+- :func:`checkout`: the checkout's path, or a :class:`~entroprobe.errors.LoadError` that says how to get one;
+- :func:`import_from`: a module of the checkout, imported from it (packages of the same name that another
+  checkout loaded — Show-o's and Show-o2's ``models`` — are set aside first);
+- :func:`provenance`: the checkout's path, commit and whether it has local changes, for ``manifest.json``;
+- :func:`settings`: a family's defaults table (:mod:`.defaults`) with the user's ``--model-args`` over it, each
+  value parsed to the type of its default;
+- :class:`UpstreamAdapter`: the parts every such adapter shares (fingerprint, description, defaults record).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from entroprobe.errors import InputError, LoadError
+from entroprobe.models.base import ModelAdapter, weights_fingerprint
+from entroprobe.models.defaults import Default, record
+
+__all__ = [
+    "ENV",
+    "Upstream",
+    "checkout",
+    "import_from",
+    "provenance",
+    "settings",
+    "parse_value",
+    "UpstreamAdapter",
+]
+
+ENV = "ENTROPROBE_UPSTREAM"  # a folder of checkouts, one per repository, named as Upstream.name
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One authors' repository a family imports its code from.
+
+    Attributes:
+        name: the folder name of a clone (``Bagel``), as ``git clone`` makes it.
+        github: ``owner/name`` to clone.
+        marker: a file, relative to the import root, that every checkout has and nothing else does.
+        packages: the top-level modules the family imports from the checkout (``modeling``, ``data``).
+        subdir: the import root inside the checkout (``show-o2`` for Show-o2), empty for the checkout itself.
+        package: an installed package that may stand in for a checkout (``janus`` from ``pip install -e .``).
+        tested: ``(commit, date)`` of the checkouts the upstream tests passed against.
+        transformers: the transformers versions it was tested with.
+        licence: what the docs say of the code's licence.
+    """
+
+    name: str
+    github: str
+    marker: str
+    packages: tuple[str, ...]
+    subdir: str = ""
+    package: str | None = None
+    tested: tuple[tuple[str, str], ...] = ()
+    transformers: str = ""
+    licence: str = ""
+
+    def hint(self) -> str:
+        return f"clone {self.github} and pass repo=PATH (or set {ENV} to a folder holding {self.name}/)"
+
+
+def checkout(spec: Upstream, repo: str | os.PathLike[str] | None) -> Path | None:
+    """The import root of the user's checkout of ``spec`` (``repo``, else ``$ENTROPROBE_UPSTREAM/<name>``), or
+    None when no checkout is named and ``spec.package`` is installed.
+
+    Raises:
+        LoadError: no checkout at the path given, a folder that is not one (its marker file is missing), or
+            neither a checkout nor the package — each saying how to get one.
+    """
+    if repo is None and os.environ.get(ENV):
+        candidate = Path(os.environ[ENV]).expanduser() / spec.name
+        if candidate.exists():
+            repo = candidate
+    if repo is None:
+        if spec.package and importlib.util.find_spec(spec.package) is not None:
+            return None
+        raise LoadError(f"{spec.name} code is needed and no checkout was named: {spec.hint()}")
+    root = Path(repo).expanduser().resolve()
+    if not root.is_dir():
+        raise LoadError(f"no {spec.name} checkout at {root}; {spec.hint()}")
+    base = root / spec.subdir if spec.subdir else root
+    if not (base / spec.marker).is_file():
+        raise LoadError(
+            f"{root} is not a {spec.name} checkout: it lacks {Path(spec.subdir, spec.marker).as_posix()}; {spec.hint()}"
+        )
+    return base
+
+
+def _loaded_from(module: ModuleType) -> Path | None:
+    where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", []) or []), None)
+    return Path(where).resolve() if where else None
+
+
+def import_from(root: Path | None, name: str, spec: Upstream | None = None) -> ModuleType:
+    """Import module ``name`` (``"modeling.bagel"``) from the checkout at ``root`` (None: as installed).
+
+    The checkout's root goes first on ``sys.path``. A top-level package of ``spec.packages`` already loaded
+    from somewhere else (another checkout's ``models``) is removed from ``sys.modules`` first, with its
+    submodules, so this checkout's code is what runs; objects made from the other one keep working.
+
+    Raises:
+        LoadError: when the module cannot be imported (a dependency of the checkout is missing, say), naming
+            the module, the checkout and the error.
+    """
+    if root is not None:
+        root = root.resolve()
+        tops = set(spec.packages if spec else ()) | {name.split(".")[0]}
+        for top in tops:
+            loaded = sys.modules.get(top)
+            where = _loaded_from(loaded) if loaded is not None else None
+            if loaded is not None and (where is None or root not in where.parents):
+                for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+                    del sys.modules[key]
+        if str(root) in sys.path:
+            sys.path.remove(str(root))
+        sys.path.insert(0, str(root))
+        importlib.invalidate_caches()
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        where = f"the checkout at {root}" if root is not None else "the installed package"
+        raise LoadError(
+            f"cannot import {name} from {where}: {exc}. Install the repository's own requirements beside "
+            "entroprobe (see `entroprobe models`)"
+        ) from exc
+
+
+def provenance(root: Path | None, spec: Upstream) -> dict[str, Any]:
+    """``{"repository", "path", "commit", "dirty"}`` of the checkout (commit None when it is no git clone)."""
+    out: dict[str, Any] = {"repository": spec.github, "path": None, "commit": None, "dirty": None}
+    if root is None:
+        module = importlib.util.find_spec(spec.package) if spec.package else None
+        out["path"] = str(Path(module.origin).parent) if module and module.origin else None
+        return out
+    out["path"] = str(root)
+    git = ["git", "-C", str(root)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            out["commit"] = commit.stdout.strip()
+            status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=30)  # fmt: skip
+            out["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_value(key: str, value: Any, default: Any) -> Any:
+    """A ``--model-args`` value (often a string) → the type of its ``default`` (bool, int, float, str, tuple).
+
+    Raises:
+        InputError: naming the key, the value and the type expected.
+    """
+    if default is None or not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.strip().lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError("expected true or false")
+            return low in _TRUE
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            items = [v for v in value.replace("x", ",").split(",") if v.strip()]
+            return tuple(type(default[0])(v) if default else v for v in items)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{key}={value!r} does not parse as {type(default).__name__}: {exc}") from None
+    return value
+
+
+def settings(table: Mapping[str, Default], given: Mapping[str, Any], *, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(values, given)``: ``table``'s defaults with the user's ``given`` over them, each parsed to its default's
+    type, and the parsed ``given`` (what :func:`~entroprobe.models.defaults.record` records as overrides).
+
+    Raises:
+        InputError: a key the table lacks (listing the keys it has), or a value that does not parse.
+    """
+    unknown = sorted(set(given) - set(table))
+    if unknown:
+        raise InputError(f"Unknown {what} setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(table))}")
+    parsed = {key: parse_value(key, value, table[key].value) for key, value in given.items()}
+    values = {key: default.value for key, default in table.items()}
+    values.update(parsed)
+    return values, parsed
+
+
+class UpstreamAdapter(ModelAdapter):
+    """What every adapter over an authors' repository shares.
+
+    Attributes:
+        path: the checkpoint directory the weights came from (fingerprinted).
+        root: the checkout's import root (None: the installed package).
+        upstream: its :class:`Upstream` record (a class attribute of the family).
+        tables: ``{task: (defaults table, user's overrides)}`` recorded in ``manifest.json`` under ``defaults``.
+    """
+
+    upstream: Upstream
+
+    def __init__(self, *, path: str, root: Path | None, device: torch.device, num_layers: int, d_model: int,
+                 final_norm: bool | None, tables: Mapping[str, tuple[Mapping[str, Default], Mapping[str, Any]]]):  # fmt: skip
+        self.path = str(path)
+        self.root = root
+        self.device = device
+        self.num_layers = int(num_layers)
+        self.d_model = int(d_model)
+        self.final_norm = final_norm
+        self.tables = dict(tables)
+        self.name = f"{self.family}:{path}"
+
+    @classmethod
+    def split(cls, kwargs: Mapping[str, Any], accepted: tuple[str, ...]) -> tuple[Path | None, dict[str, Any]]:
+        """``(checkout root, the other keywords)`` of a family's loading keywords.
+
+        Raises:
+            InputError: a keyword outside ``repo`` and ``accepted``, listing them.
+            LoadError: see :func:`checkout`.
+        """
+        unknown = sorted(set(kwargs) - {"repo", *accepted})
+        if unknown:
+            raise InputError(f"Unknown model argument(s) {', '.join(unknown)} for {cls.family}; accepted: "
+                             f"{', '.join(['repo', *accepted])}")  # fmt: skip
+        rest = {k: v for k, v in kwargs.items() if k != "repo"}
+        return checkout(cls.upstream, kwargs.get("repo")), rest
+
+    def fingerprint(self) -> str:
+        """sha256 over the checkpoint's weight files (see :func:`~entroprobe.models.base.weights_fingerprint`)."""
+        return weights_fingerprint(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        """The common description, the checkout (repository, path, commit) and every default with its source."""
+        return {
+            **super().describe(),
+            "path": self.path,
+            "final_norm": self.final_norm,
+            "upstream": provenance(self.root, self.upstream),
+            "defaults": {task: record(table, given) for task, (table, given) in self.tables.items()},
+        }

@@ -1,0 +1,406 @@
+"""JanusFlow-1.3B from DeepSeek's own code (``deepseek-ai/Janus``, ``janus.janusflow``): all four capabilities.
+
+JanusFlow is a Llama decoder (``language_model.model``, 24 layers, d = 2048) with a SigLIP encoder filling the image
+positions of an understanding prompt, and rectified-flow image generation: a ShallowUViT encoder turns an SDXL-VAE
+latent and the flow time into one time token and a grid of image tokens, the decoder reads them after the prompt,
+and a ShallowUViT decoder turns the image positions' last states into a velocity. The checkpoint loads as the
+README loads it (``MultiModalityCausalLM`` and ``VLChatProcessor`` ``from_pretrained``, bfloat16), with the SDXL VAE
+(``diffusers.AutoencoderKL``; ``vae=`` a path or hub id, else ``<checkpoint>/vae`` when present, else the README's
+``stabilityai/sdxl-vae``).
+
+States (layout in :mod:`entroprobe.models.base`) are captured with hooks on ``language_model.model.layers``, the
+last entry passed through the decoder's final RMSNorm (``final_norm`` True), in every operation:
+
+- ``encode_text``: every token of the text (BOS included), no chat template;
+- ``encode_image``: the ``<image_placeholder>`` positions (``num_image_tokens`` of them) of the README's
+  understanding prompt (system prompt, ``User: <image_placeholder>\\n[instruction]``, ``Assistant:``), whose
+  ``<begin_of_image>`` carries the learned ``beg_of_und_embed`` and is not returned;
+- ``respond_text``: the README's understanding path (``prepare_inputs_embeds``, ``language_model.generate``, greedy),
+  then one teacher-forced pass over the prompt's embeddings + the generated tokens; ``prompt`` holds the question's
+  tokens (and an image prompt's image tokens), ``response`` every generated token;
+- ``respond_image``: the rectified-flow loop of the README and ``demo/app_janusflow.py``, written here from their
+  behaviour (:meth:`JanusFlowAdapter._flow`). The README's KV-cache trimming loops over an empty list, so every step
+  is one full pass over ``prompt + time token + grid²`` image tokens, conditional row first, the unconditional row
+  seeing only BOS, the time token and the image. ``prompt`` and ``response`` come from the **last** ODE step's
+  conditional row (docs/recipes.md): the question's tokens within ``[0, P)`` and the last ``grid²`` positions.
+
+Generation defaults (:data:`TEXT_DEFAULTS`, :data:`IMAGE_DEFAULTS`) carry their sources and go to ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.models.base import (
+    LayerStates,
+    Reading,
+    Response,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+    weights_fingerprint,
+)
+from entroprobe.models.defaults import Default
+from entroprobe.models.hf import (
+    load_image,
+    prompt_item,
+    room_to_generate,
+    tokenize_checked,
+)
+from entroprobe.models.hf_loading import check_length, context_limit
+from entroprobe.models.hooks import capture_layers, to_layer_states
+from entroprobe.models.prompt_tokens import locate, question_positions
+from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from, settings
+
+__all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "JanusFlowAdapter"]
+
+TEXT_DEFAULTS = {
+    "do_sample": Default(False, "README (JanusFlow, multimodal understanding): language_model.generate(do_sample=False)"),
+}
+IMAGE_DEFAULTS = {
+    "cfg_weight": Default(2.0, "README (JanusFlow, text-to-image): generate(..., cfg_weight=2.0); "
+                               "demo/app_janusflow.py: 'CFG Weight' slider value=2"),
+    "num_inference_steps": Default(30, "README: generate(..., num_inference_steps=30); demo/app_janusflow.py: "
+                                       "'Number of Inference Steps' slider value=30"),
+    "latent_size": Default(48, "README and demo/app_janusflow.py: z = torch.randn((batchsize, 4, 48, 48)), the SDXL-VAE "
+                               "latent of a 384x384 image; 24x24 = 576 image tokens after the encoder's stride 2"),
+}  # fmt: skip
+TIME_SCALE = 1000.0  # README: t = step / num_inference_steps * 1000. (the time embedding's scale)
+DTYPE = Default("bfloat16", "README: vl_gpt.to(torch.bfloat16); vae.to(torch.bfloat16) ('this vae doesn't work with fp16')")
+VAE_HUB = "stabilityai/sdxl-vae"  # README: AutoencoderKL.from_pretrained("stabilityai/sdxl-vae")
+LOAD_KEYS = ("dtype", "device", "vae")
+_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_LAYOUT = ("the released JanusFlow-1.3B layout: config.json, model.safetensors, tokenizer.json + tokenizer_config.json, "
+           "processor_config.json, preprocessor_config.json")  # fmt: skip
+
+
+class JanusFlowAdapter(UpstreamAdapter):
+    """Layer states of JanusFlow prompts and responses; built by :meth:`load`.
+
+    Attributes:
+        model: the ``MultiModalityCausalLM`` in eval mode; ``decoder`` its ``language_model.model``.
+        processor: its ``VLChatProcessor``; ``vae`` the SDXL ``AutoencoderKL``.
+        text, image: the generation settings in force (defaults with the user's overrides).
+    """
+
+    family = "janusflow"
+    capabilities = frozenset(
+        {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
+    )
+    upstream = Upstream(
+        name="Janus", github="deepseek-ai/Janus", marker="janus/janusflow/models/modeling_vlm.py", packages=("janus",),
+        package="janus", tested=(("1daa72fa409002d40931bd7b36a9280362469ead", "2025-02-01"),), transformers="5.23",
+        licence="code: MIT (LICENSE-CODE); JanusFlow weights: DeepSeek Model License (LICENSE-MODEL)",
+    )  # fmt: skip
+
+    def __init__(self, model: Any, processor: Any, vae: Any, *, text: dict[str, Any], image: dict[str, Any],
+                 vae_source: str, dtype: torch.dtype, **common: Any):  # fmt: skip
+        super().__init__(**common)
+        self.model, self.processor, self.vae = model, processor, vae
+        self.decoder = model.language_model.model
+        self.tokenizer = processor.tokenizer
+        self.text, self.image = text, image
+        self.vae_source, self.dtype = vae_source, dtype
+        self.context = context_limit(model.config.language_config)
+        self.image_token_id = int(processor.image_id)
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> JanusFlowAdapter:
+        """Load a JanusFlow checkpoint directory, its processor and the SDXL VAE.
+
+        Args:
+            path: the checkpoint directory (:data:`_LAYOUT`).
+            **kwargs: ``repo`` (the Janus checkout), ``dtype`` (bfloat16 as the README), ``device``, ``vae`` (path or
+                hub id) and generation settings over :data:`TEXT_DEFAULTS` / :data:`IMAGE_DEFAULTS`.
+
+        Raises:
+            InputError: no path, an unknown keyword, or a setting that does not parse or is out of range.
+            LoadError: no checkout, a missing file, or weights / processor / VAE that do not load.
+        """
+        if not path:
+            raise InputError(f"Family '{cls.family}' needs a checkpoint directory: '{cls.family}:DIR'")
+        text, text_given = settings(TEXT_DEFAULTS, {k: v for k, v in kwargs.items() if k in TEXT_DEFAULTS},
+                                    what="text-gen")  # fmt: skip
+        image, image_given = settings(IMAGE_DEFAULTS, {k: v for k, v in kwargs.items() if k in IMAGE_DEFAULTS},
+                                      what="image-gen")  # fmt: skip
+        _check_image_settings(image)
+        root, rest = cls.split(kwargs, (*LOAD_KEYS, *TEXT_DEFAULTS, *IMAGE_DEFAULTS))
+        dtype = resolve_dtype(rest.get("dtype", DTYPE.value)) or resolve_dtype(DTYPE.value)
+        device = resolve_device(rest.get("device"))
+        directory = Path(path).expanduser()
+        _check_layout(directory)
+        from entroprobe.models.compat.janusflow import (
+            dataclass_safe_configs,
+            with_post_init,
+        )
+
+        with contextlib.redirect_stdout(sys.stderr), dataclass_safe_configs():  # janus/__init__.py prints
+            models = import_from(root, "janus.janusflow.models", cls.upstream)
+        try:
+            model = with_post_init(models.MultiModalityCausalLM).from_pretrained(str(directory), dtype=dtype)
+            with contextlib.redirect_stdout(sys.stderr):
+                processor = models.VLChatProcessor.from_pretrained(str(directory))
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise LoadError(f"cannot load JanusFlow from {directory} ({_LAYOUT}): {exc}") from exc
+        model = model.to(device).eval()
+        vae, vae_source = _load_vae(rest.get("vae"), directory, dtype, device)
+        config = model.config.language_config
+        return cls(model, processor, vae, text=text, image=image, vae_source=vae_source, dtype=dtype, path=str(directory),
+                   root=root, device=device, num_layers=int(config.num_hidden_layers), d_model=int(config.hidden_size),
+                   final_norm=True, tables={"text-gen": (TEXT_DEFAULTS, text_given),
+                                            "image-gen": (IMAGE_DEFAULTS, image_given)})  # fmt: skip
+
+    # -- prompts and passes ------------------------------------------------------------------------------------
+    def _template(self, content: str, system: str) -> str:
+        """The README's conversation ``User: content`` / ``Assistant:`` in the processor's sft format."""
+        return self.processor.apply_sft_template_for_multi_turn_prompts(
+            conversations=[{"role": "User", "content": content}, {"role": "Assistant", "content": ""}],
+            sft_format=self.processor.sft_format, system_prompt=system)  # fmt: skip
+
+    def _understanding(self, text: str | None, image: Any, item: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """The README's understanding inputs → ``(input_ids (P,), inputs_embeds (1, P, d), templated prompt)``."""
+        content = (f"{self.processor.image_tag}\n" if image is not None else "") + (text or "")
+        conversation = [{"role": "User", "content": content, "images": [image] if image is not None else []},
+                        {"role": "Assistant", "content": ""}]  # fmt: skip
+        with torch.no_grad():
+            if image is None:  # no image positions to fill: the token embeddings are prepare_inputs_embeds' output
+                templated = self._template(content, self.processor.system_prompt)
+                ids = torch.tensor(self.tokenizer.encode(templated), device=self.device)
+                embeds = self.decoder.get_input_embeddings()(ids[None])
+            else:
+                batch = self.processor(conversations=conversation, images=[image], force_batchify=True)
+                batch = batch.to(self.device, dtype=self.dtype)
+                templated, ids = batch.sft_format[0], batch.input_ids[0].clone()
+                embeds = self.model.prepare_inputs_embeds(**{k: batch[k] for k in ("input_ids", "pixel_values",
+                                                             "images_seq_mask", "images_emb_mask")})  # fmt: skip
+        check_length(ids.shape[0], self.context, item)
+        return ids, embeds, templated
+
+    def _pass(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One decoder pass, row 0's raw states ``(L + 1, T, d)`` captured by hooks."""
+        with capture_layers(self.decoder, "layers", rows=[0]) as capture, torch.no_grad():
+            self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        return capture.calls[0].stacked()[:, 0]  # (L + 1, T, d)
+
+    def _states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor | None = None) -> LayerStates:
+        return to_layer_states(states, positions, token_ids=None if ids is None else ids[positions.to(ids.device)],
+                               final_norm=self.decoder.norm)  # fmt: skip
+
+    def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
+        """The question's positions in ``ids`` (the templated prompt's tokens end the sequence)."""
+        if not text or not text.strip():
+            return torch.zeros(0, dtype=torch.long)
+        return question_positions(self.tokenizer, templated, text, ids.cpu(), item=item, start=locate(render, text))
+
+    # -- the four operations -----------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of ``text`` (BOS included, no template).
+
+        Raises:
+            ItemError: an empty prompt or one longer than the model's context.
+        """
+        self.require("encode", "text")
+        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0].to(self.device)
+        with torch.no_grad():
+            embeds = self.decoder.get_input_embeddings()(ids[None])  # (1, T, d)
+        return self._states(self._pass(embeds), torch.arange(ids.shape[0]), ids.cpu())
+
+    def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
+        """Layer states of an image prompt's image-token positions (``instruction`` is context only).
+
+        Raises:
+            ItemError: the image cannot be read, or the prompt is longer than the model's context.
+        """
+        self.require("encode", "image")
+        item = prompt_item(instruction, image)
+        ids, embeds, _ = self._understanding(instruction, load_image(image, item), item)
+        where = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)  # (num_image_tokens,)
+        return self._states(self._pass(embeds), where, ids.cpu())
+
+    def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
+                     seed: int = 0) -> Response:  # fmt: skip
+        """Answer as the README does (greedy ``language_model.generate`` over ``prepare_inputs_embeds``), then one
+        teacher-forced pass over the prompt's embeddings + the answer's tokens.
+
+        Raises:
+            InputError: neither text nor image, or ``max_new_tokens`` < 1.
+            ItemError: an unreadable image, or a prompt that leaves no room in the context.
+        """
+        self.require("text-gen", "image" if image is not None else "text")
+        if (not isinstance(text, str) or not text.strip()) and image is None:
+            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        item = prompt_item(text, image)
+        picture = None if image is None else load_image(image, item)
+        ids, embeds, templated = self._understanding(text, picture, item)
+        budget = room_to_generate(ids.shape[0], max_new_tokens, self.context, item)
+        tok = self.tokenizer
+        sampling = {"do_sample": bool(self.text["do_sample"])}
+        with seeded(seed, self.device), torch.no_grad():
+            out = self.model.language_model.generate(
+                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
+                pad_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                max_new_tokens=budget, use_cache=True, **sampling)  # fmt: skip
+        new = out[0, -budget:] if out.shape[1] > budget else out[0]  # generate over embeddings returns the new ids
+        with torch.no_grad():
+            full = torch.cat([embeds, self.decoder.get_input_embeddings()(new[None]).to(embeds.dtype)], dim=1)
+        states = self._pass(full)  # (L + 1, P + n, d)
+        n_prompt = ids.shape[0]
+        image_at = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)
+        render = lambda q: self._template((f"{self.processor.image_tag}\n" if picture is not None else "") + q,
+                                          self.processor.system_prompt)
+        asked = self._question(templated, text, ids, item, render)
+        keep = torch.unique(torch.cat([image_at, asked])).sort().values if picture is not None or asked.numel() else \
+            torch.arange(n_prompt)  # fmt: skip
+        every = torch.cat([ids, new.to(ids.device)]).cpu()
+        return Response(
+            prompt=self._states(states, keep, every),
+            response=self._states(states, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
+            output=tok.decode(new.tolist(), skip_special_tokens=True), output_ids=new.cpu(),
+            extra={"prompt": templated, "prompt_tokens": "question"},
+        )  # fmt: skip
+
+    def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
+        """Generate an image as the README does (rectified flow, classifier-free guidance) under ``seed``.
+
+        Args:
+            **generation: over the load-time settings: ``cfg_weight``, ``num_inference_steps``, ``latent_size``.
+
+        Raises:
+            InputError: an unknown or invalid setting.
+            ItemError: an empty prompt, or prompt + image tokens longer than the model's context.
+        """
+        self.require("image-gen", "text")
+        item = prompt_item(text)
+        if not isinstance(text, str) or not text.strip():
+            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
+        options = {**self.image, **{k: options[k] for k in generation}}
+        _check_image_settings(options)
+        templated = self._template(text, "")  # README: system_prompt="", then + image_gen_tag (the demo appends
+        # image_start_tag instead: either way that last token is dropped, the time token takes its place)
+        ids = torch.tensor(self.tokenizer.encode(templated + self.processor.image_gen_tag), device=self.device)
+        latent, states, n_image = self._flow(ids, options, seed, item)
+        n_prompt = ids.shape[0] - 1  # the last token (the generation tag) gives way to the time token
+        asked = self._question(templated, text, ids[:n_prompt], item, lambda q: self._template(q, ""))
+        keep = asked if asked.numel() else torch.arange(n_prompt)
+        with torch.no_grad():
+            pixels = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (1, 3, H, W)
+        total = states.shape[1]
+        return Response(
+            prompt=self._states(states, keep, ids[:n_prompt].cpu()),
+            response=self._states(states, torch.arange(total - n_image, total)),
+            output=_to_pil(pixels[0]), output_ids=None,
+            extra={"prompt": templated, "step": options["num_inference_steps"] - 1, **options},
+        )  # fmt: skip
+
+    def _flow(self, ids: torch.Tensor, options: dict[str, Any], seed: int, item: str
+              ) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+        """The rectified-flow ODE of the README / demo: Euler steps from noise (t = 0) towards the image (t = 1).
+
+        Returns ``(final latent (1, C, S, S), the last step's conditional raw states (L + 1, P + 1 + n, d), n)``.
+        """
+        enc, steps, cfg = self.model.vision_gen_enc_model, int(options["num_inference_steps"]), float(options["cfg_weight"])
+        size, channels = int(options["latent_size"]), int(enc.in_conv.in_channels)
+        grid = (size + 2 * enc.in_conv.padding[0] - enc.in_conv.kernel_size[0]) // enc.in_conv.stride[0] + 1
+        n_image = grid * grid
+        check_length(ids.shape[0] + n_image, self.context, item)
+        tokens = ids[None].repeat(2, 1)  # (2, P + 1): conditional, unconditional
+        tokens[1, 1:] = self.processor.pad_id  # README: tokens[batchsize:, 1:] = pad_id
+        with torch.no_grad():
+            prompt = self.decoder.get_input_embeddings()(tokens)[:, :-1]  # (2, P, d): drop the generation tag
+        n_prompt = prompt.shape[1]
+        mask = torch.ones((2, n_prompt + 1 + n_image), dtype=torch.long, device=self.device)
+        mask[1, 1:n_prompt] = 0  # the unconditional row sees BOS, the time token and the image
+        with seeded(seed, self.device) as generator:
+            noise = torch.randn((1, channels, size, size), generator=generator)  # drawn on the CPU: same on any device
+        z = noise.to(self.device, self.dtype)  # (1, C, S, S)
+        dt = torch.full_like(z, 1.0 / steps)  # README: dt in the latent's dtype
+        last = steps - 1
+        with capture_layers(self.decoder, "layers", rows=[0], calls_per_step=1, keep=lambda s, _: s == last) as capture, \
+                torch.no_grad():  # fmt: skip
+            for step in range(steps):
+                z_in = torch.cat([z, z])  # (2, C, S, S)
+                t = torch.full((2,), step / steps * TIME_SCALE, dtype=z.dtype, device=self.device)
+                z_emb, t_emb, hs = enc(z_in, t)  # (2, 768, g, g), (2, d), [skip]
+                z_emb = self.model.vision_gen_enc_aligner(z_emb.flatten(2).transpose(1, 2))  # (2, n, d)
+                llm = torch.cat([prompt, t_emb[:, None].to(prompt.dtype), z_emb.to(prompt.dtype)], dim=1)
+                hidden = self.decoder(inputs_embeds=llm, attention_mask=mask, use_cache=False).last_hidden_state
+                h = self.model.vision_gen_dec_aligner(self.model.vision_gen_dec_aligner_norm(hidden[:, -n_image:]))
+                h = h.reshape(2, grid, grid, h.shape[-1]).permute(0, 3, 1, 2)  # (2, 768, g, g)
+                v_cond, v_uncond = self.model.vision_gen_dec_model(h, hs, t_emb).chunk(2)  # (1, C, S, S) each
+                z = z + dt * (cfg * v_cond - (cfg - 1.0) * v_uncond)
+        return z, capture.calls[0].stacked()[:, 0], n_image
+
+    # -- provenance ---------------------------------------------------------------------------------------------
+    def read(self, text: str) -> Reading | None:
+        """The text's tokens without special tokens, and how many are the tokenizer's unknown token."""
+        if not isinstance(text, str):
+            return None
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
+
+    def fingerprint(self) -> str:
+        """The checkpoint's weights, with the VAE's (its weights, or its hub id) when it is not inside the checkpoint."""
+        own = weights_fingerprint(self.path)
+        vae = Path(self.vae_source)
+        if vae.is_dir() and Path(self.path).resolve() in vae.resolve().parents:
+            return own  # <checkpoint>/vae: already hashed with the checkpoint
+        other = weights_fingerprint(vae) if vae.is_dir() else self.vae_source
+        return hashlib.sha256(f"{own}+{other}".encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "dtype": str(self.dtype).removeprefix("torch."), "dtype_source": DTYPE.source,
+                "vae": self.vae_source, "image_token_id": self.image_token_id,
+                "num_image_tokens": int(self.processor.num_image_tokens)}  # fmt: skip
+
+
+def _check_image_settings(image: dict[str, Any]) -> None:
+    """Raise :class:`InputError` for a step count or latent size below 1."""
+    for key in ("num_inference_steps", "latent_size"):
+        if image[key] < 1:
+            raise InputError(f"{key} must be a positive integer; got {image[key]}")
+
+
+def _check_layout(directory: Path) -> None:
+    """Raise :class:`LoadError` naming the first missing file of the released layout."""
+    if not directory.is_dir():
+        raise LoadError(f"no JanusFlow checkpoint directory at {directory}; expected {_LAYOUT}")
+    for name in _FILES:
+        if not (directory / name).is_file():
+            raise LoadError(f"{directory} lacks {name}; expected {_LAYOUT}")
+    if not any((directory / name).is_file() for name in _WEIGHTS):
+        raise LoadError(f"{directory} has no weights ({', '.join(_WEIGHTS)}); expected {_LAYOUT}")
+
+
+def _load_vae(spec: str | None, directory: Path, dtype: torch.dtype, device: torch.device) -> tuple[Any, str]:
+    """The SDXL ``AutoencoderKL``: ``spec``, else ``<checkpoint>/vae``, else the README's hub id."""
+    where = spec or (str(directory / "vae") if (directory / "vae").is_dir() else VAE_HUB)
+    try:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(where)
+    except ImportError as exc:
+        raise LoadError(f"JanusFlow decodes images with diffusers' AutoencoderKL: install diffusers ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"cannot load the SDXL VAE from {where!r} (a diffusers AutoencoderKL folder: config.json + "
+                        f"diffusion_pytorch_model.safetensors; pass vae=PATH, or put it in {directory}/vae): {exc}"
+                        ) from exc  # fmt: skip
+    return vae.to(device, dtype).eval(), where
+
+
+def _to_pil(pixels: torch.Tensor) -> Any:
+    """A decoded image ``(3, H, W)`` in [-1, 1] → an RGB PIL image (the README's ``save_image(x * 0.5 + 0.5)``)."""
+    from PIL import Image
+
+    image = ((pixels.detach().float().clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (3, H, W)
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy(), mode="RGB")

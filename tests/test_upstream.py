@@ -68,10 +68,14 @@ def test_a_package_of_the_same_name_from_another_checkout_is_set_aside(tmp_path)
         b = import_from(second, "thing.model", SPEC)
         assert b.VALUE == "second" and a.VALUE == "first"  # objects of the first stay usable
         assert import_from(second, "thing.model", SPEC) is b  # the same checkout again: nothing re-imported
+        # a checkout nested inside another one's folder (Show-o2's show-o2/ inside the Show-o clone)
+        inner = write_checkout(second / "v2", "inner")
+        assert import_from(inner, "thing.model", SPEC).VALUE == "inner"
+        assert import_from(second, "thing.model", SPEC).VALUE == "second"
     finally:
         for key in [k for k in sys.modules if k == "thing" or k.startswith("thing.")]:
             del sys.modules[key]
-        for root in (first, second):
+        for root in (first, second, second / "v2"):
             if str(root.resolve()) in sys.path:
                 sys.path.remove(str(root.resolve()))
 

@@ -113,9 +113,16 @@ def checkout(spec: Upstream, repo: str | os.PathLike[str] | None) -> Path | None
     return base
 
 
-def _loaded_from(module: ModuleType) -> Path | None:
-    where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", []) or []), None)
-    return Path(where).resolve() if where else None
+def _belongs(module: ModuleType, root: Path) -> bool:
+    """Was top-level ``module`` imported from ``root`` itself (``root/pkg/__init__.py``, ``root/mod.py``), not from a
+    folder above or below it? (Show-o's ``models`` lives in the root of a clone whose ``show-o2/models`` is
+    Show-o2's: the parent folder alone cannot tell them apart.)"""
+    file = getattr(module, "__file__", None)
+    if file:
+        where = Path(file).resolve()
+        folder = where.parent.parent if where.name == "__init__.py" else where.parent
+        return folder == root
+    return any(Path(entry).resolve().parent == root for entry in getattr(module, "__path__", []) or [])
 
 
 def import_from(root: Path | None, name: str, spec: Upstream | None = None) -> ModuleType:
@@ -134,8 +141,7 @@ def import_from(root: Path | None, name: str, spec: Upstream | None = None) -> M
         tops = set(spec.packages if spec else ()) | {name.split(".")[0]}
         for top in tops:
             loaded = sys.modules.get(top)
-            where = _loaded_from(loaded) if loaded is not None else None
-            if loaded is not None and (where is None or root not in where.parents):
+            if loaded is not None and not _belongs(loaded, root):
                 for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
                     del sys.modules[key]
         if str(root) in sys.path:

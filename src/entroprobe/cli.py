@@ -219,7 +219,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from entroprobe.models import family_table
+    from entroprobe.models import PAPER_ROWS, family_table
 
     columns = [("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"),
                ("image-gen", "text")]  # fmt: skip
@@ -231,6 +231,20 @@ def _models(args: argparse.Namespace) -> int:
     print("\nHow to load each (--model):")
     for row in family_table():
         print(f"  {row['load']}")
+    upstream = [row for row in family_table() if row["upstream"] is not None]
+    if upstream:
+        print("\nModels from their authors' repositories: entroprobe imports the code of your checkout (repo=PATH,")
+        print("or $ENTROPROBE_UPSTREAM/<name>); your checkout's licence governs its use.")
+        for row in upstream:
+            record = row["upstream"]
+            tested = ", ".join(f"{commit[:7]} ({date})" for commit, date in record.tested)
+            print(f"  {row['family']}: {record.github} — tested at {tested}, transformers {record.transformers}")
+            if record.licence:
+                print(f"      licence: {record.licence}")
+    print("\nThe paper's ten models (Table 1):")
+    for name, spec in PAPER_ROWS:
+        print(f"  {name:<13} --model {spec}")
+    print("  The RecA rows are post-trainings of BAGEL and Harmon: their checkpoints load with the same family.")
     return 0
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "family_table",
     "capabilities_of",
     "parse_spec",
+    "PAPER_ROWS",
 ]
 
 # family name → "module:attribute" of a ModelAdapter subclass (imported only when used)
@@ -45,6 +46,9 @@ _FAMILIES: dict[str, str] = {
     "chameleon": "entroprobe.models.chameleon:ChameleonAdapter",
     "micro-ar": "entroprobe.models.micro.adapter:MicroARAdapter",
     "micro-mask": "entroprobe.models.micro.adapter:MicroMaskAdapter",
+    # models from their authors' repositories: the code is imported from the user's checkout (repo=PATH)
+    "show-o2": "entroprobe.models.show_o2:ShowO2Adapter",
+    "janusflow": "entroprobe.models.janusflow:JanusFlowAdapter",
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
@@ -58,7 +62,23 @@ _LOADING = {
     "chameleon": "chameleon:DIR|HUB_ID — e.g. facebook/chameleon-7b",
     "micro-ar": "micro-ar — built in: a small unified model drawing images token by token",
     "micro-mask": "micro-mask — built in: a small unified model drawing images by masked prediction",
+    "show-o2": "show-o2:DIR --model-args repo=SRC — Show-o2 as released, with its VAE; SRC a showlab/Show-o clone",
+    "janusflow": "janusflow:DIR --model-args repo=SRC — JanusFlow-1.3B with the SDXL VAE; SRC a deepseek-ai/Janus clone",
 }
+# the ten rows of the paper's Table 1, as (row, --model spec); the RecA rows are post-trainings of the same
+# architectures and load with the same family
+PAPER_ROWS: tuple[tuple[str, str], ...] = (
+    ("BAGEL", "bagel:/ckpt/BAGEL-7B-MoT"),
+    ("BAGEL-RecA", "bagel:/ckpt/BAGEL-RecA"),
+    ("Harmon", "harmon:/ckpt/Harmon-1_5B"),
+    ("Harmon-RecA", "harmon:/ckpt/Harmon-1_5B-RecA"),
+    ("Janus-Pro 1B", "janus:deepseek-community/Janus-Pro-1B"),
+    ("Janus-Pro 7B", "janus:deepseek-community/Janus-Pro-7B"),
+    ("JanusFlow", "janusflow:/ckpt/JanusFlow-1.3B"),
+    ("Show-o", "show-o:/ckpt/show-o-512x512"),
+    ("Show-o2", "show-o2:/ckpt/show-o2-7B"),
+    ("OmniGen2", "omnigen2:/ckpt/OmniGen2"),
+)
 
 
 def register_family(name: str, target: str | type[ModelAdapter]) -> None:
@@ -80,9 +100,14 @@ def capabilities_of(spec: str) -> frozenset[Capability]:
 
 
 def family_table() -> list[dict[str, Any]]:
-    """Every registered family: ``family``, ``builtin``, ``capabilities`` (``(task, modality)`` pairs), ``load``."""
-    return [{"family": name, "builtin": name in _BUILTIN, "capabilities": sorted(_adapter_class(name).capabilities),
-             "load": _LOADING.get(name, f"{name}:PATH")} for name in sorted(_FAMILIES)]  # fmt: skip
+    """Every registered family: ``family``, ``builtin``, ``capabilities`` (``(task, modality)`` pairs), ``load``,
+    and for a family over an authors' repository ``upstream`` (its :class:`~.upstream.Upstream` record)."""
+    rows = []
+    for name in sorted(_FAMILIES):
+        adapter = _adapter_class(name)
+        rows.append({"family": name, "builtin": name in _BUILTIN, "capabilities": sorted(adapter.capabilities),
+                     "load": _LOADING.get(name, f"{name}:PATH"), "upstream": getattr(adapter, "upstream", None)})
+    return rows
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

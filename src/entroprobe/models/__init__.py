@@ -49,6 +49,7 @@ _FAMILIES: dict[str, str] = {
     # models from their authors' repositories: the code is imported from the user's checkout (repo=PATH)
     "show-o2": "entroprobe.models.show_o2:ShowO2Adapter",
     "janusflow": "entroprobe.models.janusflow:JanusFlowAdapter",
+    "omnigen2": "entroprobe.models.omnigen2:OmniGen2Adapter",
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
@@ -64,6 +65,7 @@ _LOADING = {
     "micro-mask": "micro-mask — built in: a small unified model drawing images by masked prediction",
     "show-o2": "show-o2:DIR --model-args repo=SRC — Show-o2 as released, with its VAE; SRC a showlab/Show-o clone",
     "janusflow": "janusflow:DIR --model-args repo=SRC — JanusFlow-1.3B with the SDXL VAE; SRC a deepseek-ai/Janus clone",
+    "omnigen2": "omnigen2:DIR --model-args repo=SRC — OmniGen2's pipeline folder; SRC a VectorSpaceLab/OmniGen2 clone",
 }
 # the ten rows of the paper's Table 1, as (row, --model spec); the RecA rows are post-trainings of the same
 # architectures and load with the same family

@@ -18,6 +18,7 @@ from entroprobe.models import load_model
 from entroprobe.models.compat import show_o2 as compat
 from entroprobe.models.show_o2 import IMAGE_DEFAULTS, TEXT_DEFAULTS, ShowO2Adapter
 from entroprobe.models.upstream import settings
+from tiny_models import byte_level_qwen_tokenizer
 
 # -- CI: no checkout -------------------------------------------------------------------------------------------
 
@@ -131,21 +132,6 @@ SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "
 CONTEXT = 256
 
 
-def _byte_level_qwen_tokenizer():
-    """A Qwen2 byte-level BPE tokenizer over the 256 byte symbols, two merges and Qwen2.5's special tokens (what
-    ``AutoTokenizer`` gives for a folder whose config is a Qwen2 one, as Show-o2's ``llm_model_path`` is)."""
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
-    merges = [("Ġ", "c"), ("a", "t")]
-    vocab.update({"Ġc": len(vocab), "at": len(vocab) + 1})
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
-                               pad_token="<|endoftext|>")  # fmt: skip
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL})
-    return tokenizer
-
-
 def _tiny_checkout_model(root, directory):
     """Write the tiny Show-o2 in the released layout under ``directory``; returns the folder."""
     from transformers import Qwen2Config, SiglipConfig, SiglipModel
@@ -161,7 +147,7 @@ def _tiny_checkout_model(root, directory):
     showo = import_from(base, "models.modeling_showo2_qwen2_5", spec)
     wan = import_from(base, "models.wan21_vae", spec)
     llm, siglip, ckpt = directory / "qwen", directory / "siglip", directory / "show-o2"
-    tokenizer = _byte_level_qwen_tokenizer()
+    tokenizer = byte_level_qwen_tokenizer(SPECIAL)
     tokenizer.save_pretrained(llm)
     Qwen2Config(vocab_size=len(tokenizer), hidden_size=D, intermediate_size=64, num_hidden_layers=LAYERS,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT).save_pretrained(llm)  # fmt: skip

@@ -247,3 +247,22 @@ def tiny_janus(directory: Path, system_prompt: bool = False) -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+QWEN_SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+                "<|endoftext|>"]  # fmt: skip
+
+
+def byte_level_qwen_tokenizer(special: list[str] | None = None):
+    """A Qwen2 byte-level BPE tokenizer over the 256 byte symbols, two merges (``Ġc``, ``at``) and Qwen2.5's special
+    tokens: what ``AutoTokenizer`` gives for a Qwen2.5 folder, small enough for a random model."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
+    merges = [("Ġ", "c"), ("a", "t")]
+    vocab.update({"Ġc": len(vocab), "at": len(vocab) + 1})
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>")  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special or QWEN_SPECIAL)})
+    return tokenizer

@@ -50,6 +50,7 @@ _FAMILIES: dict[str, str] = {
     "show-o2": "entroprobe.models.show_o2:ShowO2Adapter",
     "janusflow": "entroprobe.models.janusflow:JanusFlowAdapter",
     "omnigen2": "entroprobe.models.omnigen2:OmniGen2Adapter",
+    "harmon": "entroprobe.models.harmon:HarmonAdapter",
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
@@ -66,6 +67,7 @@ _LOADING = {
     "show-o2": "show-o2:DIR --model-args repo=SRC — Show-o2 as released, with its VAE; SRC a showlab/Show-o clone",
     "janusflow": "janusflow:DIR --model-args repo=SRC — JanusFlow-1.3B with the SDXL VAE; SRC a deepseek-ai/Janus clone",
     "omnigen2": "omnigen2:DIR --model-args repo=SRC — OmniGen2's pipeline folder; SRC a VectorSpaceLab/OmniGen2 clone",
+    "harmon": "harmon:DIR --model-args repo=SRC — Harmon or Harmon-RecA as released; SRC a wusize/Harmon clone",
 }
 # the ten rows of the paper's Table 1, as (row, --model spec); the RecA rows are post-trainings of the same
 # architectures and load with the same family

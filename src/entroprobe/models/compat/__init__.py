@@ -7,6 +7,7 @@ user's checkout or the installed library from outside.
 - :mod:`.janus_hf` — transformers' own Janus: text ``generate`` that keeps ``logits_processor``.
 - :mod:`.transformers5` — what transformers 5 removed that the authors' repositories (written against 4.x) call:
   the ``"default"`` RoPE initialiser.
+- :mod:`.devices` — ``tensor.cuda()`` in sampling code, sent to the model's device when that is not a GPU.
 - one module per upstream family (``bagel``, ``harmon``, ``show_o``, ``show_o2``, ``janusflow``, ``omnigen2``),
   each listing its shims in its docstring.
 """

@@ -1,0 +1,327 @@
+"""Harmon and Harmon-RecA (wusize/Harmon): a Qwen2.5 LLM that reads and writes images through a MAR encoder.
+
+Released layout (README: ``huggingface-cli download wusize/harmon --local-dir DIR``), built as the authors'
+scripts build it (see :mod:`.harmon_build`)::
+
+    DIR/kl16.ckpt            the VAE
+    DIR/harmon_1.5b.pth      (or harmon_0.5b.pth, harmon_1.5b-o.pth; checkpoint=NAME when several)
+    DIR/Qwen2.5-1.5B-Instruct/   the LLM + tokenizer the config names (or llm=PATH; else the hub id, offline cache)
+
+Layer states come from the LLM's decoder layers (``llm.model.layers``), the last entry through its final norm
+(``final_norm=True``). What each operation returns (layout in :mod:`entroprobe.models.base`):
+
+- ``encode_text``: every token of the text, no template;
+- ``encode_image``: the image-token positions of ``scripts/image2text.py``'s prompt — the image padded to a
+  square (grey 127), resized to ``prompt_image_size``, through ``harmon.encode`` and
+  ``harmon.extract_visual_feature`` into ``(size // 16)² + 64`` ``<image>`` positions;
+- ``respond_text``: greedy ``llm.generate`` on the script's prompt (``prompt_template['INSTRUCTION']``), then one
+  teacher-forced pass; prompt states are the question's tokens (and the image tokens for an image prompt);
+- ``respond_image``: ``scripts/text2image.py`` (``"Generate an image: {text}"``, CFG against ``cfg_prompt``,
+  ``harmon.sample``) for one image; sample() returns pixels, so its final MAE tokens are taken at its
+  ``decode`` call; then one teacher-forced pass (docs/recipes.md): ``forward_mae_encoder`` of every token,
+  nothing masked, with the conditional prompt in the same call. Prompt = the user's words, response = the
+  ``m·n`` image positions ``[P, P + m·n)`` (the 64 buffer positions after them are not measured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from entroprobe.errors import InputError, ItemError
+from entroprobe.models.base import LayerStates, Reading, Response, resolve_device, resolve_dtype, seeded
+from entroprobe.models.compat.devices import cuda_calls_to
+from entroprobe.models.compat.harmon import legacy_cache
+from entroprobe.models.defaults import Default
+from entroprobe.models.hf import load_image, prompt_item, room_to_generate, tokenize_checked
+from entroprobe.models.hf_loading import check_length, context_limit
+from entroprobe.models.hooks import capture_layers, to_layer_states
+from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
+from entroprobe.models.upstream import Upstream, UpstreamAdapter, settings
+
+__all__ = ["HarmonAdapter", "TEXT_DEFAULTS", "IMAGE_DEFAULTS"]
+
+TEXT_DEFAULTS = {
+    "do_sample": Default(False, "scripts/image2text.py: model.llm.generate(do_sample=False)"),
+    "prompt_image_size": Default(512, "scripts/image2text.py: --image_size 512 (image prompts, encode too)"),
+}
+IMAGE_DEFAULTS = {
+    "cfg": Default(3.0, "scripts/text2image.py: --cfg 3.0"),
+    "cfg_prompt": Default("Generate an image.", "scripts/text2image.py: --cfg_prompt 'Generate an image.'"),
+    "temperature": Default(1.0, "scripts/text2image.py: --temperature 1.0"),
+    "cfg_schedule": Default("constant", "scripts/text2image.py: --cfg_schedule constant"),
+    "num_iter": Default(64, "scripts/text2image.py: --num_iter 64"),
+    "image_size": Default(512, "scripts/text2image.py: --image_size 512 (m = n = image_size // 16)"),
+}
+LOAD_KEYS = ("dtype", "device", "llm", "checkpoint", "config")
+IMAGE_TOKEN = "<image>"  # scripts/image2text.py adds it as a special token
+
+
+@contextlib.contextmanager
+def numpy_seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG (MAR draws its generation order with ``np.random.shuffle``), restored afterwards."""
+    import numpy as np
+
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+@contextlib.contextmanager
+def final_tokens(model: Any) -> Iterator[list[torch.Tensor]]:
+    """Record the MAE tokens ``(B, m, n, c)`` that ``model.decode`` turns into pixels (before it scales them)."""
+    grabbed: list[torch.Tensor] = []
+    original = model.decode
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        grabbed.append(z.detach().clone())
+        return original(z)
+
+    model.decode = decode
+    try:
+        yield grabbed
+    finally:
+        del model.decode
+
+
+def expand_to_square(image: Any, fill: tuple[int, int, int] = (127, 127, 127)) -> Any:
+    """``image`` centred on a square canvas of its longer side, filled with ``fill`` (image2text.py's padding)."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+class HarmonAdapter(UpstreamAdapter):
+    """Layer states of Harmon prompts and responses, over the user's checkout of wusize/Harmon.
+
+    Attributes:
+        model: the checkout's ``Harmon`` module (``llm``, ``mar``, ``vae``, ``tokenizer``) in eval mode.
+        module: the checkout's ``src.models.harmon`` (its ``DynamicCache`` name is shimmed during sampling).
+        image_token_id: the ``<image>`` id added to the tokenizer, as image2text.py adds it.
+    """
+
+    family = "harmon"
+    capabilities = frozenset(
+        {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}
+    )
+    upstream = Upstream(
+        name="Harmon",
+        github="wusize/Harmon",
+        marker="src/models/harmon.py",
+        packages=("src",),
+        tested=(("4eb608765629a1d1b1ce28a85f4c3d126d98b690", "2025-05-21"),),
+        transformers="5.23",
+        licence="S-Lab License 1.0: non-commercial use only; the user's checkout governs its own use",
+    )
+
+    def __init__(self, model: Any, module: Any, *, text: dict[str, Any], image: dict[str, Any],
+                 weights: dict[str, int], **common: Any):  # fmt: skip
+        super().__init__(**common, tables={"text-gen": (TEXT_DEFAULTS, text), "image-gen": (IMAGE_DEFAULTS, image)})
+        self.model = model
+        self.module = module
+        self.tokenizer = model.tokenizer
+        self.text_given, self.image_given = text, image
+        self.weights = weights
+        self.context = context_limit(model.llm.config)
+        self.text_settings, _ = settings(TEXT_DEFAULTS, text, what="harmon text-gen")
+        self.tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+        self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        self.template = model.prompt_template["INSTRUCTION"]
+
+    @classmethod
+    def load(cls, path: str | None = None, **kwargs: Any) -> HarmonAdapter:
+        """Build Harmon from the checkout's config and load ``DIR/harmon_*.pth`` (see the module docstring).
+
+        Args:
+            path: the checkpoint folder DIR.
+            **kwargs: ``repo`` (the checkout), ``dtype`` (default: the config's bfloat16), ``device``, ``llm``,
+                ``checkpoint``, ``config``, and the settings of :data:`TEXT_DEFAULTS` / :data:`IMAGE_DEFAULTS`.
+
+        Raises:
+            InputError: an unknown keyword or a setting that does not parse.
+            LoadError: no checkout, a missing file (naming the layout expected), or a model that does not build.
+        """
+        from entroprobe.models.harmon_build import build_harmon, find_layout, load_weights, pick_config
+        from entroprobe.models.upstream import import_from
+
+        text = {k: kwargs.pop(k) for k in list(kwargs) if k in TEXT_DEFAULTS}
+        image = {k: kwargs.pop(k) for k in list(kwargs) if k in IMAGE_DEFAULTS}
+        root, rest = cls.split(kwargs, LOAD_KEYS)
+        _, text = settings(TEXT_DEFAULTS, text, what="harmon text-gen")
+        _, image = settings(IMAGE_DEFAULTS, image, what="harmon image-gen")
+        if not path:
+            raise InputError("Family 'harmon' needs the checkpoint folder: 'harmon:DIR'")
+        pth, vae = find_layout(path, rest.get("checkpoint"))
+        config = pick_config(root, pth, rest.get("config"))
+        model, _ = build_harmon(root, cls.upstream, config, pth.parent, vae, llm=rest.get("llm"),
+                                dtype=resolve_dtype(rest.get("dtype")))  # fmt: skip
+        model = model.to(model.dtype)  # as the scripts: every part in the LLM's dtype
+        weights = load_weights(model, pth)
+        device = resolve_device(rest.get("device"))
+        model.to(device)
+        llm = model.llm.config
+        return cls(model, import_from(root, "src.models.harmon", cls.upstream), text=text, image=image,
+                   weights=weights, path=str(path), root=root, device=device, num_layers=llm.num_hidden_layers,
+                   d_model=llm.hidden_size, final_norm=True)  # fmt: skip
+
+    # -- prompts -----------------------------------------------------------------------------------------------
+    def _layers(self, **options: Any):
+        return capture_layers(self.model.llm.model, "layers", **options)
+
+    def _states(self, call: Any, positions: Any, token_ids: Any = None) -> LayerStates:
+        return to_layer_states(call.stacked(), positions, token_ids=token_ids, final_norm=self.model.llm.model.norm)
+
+    def _image_prompt(self, image: Any, question: str | None, item: str) -> tuple[str, torch.Tensor, torch.Tensor]:
+        """image2text.py's prompt: ``(templated string, ids (1, T), input embeddings (1, T, d))``."""
+        import numpy as np
+
+        size = int(self.text_settings["prompt_image_size"])
+        picture = expand_to_square(load_image(image, item)).resize((size, size))
+        pixels = torch.from_numpy(np.array(picture)).to(self.model.dtype).to(self.device)  # (H, W, 3)
+        pixels = 2 * (pixels.permute(2, 0, 1)[None] / 255) - 1  # (1, 3, H, W) in [-1, 1]
+        count = (size // 16) ** 2 + self.model.mar.buffer_size
+        prompt = self._render((IMAGE_TOKEN * count) + "\n" + (question or ""))
+        ids = self.tokenizer.encode(prompt, add_special_tokens=True, return_tensors="pt").to(self.device)  # (1, T)
+        check_length(ids.shape[1], self.context, item)
+        with torch.no_grad():
+            _, z_enc = self.model.extract_visual_feature(self.model.encode(pixels))  # (1, count, d)
+            embeds = z_enc.new_zeros(*ids.shape, self.d_model)
+            is_image = ids == self.image_token_id
+            if int(is_image.sum()) != z_enc.shape[1]:
+                raise ItemError(item, f"{int(is_image.sum())} <image> tokens in the prompt for {z_enc.shape[1]} features")
+            embeds[is_image] = z_enc.flatten(0, 1)
+            embeds[~is_image] = self.model.llm.get_input_embeddings()(ids[~is_image])
+        return prompt, ids, embeds
+
+    def _render(self, content: str) -> str:
+        return self.template.format(input=content)
+
+    def _question(self, render: Any, templated: str, question: str | None, ids: torch.Tensor, item: str,
+                  image: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The prompt positions measured: the question's tokens (and ``image`` positions), see :mod:`.prompt_tokens`."""
+        asked = None
+        if question and question.strip():
+            asked = question_positions(self.tokenizer, templated, question, ids.cpu(), item=item,
+                                       start=locate(render, question))  # fmt: skip
+        return prompt_selection("question", ids.shape[0], asked, image)
+
+    # -- the four operations -----------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> LayerStates:
+        """Layer states of every token of ``text`` (no template), from one pass of the LLM."""
+        self.require("encode", "text")
+        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
+        with self._layers() as cap, torch.no_grad():
+            self.model.llm.model(input_ids=ids, use_cache=False)
+        return self._states(cap.calls[0], slice(None), ids[0])
+
+    def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
+        """Layer states of the ``<image>`` positions of image2text.py's prompt (``instruction`` after the image)."""
+        self.require("encode", "image")
+        _, ids, embeds = self._image_prompt(image, instruction, prompt_item(instruction, image))
+        with self._layers() as cap, torch.no_grad():
+            self.model.llm.model(inputs_embeds=embeds, use_cache=False)
+        where = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu()
+        return self._states(cap.calls[0], where, ids[0, where])
+
+    def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
+                     seed: int = 0) -> Response:  # fmt: skip
+        """image2text.py's answer (greedy by default) under ``seed``, then one teacher-forced pass."""
+        self.require("text-gen", "image" if image is not None else "text")
+        item = prompt_item(text, image)
+        if image is not None:
+            templated, ids, embeds = self._image_prompt(image, text, item)
+            count = int((ids == self.image_token_id).sum())
+            render = lambda q: self._render(IMAGE_TOKEN * count + "\n" + q)  # noqa: E731
+        else:
+            ids = tokenize_checked(self.tokenizer, self._render(text) if text else text, limit=self.context,
+                                   item=item).to(self.device)  # fmt: skip
+            templated, render = self._render(text), self._render
+            with torch.no_grad():
+                embeds = self.model.llm.get_input_embeddings()(ids)
+        budget = room_to_generate(ids.shape[1], max_new_tokens, self.context, item)
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        try:
+            with seeded(seed, self.device), torch.no_grad():
+                new = self.model.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
+                                              use_cache=True, do_sample=bool(self.text_settings["do_sample"]),
+                                              max_new_tokens=budget, eos_token_id=tok.eos_token_id,
+                                              pad_token_id=pad)[0]  # fmt: skip
+        except ValueError as exc:
+            raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from None
+        new = new[-budget:] if new.shape[0] > budget else new  # inputs_embeds alone: only the new tokens come back
+        with torch.no_grad():
+            full = torch.cat([embeds, self.model.llm.get_input_embeddings()(new[None])], dim=1)  # (1, P + G, d)
+        with self._layers() as cap, torch.no_grad():
+            self.model.llm.model(inputs_embeds=full, use_cache=False)
+        n = ids.shape[1]
+        image_positions = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu() if image is not None else None
+        keep = self._question(render, templated, text, ids[0], item, image_positions)
+        return Response(prompt=self._states(cap.calls[0], keep, ids[0, keep.to(ids.device)]),
+                        response=self._states(cap.calls[0], torch.arange(n, n + new.shape[0]), new),
+                        output=tok.decode(new, skip_special_tokens=True), output_ids=new.cpu(),
+                        extra={"prompt": templated})  # fmt: skip
+
+    def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
+        """text2image.py's image for ``text`` (one image, not its 2×2 grid) under ``seed``; states of the final
+        tokens from one teacher-forced pass (see the module docstring)."""
+        self.require("image-gen", "text")
+        item = prompt_item(text)
+        if not isinstance(text, str) or not text.strip():
+            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        values, _ = settings(IMAGE_DEFAULTS, {**self.image_given, **generation}, what="harmon image-gen")
+        if values["cfg_schedule"] not in ("constant", "linear"):
+            raise InputError(f"cfg_schedule must be constant or linear; got {values['cfg_schedule']!r}")
+        m = n = int(values["image_size"]) // 16
+        asked = f"Generate an image: {text}"
+        cond = self.model.prepare_text_conditions(asked, values["cfg_prompt"])
+        ids, mask = cond["input_ids"], cond["attention_mask"]  # (2, T): [prompt, cfg_prompt], right-padded
+        length = int(mask[0].sum())
+        check_length(length + m * n + self.model.mar.buffer_size, self.context, item)
+        if values["cfg"] == 1.0:
+            ids, mask = ids[:1], mask[:1]
+        with seeded(seed, self.device), numpy_seeded(seed), legacy_cache(self.module), cuda_calls_to(self.device), \
+                final_tokens(self.model) as grabbed, torch.no_grad():  # fmt: skip
+            pixels = self.model.sample(input_ids=ids, attention_mask=mask, num_iter=int(values["num_iter"]),
+                                       cfg=float(values["cfg"]), cfg_schedule=values["cfg_schedule"],
+                                       temperature=float(values["temperature"]), progress=False, image_shape=(m, n))
+        tokens = grabbed[-1][:1]  # (1, m, n, c): the conditional row
+        prompt_ids = ids[:1, :length]
+        with self._layers() as cap, torch.no_grad():
+            self.model.forward_mae_encoder(tokens, torch.zeros(1, m * n, device=self.device, dtype=self.model.dtype),
+                                           input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids))
+        render = lambda q: self._render(f"Generate an image: {q}")  # noqa: E731
+        keep = self._question(render, self._render(asked), text, prompt_ids[0], item)
+        picture = torch.clamp(127.5 * pixels[0].float() + 128.0, 0, 255).to(torch.uint8)  # (3, H, W)
+        from PIL import Image
+
+        return Response(prompt=self._states(cap.calls[0], keep, prompt_ids[0, keep.to(ids.device)]),
+                        response=self._states(cap.calls[0], torch.arange(length, length + m * n)),
+                        output=Image.fromarray(picture.permute(1, 2, 0).cpu().numpy()),
+                        extra={"prompt": self._render(asked), "tokens": tokens[0].float().cpu(), **values})  # fmt: skip
+
+    def read(self, text: str) -> Reading | None:
+        """The text's tokens (no special tokens) and how many are unknown."""
+        if not isinstance(text, str):
+            return None
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        unk = self.tokenizer.unk_token_id
+        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
+
+    def describe(self) -> dict[str, Any]:
+        """The common description plus the checkpoint's key counts and the image-token count of a prompt."""
+        size = int(self.text_settings["prompt_image_size"])
+        return {**super().describe(), "weights": self.weights,
+                "prompt_image_tokens": (size // 16) ** 2 + self.model.mar.buffer_size}  # fmt: skip

@@ -40,7 +40,7 @@ def reference(n: int, base: float = 2.0, alpha: float = 1.01) -> float:
 
 
 def _rows(model, num_layers, *, tasks, n_text, n_image, length_meta, image_ceiling, alpha, sigma, base, rng,
-          scales, matched):
+          scales, matched, image_gen_layers=None):
     log = lambda n: np.log(n) / np.log(base)  # noqa: E731
     ref = lambda n: reference(int(n), base, alpha)  # noqa: E731
     prompts = []
@@ -62,9 +62,10 @@ def _rows(model, num_layers, *, tasks, n_text, n_image, length_meta, image_ceili
             blocks = [(0, 0, n, m)]
             if matched and n >= K and (task == "encode" or m >= M):
                 blocks.append((K, 0 if task == "encode" else M, K, 0 if task == "encode" else M))
+            depth = image_gen_layers if task == "image-gen" and image_gen_layers else num_layers
             for k, mk, n_seen, m_seen in blocks:
-                for layer in range(num_layers + 1):
-                    d = layer / num_layers
+                for layer in range(depth + 1):
+                    d = layer / depth
                     if k:  # matched: both modalities alike
                         frac = 0.6 + rng.normal(0, 0.01)
                     elif modality == "text":
@@ -90,7 +91,7 @@ def _rows(model, num_layers, *, tasks, n_text, n_image, length_meta, image_ceili
                             out.append({
                                 "model": model, "prompt_id": pid, "source": source, "modality": modality,
                                 "prompt_type": ptype, "prompt_meta": json.dumps(meta), "task": task,
-                                "measure": measure, "layer": layer, "num_layers": num_layers, "value": float(value),
+                                "measure": measure, "layer": layer, "num_layers": depth, "value": float(value),
                                 "n_tokens": n, "n_response_tokens": m, "alpha": alpha,
                                 "sigma": scale * ((2.0 + 3.0 * layer + rng.normal(0, 0.2)) if sigma == "median"
                                                   else float(sigma)),
@@ -105,12 +106,15 @@ def _rows(model, num_layers, *, tasks, n_text, n_image, length_meta, image_ceili
 def write_run(path: Path, model: str = "causal-lm:tiny-a", num_layers: int = 4, *,
               tasks=("encode", "text-gen", "image-gen"), n_text: int = 6, n_image: int = 5, length_meta=True,
               image_ceiling=False, alpha=1.01, sigma="median", base=2.0, status="complete", seed=0,
-              scales=(1.0,), matched=True) -> Path:
-    """Write a run directory in the run format: manifest.json + results.parquet (schema columns and dtypes)."""
+              scales=(1.0,), matched=True, image_gen_layers: int | None = None) -> Path:
+    """Write a run directory in the run format: manifest.json + results.parquet (schema columns and dtypes).
+
+    ``image_gen_layers``: image generation measured in another network of that many layers (OmniGen2's diffusion
+    transformer beside its MLLM)."""
     rng = np.random.default_rng(seed)
     rows = _rows(model, num_layers, tasks=tasks, n_text=n_text, n_image=n_image, length_meta=length_meta,
                  image_ceiling=image_ceiling, alpha=alpha, sigma=sigma, base=base, rng=rng, scales=scales,
-                 matched=matched)  # fmt: skip
+                 matched=matched, image_gen_layers=image_gen_layers)  # fmt: skip
     df = pd.DataFrame(rows, columns=list(COLUMNS)).astype({c: d for c, (d, _) in COLUMNS.items()})
     path.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path / "results.parquet", index=False)

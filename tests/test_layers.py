@@ -56,3 +56,30 @@ def test_layers_are_part_of_the_run_and_checked_before_any_work(tmp_path):
     with pytest.raises(InputError, match="other settings .*layers: '0' → '1'"):
         run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "c", text_prompts="micro-world", limit=2,
                               layers="1", progress=False), adapter=adapter)  # fmt: skip
+
+
+def test_a_task_measured_in_another_network_keeps_that_networks_layers(tmp_path):
+    """OmniGen2 draws with a diffusion transformer of another depth than its MLLM: ``-1`` is each network's last."""
+    import torch
+
+    from entroprobe.models import LayerStates, Response
+    from entroprobe.probe.measures import MeasureSettings
+    from fake_adapter import FakeAdapter
+
+    class TwoNetworks(FakeAdapter):
+        def respond_image(self, text, *, seed=0, **generation):
+            made = super().respond_image(text, seed=seed, **generation)
+            deeper = lambda s: LayerStates(states=torch.cat([s.states, s.states[-2:] * 2]), positions=s.positions)  # noqa: E731
+            return Response(prompt=deeper(made.prompt), response=deeper(made.response), output=made.output)
+
+    run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", tasks=("encode", "image-gen"),
+                          limit=2, layers="0,-1", progress=False), adapter=TwoNetworks())  # fmt: skip
+    rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    image, encode = rows[rows["task"] == "image-gen"], rows[rows["task"] == "encode"]
+    assert sorted(image["layer"].unique()) == [0, 5] and (image["num_layers"] == 5).all()
+    assert sorted(encode["layer"].unique()) == [0, 3] and (encode["num_layers"] == 3).all()
+    settings = MeasureSettings(alpha=1.01, sigma=torch.ones(4), sigma_rule="pooled", base=2.0, layers=(0, 3),
+                               layer_spec="0,-1", num_layers=3)  # fmt: skip
+    assert settings.at_depth(3) is settings
+    with pytest.raises(InputError, match="--sigma pooled was calibrated on 3 layers; .* a network of 5"):
+        settings.at_depth(5)

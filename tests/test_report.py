@@ -365,3 +365,23 @@ def test_runs_on_different_prompt_sets_are_named_and_said(tmp_path):
     assert any(n.startswith("These runs measured different prompt sets") for n in notes)
     same = make_report([a], tmp_path / "out2", n_boot=20)
     assert not any("different prompt sets" in n for n in json.loads((same.parent / "findings.json").read_text())["notes"])
+
+
+def test_a_model_that_makes_images_in_another_network_is_drawn_over_each_networks_layers(tmp_path):
+    """OmniGen2 answers with its MLLM and draws with a diffusion transformer of another depth."""
+    run = write_run(tmp_path / "og2", "omnigen2:tiny", 6, image_gen_layers=4, n_text=6, n_image=2)
+    df, _ = load([run])
+    assert resolve_layers(df, -1) == {"omnigen2:tiny": 6}  # the table measures the encode rows
+    out = make_report([run], tmp_path / "out", table_layer=-1, n_boot=50)
+    curves = pd.read_csv(out.parent / "data" / "fig5_response.csv")
+    image = curves[curves["task"] == "image-gen"]
+    assert image["layer"].max() == 4 and (image["num_layers"] == 4).all() and image["depth"].max() == 1.0
+    assert curves.loc[curves["task"] == "text-gen", "layer"].max() == 6
+    page = out.read_text()
+    assert "omnigen2:tiny answers in text with a network of 6 layers and makes images with another of 4" in page
+    findings = json.loads((out.parent / "findings.json").read_text())
+    assert any(c["kind"] == "response" and c["model"] == "omnigen2:tiny" for c in findings["claims"])
+    df.loc[(df["task"] == "image-gen") & (df["layer"] == 0), "num_layers"] = 5
+    df.drop(columns=["label", "run", "depth"], errors="ignore").to_parquet(run / "results.parquet")
+    with pytest.raises(InputError, match=r"image-gen rows with different num_layers \[4, 5\]; expected one per task"):
+        load_runs([run])

@@ -15,7 +15,7 @@ Every block is computed at each σ scale of the run (``sigma_scale`` column; 1 =
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -38,10 +38,29 @@ class MeasureSettings:
     match_response_tokens: int = 0  # response tokens of the matched block (0: response whole)
     draws: int = 8
     layers: tuple[int, ...] | None = None  # the layers measured (0 = embedding output … L); None: all
+    layer_spec: str | None = None  # the --layers spec ``layers`` was resolved from
+    num_layers: int | None = None  # the depth ``layers`` (and a pooled σ) was resolved for
 
     @property
     def matching(self) -> bool:
         return self.match_tokens > 0 or self.match_response_tokens > 0
+
+    def at_depth(self, num_layers: int) -> MeasureSettings:
+        """These settings for states of ``num_layers`` layers: the same spec resolved again where a task runs in
+        another network of the model (OmniGen2's diffusion transformer beside its MLLM).
+
+        Raises:
+            InputError: a pooled σ (one per layer of the model's network) for states of another depth, or a layer
+                the other network lacks.
+        """
+        if self.num_layers is None or num_layers == self.num_layers:
+            return self
+        from entroprobe.errors import InputError
+
+        if isinstance(self.sigma, torch.Tensor):
+            raise InputError(f"--sigma pooled was calibrated on {self.num_layers} layers; this task's states come "
+                             f"from a network of {num_layers}: use --sigma median or a fixed σ for this model")  # fmt: skip
+        return replace(self, layers=resolve_layers(self.layer_spec, num_layers), num_layers=num_layers)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ class ProbeConfig:
         return MeasureSettings(alpha=self.alpha, sigma=sigma, sigma_rule=rule, base=self.base, scales=self.scales(),
                                match_tokens=self.match_tokens, match_response_tokens=self.match_response_tokens,
                                draws=self.match_draws,
-                               layers=None if num_layers is None else resolve_layers(self.layers, num_layers))  # fmt: skip
+                               layers=None if num_layers is None else resolve_layers(self.layers, num_layers),
+                               layer_spec=self.layers, num_layers=num_layers)  # fmt: skip
 
     def check(self) -> None:
         """Refuse settings the run would fail on, before anything is loaded."""

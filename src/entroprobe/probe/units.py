@@ -132,6 +132,7 @@ def measure(config: ProbeConfig, unit: Unit, states: Any, response: Any, timer: 
     """What :func:`compute` does after the model: entropies per layer, the output saved; (rows, output, short)."""
     start = time.perf_counter()
     prompt_side, response_side = _sides(unit, states, response)
+    settings = settings.at_depth(prompt_side.num_layers)  # a task may run in another network of the model
     blocks, too_short = unit_blocks(settings, prompt_side.states, None if response_side is None else
                                     response_side.states, unit_seed(config, unit))  # fmt: skip
     timer.entropy += time.perf_counter() - start

@@ -33,6 +33,7 @@ __all__ = [
     "length_groups",
     "trajectories",
     "paired_difference",
+    "different_depths",
     "normalised",
     "unit_name",
     "log_name",
@@ -93,13 +94,18 @@ def type_names(keys: list[tuple[str, str]]) -> list[str]:
 
 
 def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
-    """Each model's layer for ``table_layer`` (negative counts from the last layer, −1 = last).
+    """Each model's layer for ``table_layer`` (negative counts from the last layer, −1 = last), in the network that
+    encodes its prompts (the table and the length figure measure the encode rows; a model whose image generation
+    runs in another network counts that network's layers only in its own curves).
 
     Raises:
         InputError: the layer does not exist for a model (naming the model and its layers).
     """
     out = {}
-    for label, num_layers in df.groupby("label", sort=False)["num_layers"].first().items():
+    encode = df[df["task"] == "encode"]
+    counts = df.groupby("label", sort=False)["num_layers"].first()
+    counts.update(encode.groupby("label", sort=False)["num_layers"].first())
+    for label, num_layers in counts.items():
         layer = table_layer if table_layer >= 0 else int(num_layers) + 1 + table_layer
         if not 0 <= layer <= num_layers:
             raise InputError(
@@ -280,12 +286,12 @@ def trajectories(
     groups = [g for g in wanted if g in present] + [g for g in present if g not in wanted]
     out = []
     for label, by_model in rows.groupby("label", sort=False):
-        num_layers = int(by_model["num_layers"].iloc[0])
         parts = dict(iter(by_model.groupby(cols, sort=False)))  # tuple key → rows
         for g in groups:
             sub = parts.get(g)
             if sub is None:
                 continue
+            num_layers = int(sub["num_layers"].iloc[0])  # per group: a task may run in another network
             c = curve(sub, by="layer", unit=PROMPT_KEY, value=value, n_boot=boot.n_boot, seed=boot.seed,
                       key=f"{name}|{label}|{'|'.join(map(str, g))}")
             c.insert(0, "label", label)
@@ -313,11 +319,14 @@ def paired_difference(rows: pd.DataFrame, group: str, a: str, b: str, boot: Boot
     Returns:
         Columns ``label, layer, depth, num_layers, mean_a, mean_b, mean, low, high, n``: the means of ``a`` and
         ``b`` over the paired prompts, the mean difference ``a − b`` with its 95 % interval, the pairs ``n``.
-        Models without a paired prompt are left out.
+        Models without a paired prompt are left out, and so are models that measure ``a`` and ``b`` in networks of
+        different depth (:func:`different_depths`): their layer ``i`` is not the same place in both.
     """
     columns = ["label", "layer", "depth", "num_layers", "mean_a", "mean_b", "mean", "low", "high", "n"]
     out = []
     for label, by_model in rows[rows[group].isin([a, b])].groupby("label", sort=False):
+        if by_model.groupby(group)["num_layers"].first().nunique() > 1:
+            continue
         wide = by_model.groupby([*PROMPT_KEY, "layer", group])["value"].mean().unstack(group)  # (P·L, 2)
         if a not in wide.columns or b not in wide.columns:
             continue
@@ -335,6 +344,18 @@ def paired_difference(rows: pd.DataFrame, group: str, a: str, b: str, boot: Boot
         c.insert(5, "mean_b", c["layer"].map(means[b]).to_numpy())
         out.append(c)
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
+
+
+def different_depths(df: pd.DataFrame, tasks: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """The models whose ``tasks`` run through networks of different depth: ``{label: {task: num_layers}}``."""
+    rows = df[df["task"].isin(tasks)]
+    counts = rows.groupby(["label", "task"], sort=False)["num_layers"].first()
+    out = {}
+    for label in rows["label"].unique():
+        mine = counts.loc[label]
+        if mine.nunique() > 1:
+            out[label] = {task: int(n) for task, n in mine.items()}
+    return out
 
 
 def normalised(rows: pd.DataFrame) -> pd.DataFrame:

@@ -145,6 +145,11 @@ def response_section(ctx: Context) -> Section:
                "where that interval excludes 0.")
     if skipped := [label for label in ctx.labels if label not in generating]:
         caption += f" Not shown, having no generation rows: {', '.join(skipped)}."
+    for label, counts in analysis.different_depths(ctx.df, ("text-gen", "image-gen")).items():
+        caption += (f" {label} answers in text with a network of {counts.get('text-gen', '?')} layers and makes "
+                    f"images with another of {counts.get('image-gen', '?')}: each curve runs over its own network's "
+                    f"layers, the tasks are compared on their means over layers, and there is no layer-by-layer "
+                    f"difference for it.")  # fmt: skip
     after = (_claims_html(claims, "What the figure says (text prompts, paired by prompt)")
              + _layer_table(ctx, layers, "text − image generation"))  # fmt: skip
     return Section(_figure("fig5", title, saved, caption, after), claims=claims, files=saved.files)

@@ -153,6 +153,8 @@ def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot:
                 rows = rows[rows["subsample_response"] > 0]  # as in response_comparisons
         for label, mine in rows.groupby("label", sort=False):
             group = "modality" if kind == "modality" else "task"
+            if mine.groupby(group)["num_layers"].first().nunique() > 1:
+                continue  # networks of different depth: layer i is not the same place in both
             wide = mine.groupby([*PROMPT_KEY[1:], group, "layer"])["value"].mean().unstack("layer")  # (P, L)
             layers = wide.columns.to_numpy()
             if kind == "modality":

@@ -203,7 +203,8 @@ def length_section(ctx: Context) -> Section:
     where = f"layer {layers[0]}" if len(layers) == 1 else "the table layer"
     drawn = fits.copy()
     if ctx.depth:
-        drawn["layer"] = drawn["layer"] / drawn["label"].map(ctx.df.groupby("label")["num_layers"].first())
+        encode = ctx.df[ctx.df["task"] == "encode"]
+        drawn["layer"] = drawn["layer"] / drawn["label"].map(encode.groupby("label")["num_layers"].first())
     fig = figures.length_figure(bins, prompts, drawn, labels=[m for m in ctx.labels if (prompts["label"] == m).any()],
                                 ylabel=f"prompt entropy at {where} ({ctx.unit})", bases=ctx.bases,
                                 log_name=ctx.log_name, xlabel=ctx.xlabel,

@@ -60,7 +60,7 @@ def test_prompts_summary_and_listing(capsys):
 def test_models_lists_the_families(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert {"janus", "emu3", "chameleon", "causal-lm", "encoder", "minilm", "micro-ar", "micro-mask", "show-o2", "omnigen2", "harmon",
+    assert {"janus", "emu3", "chameleon", "causal-lm", "encoder", "minilm", "micro-ar", "micro-mask", "show-o2", "omnigen2", "harmon", "show-o",
             "janusflow"} <= set(out.split())  # fmt: skip
     for row in ("BAGEL-RecA", "Harmon-RecA", "Janus-Pro 7B", "JanusFlow", "Show-o2", "OmniGen2"):
         assert f"  {row} " in out

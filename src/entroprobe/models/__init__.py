@@ -51,6 +51,7 @@ _FAMILIES: dict[str, str] = {
     "janusflow": "entroprobe.models.janusflow:JanusFlowAdapter",
     "omnigen2": "entroprobe.models.omnigen2:OmniGen2Adapter",
     "harmon": "entroprobe.models.harmon:HarmonAdapter",
+    "show-o": "entroprobe.models.show_o:ShowOAdapter",
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
@@ -68,6 +69,7 @@ _LOADING = {
     "janusflow": "janusflow:DIR --model-args repo=SRC — JanusFlow-1.3B with the SDXL VAE; SRC a deepseek-ai/Janus clone",
     "omnigen2": "omnigen2:DIR --model-args repo=SRC — OmniGen2's pipeline folder; SRC a VectorSpaceLab/OmniGen2 clone",
     "harmon": "harmon:DIR --model-args repo=SRC — Harmon or Harmon-RecA as released; SRC a wusize/Harmon clone",
+    "show-o": "show-o:DIR --model-args repo=SRC,llm=PHI,vq=MAGVIT — Show-o as released, with MAGVIT-v2; SRC a showlab/Show-o clone",
 }
 # the ten rows of the paper's Table 1, as (row, --model spec); the RecA rows are post-trainings of the same
 # architectures and load with the same family

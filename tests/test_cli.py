@@ -60,11 +60,11 @@ def test_prompts_summary_and_listing(capsys):
 def test_models_lists_the_families(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert {"janus", "emu3", "chameleon", "causal-lm", "encoder", "minilm", "micro-ar", "micro-mask", "show-o2", "omnigen2", "harmon", "show-o",
-            "janusflow"} <= set(out.split())  # fmt: skip
+    assert {"janus", "emu3", "chameleon", "causal-lm", "encoder", "minilm", "micro-ar", "micro-mask", "bagel", "harmon",
+            "show-o", "show-o2", "janusflow", "omnigen2"} <= set(out.split())  # fmt: skip
     for row in ("BAGEL-RecA", "Harmon-RecA", "Janus-Pro 7B", "JanusFlow", "Show-o2", "OmniGen2"):
         assert f"  {row} " in out
-    assert "deepseek-ai/Janus — tested at" in out and "same family" in out
+    assert "ByteDance-Seed/Bagel — tested at" in out and "same family" in out
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):

@@ -155,7 +155,6 @@ def test_an_upstream_adapter_describes_its_checkout_and_defaults(tmp_path):
     assert ThingAdapter.split({"repo": str(root), "cfg": "2"}, ("cfg",)) == (root.resolve(), {"cfg": "2"})
 
 
-@pytest.mark.xfail(strict=True, reason="the bagel family is not written yet (issue 15)")
 def test_every_paper_row_names_a_registered_family():
     assert len(PAPER_ROWS) == 10
     for row, spec in PAPER_ROWS:

@@ -47,11 +47,12 @@ _FAMILIES: dict[str, str] = {
     "micro-ar": "entroprobe.models.micro.adapter:MicroARAdapter",
     "micro-mask": "entroprobe.models.micro.adapter:MicroMaskAdapter",
     # models from their authors' repositories: the code is imported from the user's checkout (repo=PATH)
+    "bagel": "entroprobe.models.bagel:BagelAdapter",
+    "harmon": "entroprobe.models.harmon:HarmonAdapter",
+    "show-o": "entroprobe.models.show_o:ShowOAdapter",
     "show-o2": "entroprobe.models.show_o2:ShowO2Adapter",
     "janusflow": "entroprobe.models.janusflow:JanusFlowAdapter",
     "omnigen2": "entroprobe.models.omnigen2:OmniGen2Adapter",
-    "harmon": "entroprobe.models.harmon:HarmonAdapter",
-    "show-o": "entroprobe.models.show_o:ShowOAdapter",
 }
 # families whose spec may be the name alone: their weights ship with entroprobe or a dependency
 _BUILTIN = {"minilm", "micro-ar", "micro-mask"}
@@ -65,11 +66,12 @@ _LOADING = {
     "chameleon": "chameleon:DIR|HUB_ID — e.g. facebook/chameleon-7b",
     "micro-ar": "micro-ar — built in: a small unified model drawing images token by token",
     "micro-mask": "micro-mask — built in: a small unified model drawing images by masked prediction",
+    "bagel": "bagel:DIR --model-args repo=SRC — BAGEL-7B-MoT or BAGEL-RecA as released; SRC a ByteDance-Seed/Bagel clone",
+    "harmon": "harmon:DIR --model-args repo=SRC — Harmon or Harmon-RecA as released; SRC a wusize/Harmon clone",
+    "show-o": "show-o:DIR --model-args repo=SRC,vq=MAGVIT — Show-o as released, with MAGVIT-v2; SRC a showlab/Show-o clone",
     "show-o2": "show-o2:DIR --model-args repo=SRC — Show-o2 as released, with its VAE; SRC a showlab/Show-o clone",
     "janusflow": "janusflow:DIR --model-args repo=SRC — JanusFlow-1.3B with the SDXL VAE; SRC a deepseek-ai/Janus clone",
     "omnigen2": "omnigen2:DIR --model-args repo=SRC — OmniGen2's pipeline folder; SRC a VectorSpaceLab/OmniGen2 clone",
-    "harmon": "harmon:DIR --model-args repo=SRC — Harmon or Harmon-RecA as released; SRC a wusize/Harmon clone",
-    "show-o": "show-o:DIR --model-args repo=SRC,llm=PHI,vq=MAGVIT — Show-o as released, with MAGVIT-v2; SRC a showlab/Show-o clone",
 }
 # the ten rows of the paper's Table 1, as (row, --model spec); the RecA rows are post-trainings of the same
 # architectures and load with the same family

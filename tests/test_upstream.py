@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -194,3 +195,29 @@ def test_the_default_rope_entry_is_added_only_when_missing(monkeypatch):
     mine = object()
     table["default"] = mine
     assert ensure_default_rope() is False and table["default"] is mine
+
+
+def test_the_docs_give_every_upstream_family_its_defaults_and_tested_commit():
+    """docs/upstream.md has a section per family naming each default it applies and the commit it was tested at."""
+    import importlib
+    import re
+
+    text = (Path(__file__).parents[1] / "docs" / "upstream.md").read_text()
+    sections = {m.group(1): m.group(0) for m in re.finditer(r"(?ms)^### (\S+) — .*?(?=^### |^## )", text)}
+    for row in family_table():
+        record = row["upstream"]
+        if record is None:
+            continue
+        section = sections.get(row["family"])
+        assert section is not None, f"docs/upstream.md has no section for {row['family']}"
+        assert record.github in section and record.tested[0][0][:7] in section, row["family"]
+        module = importlib.import_module(_module_of(row["family"]))
+        for table in ("LOAD_DEFAULTS", "TEXT_DEFAULTS", "IMAGE_DEFAULTS"):
+            for key in getattr(module, table, {}):
+                assert f"`{key}" in section, f"{row['family']}: docs/upstream.md does not name the default {key}"
+
+
+def _module_of(family: str) -> str:
+    from entroprobe.models import _FAMILIES
+
+    return _FAMILIES[family].split(":")[0]

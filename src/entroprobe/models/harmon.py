@@ -18,7 +18,7 @@ Layer states come from the LLM's decoder layers (``llm.model.layers``), the last
   teacher-forced pass; prompt states are the question's tokens (and the image tokens for an image prompt);
 - ``respond_image``: ``scripts/text2image.py`` (``"Generate an image: {text}"``, CFG against ``cfg_prompt``,
   ``harmon.sample``) for one image; sample() returns pixels, so its final MAE tokens are taken at its
-  ``decode`` call; then one teacher-forced pass (docs/recipes.md): ``forward_mae_encoder`` of every token,
+  ``decode`` call; then one teacher-forced pass (docs/upstream.md): ``forward_mae_encoder`` of every token,
   nothing masked, with the conditional prompt in the same call. Prompt = the user's words, response = the
   ``m·n`` image positions ``[P, P + m·n)`` (the 64 buffer positions after them are not measured).
 """

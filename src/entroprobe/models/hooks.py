@@ -1,5 +1,6 @@
-"""Capture the outputs of a model's decoder layers during any call: the hook path for models that live in
-their own repositories (BAGEL, Harmon, Show-o, Show-o2, JanusFlow, OmniGen2; see ``docs/recipes.md``).
+"""Capture the outputs of a model's decoder layers during any call: the hook path of the families over their
+authors' repositories (BAGEL, Harmon, Show-o, Show-o2, JanusFlow, OmniGen2) and of a model entroprobe does not
+know (``docs/recipes.md``).
 
 >>> with capture_layers(model, "language_model.model.layers", rows="first-half") as cap:   # doctest: +SKIP
 ...     image = model.generate_image(prompt)

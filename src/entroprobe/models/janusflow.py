@@ -22,7 +22,7 @@ last entry passed through the decoder's final RMSNorm (``final_norm`` True), in 
   behaviour (:meth:`JanusFlowAdapter._flow`). The README's KV-cache trimming loops over an empty list, so every step
   is one full pass over ``prompt + time token + grid²`` image tokens, conditional row first, the unconditional row
   seeing only BOS, the time token and the image. ``prompt`` and ``response`` come from the **last** ODE step's
-  conditional row (docs/recipes.md): the question's tokens within ``[0, P)`` and the last ``grid²`` positions.
+  conditional row (docs/upstream.md): the question's tokens within ``[0, P)`` and the last ``grid²`` positions.
 
 Generation defaults (:data:`TEXT_DEFAULTS`, :data:`IMAGE_DEFAULTS`) carry their sources and go to ``manifest.json``.
 """

@@ -18,7 +18,7 @@ Which model's states each operation returns (layout in :mod:`entroprobe.models.b
   ``noise_refiner``, ``context_refiner``, ``ref_image_refiner`` run before them and are not measured). The image is
   made by ``OmniGen2Pipeline.__call__`` with ``inference.py``'s settings; each block sees ``[instruction tokens (cap_len
   = the templated prompt's tokens), generated-image patches]`` (no reference images in text-to-image). Both sides come
-  from the **last** denoising step's conditional call (docs/recipes.md, OmniGen2): ``prompt`` the question's tokens
+  from the **last** denoising step's conditional call (docs/upstream.md, OmniGen2): ``prompt`` the question's tokens
   within ``[0, cap_len)``, ``response`` the ``(H/16)·(W/16)`` patches after them. The last entry is the last joint
   block's output, before ``norm_out`` (a timestep-modulated norm and projection): ``final_norm`` False.
 

@@ -22,7 +22,7 @@ norm (``final_norm=True``, as the flow head and the language head see it).
   ODE sampler over ``t2i_generate``); prompt and response states come from the sampler's **last** call's
   conditional rows (the call closest to the clean image, seeing every image token): the prompt's text tokens
   and the image tokens at ``offset + 1 … offset + length − 1`` of ``modality_positions`` (``offset`` holds the
-  time embedding). See ``docs/recipes.md``.
+  time embedding). See ``docs/upstream.md``.
 
 The VAE encoding of an image prompt samples the latent (``vae_model.sample``, as ``inference_mmu.py``): under
 the response's seed, and seed 0 for ``encode_image``.

@@ -18,6 +18,7 @@ ask for ``flash_attention_2``) at ``sdpa``.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -162,7 +163,8 @@ def build_harmon(root: Path, spec: Upstream, config: Path, path: Path, vae: Path
         raise LoadError(f"the Harmon config {config} lacks the tokenizer / llm / vae entries of the released "
                         f"configs ({exc})") from exc  # fmt: skip
     try:
-        model = builder.BUILDER.build(cfg)
+        with contextlib.redirect_stdout(sys.stderr):  # the VAE prints its shape and keys while it loads
+            model = builder.BUILDER.build(cfg)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise LoadError(f"cannot build Harmon from {config} with the LLM at {source} and the VAE at {vae}: "
                         f"{type(exc).__name__}: {exc}") from exc  # fmt: skip

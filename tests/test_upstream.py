@@ -155,6 +155,19 @@ def test_an_upstream_adapter_describes_its_checkout_and_defaults(tmp_path):
         ThingAdapter.split({"cfgg": 1}, ("cfg",))
     assert ThingAdapter.split({"repo": str(root), "cfg": "2"}, ("cfg",)) == (root.resolve(), {"cfg": "2"})
 
+    assert adapter.read("a cat") is None  # no tokenizer: it cannot say
+
+
+def test_an_upstream_adapter_reads_with_its_tokenizer(tmp_path):
+    from tiny_models import word_tokenizer
+
+    adapter = ThingAdapter(path=str(tmp_path), root=None, device=torch.device("cpu"), num_layers=2, d_model=8,
+                           final_norm=True, tables={})  # fmt: skip
+    adapter.tokenizer = word_tokenizer(["<pad>", "<unk>", "<s>", "a", "cat"], bos="<s>", add_bos=True)
+    reading = adapter.read("a cat zebra sat")  # no BOS counted, two words unknown
+    assert (reading.tokens, reading.unknown) == (4, 2)
+    assert adapter.read(None) is None
+
 
 def test_every_paper_row_names_a_registered_family():
     assert len(PAPER_ROWS) == 10

@@ -70,7 +70,6 @@ from entroprobe.models.bagel_load import (
 )
 from entroprobe.models.base import (
     LayerStates,
-    Reading,
     Response,
     resolve_device,
     resolve_dtype,
@@ -360,14 +359,6 @@ class BagelAdapter(UpstreamAdapter):
                                  f"{down * most} (the latent grid is at most max_latent_size={most} per side)")  # fmt: skip
 
     # -- provenance ---------------------------------------------------------------------------------------------
-    def read(self, text: str) -> Reading | None:
-        """The text's tokens (Qwen2's tokenizer adds no special tokens), and how many are the unknown token."""
-        if not isinstance(text, str):
-            return None
-        ids = self.tokenizer.encode(text)
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
-
     def fingerprint(self) -> str:
         """The checkpoint's weight files, with the weights file when it lies outside the checkpoint."""
         own = weights_fingerprint(self.path)

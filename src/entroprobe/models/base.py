@@ -54,6 +54,7 @@ __all__ = [
     "stack_hidden_states",
     "weights_fingerprint",
     "seeded",
+    "tokenizer_reading",
 ]
 
 TASKS = ("encode", "text-gen", "image-gen")
@@ -246,6 +247,17 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float64": torch.float64, "fp64": torch.float64,
 }  # fmt: skip
+
+
+def tokenizer_reading(tokenizer: Any, text: str, unknown_id: int | None | str = "unk") -> Reading | None:
+    """How ``tokenizer`` reads ``text``: its tokens without special tokens, and how many are the unknown token
+    (``unknown_id``: the tokenizer's ``unk_token_id`` by default; None where no text produces it, as in a
+    byte-level tokenizer). None for a text that is not a string."""
+    if not isinstance(text, str):
+        return None
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    unk = getattr(tokenizer, "unk_token_id", None) if unknown_id == "unk" else unknown_id
+    return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
 
 
 def resolve_dtype(value: str | torch.dtype | None) -> torch.dtype | None:

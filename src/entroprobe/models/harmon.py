@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import InputError, ItemError
-from entroprobe.models.base import LayerStates, Reading, Response, resolve_device, resolve_dtype, seeded
+from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype, seeded
 from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
@@ -311,14 +311,6 @@ class HarmonAdapter(UpstreamAdapter):
                         response=self._states(cap.calls[0], torch.arange(length, length + m * n)),
                         output=Image.fromarray(picture.permute(1, 2, 0).cpu().numpy()),
                         extra={"prompt": self._render(asked), "tokens": tokens[0].float().cpu(), **values})  # fmt: skip
-
-    def read(self, text: str) -> Reading | None:
-        """The text's tokens (no special tokens) and how many are unknown."""
-        if not isinstance(text, str):
-            return None
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        unk = self.tokenizer.unk_token_id
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the checkpoint's key counts and the image-token count of a prompt."""

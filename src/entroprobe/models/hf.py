@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from entroprobe.errors import EntroprobeError, InputError, ItemError
-from entroprobe.models.base import LayerStates, ModelAdapter, Reading, Response, stack_hidden_states
+from entroprobe.models.base import LayerStates, ModelAdapter, Reading, Response, stack_hidden_states, tokenizer_reading
 from entroprobe.models.hf_loading import (
     LOAD_KEYS,
     as_bool,
@@ -359,11 +359,7 @@ class HFAdapter(ModelAdapter):
         """The text's tokens without special tokens; unknown ones are the tokenizer's ``unk_token_id`` (none for
         a byte-level tokenizer, whose unknown token no text produces)."""
         tokenizer = getattr(self, "tokenizer", None) or getattr(getattr(self, "processor", None), "tokenizer", None)
-        if tokenizer is None or not isinstance(text, str):
-            return None
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        unk = getattr(tokenizer, "unk_token_id", None)
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
+        return None if tokenizer is None else tokenizer_reading(tokenizer, text)
 
     def describe(self) -> dict[str, Any]:
         return {

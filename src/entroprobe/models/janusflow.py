@@ -40,7 +40,6 @@ import torch
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import (
     LayerStates,
-    Reading,
     Response,
     resolve_device,
     resolve_dtype,
@@ -341,14 +340,6 @@ class JanusFlowAdapter(UpstreamAdapter):
         return z, capture.calls[0].stacked()[:, 0], n_image
 
     # -- provenance ---------------------------------------------------------------------------------------------
-    def read(self, text: str) -> Reading | None:
-        """The text's tokens without special tokens, and how many are the tokenizer's unknown token."""
-        if not isinstance(text, str):
-            return None
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
-
     def fingerprint(self) -> str:
         """The checkpoint's weights, with the VAE's (its weights, or its hub id) when it is not inside the checkpoint."""
         own = weights_fingerprint(self.path)

@@ -36,7 +36,6 @@ import torch
 from entroprobe.errors import InputError, ItemError
 from entroprobe.models.base import (
     LayerStates,
-    Reading,
     Response,
     resolve_device,
     resolve_dtype,
@@ -308,14 +307,6 @@ class OmniGen2Adapter(UpstreamAdapter):
         )  # fmt: skip
 
     # -- provenance ---------------------------------------------------------------------------------------------
-    def read(self, text: str) -> Reading | None:
-        """The text's tokens (Qwen's byte-level BPE has no unknown token)."""
-        if not isinstance(text, str):
-            return None
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
-
     def describe(self) -> dict[str, Any]:
         config = self.transformer.config
         generation = self.mllm.generation_config

@@ -43,6 +43,7 @@ from entroprobe.models.base import (
     Response,
     resolve_device,
     resolve_dtype,
+    tokenizer_reading,
     weights_fingerprint,
 )
 from entroprobe.models.defaults import Default
@@ -318,13 +319,9 @@ class ShowOAdapter(UpstreamAdapter):
         return generate_image(self, text, item, seed, values)
 
     def read(self, text: str) -> Reading | None:
-        """The text's Phi tokens (byte-level BPE: no unknown tokens)."""
-        if not isinstance(text, str):
-            return None
-        ids = self._words(text)
+        """The text's Phi tokens (byte-level BPE: no unknown tokens; Phi's ``unk_token`` is its ``<|endoftext|>``)."""
         unk = getattr(self.tokenizer, "unk_token_id", None)
-        unk = None if unk == self.tokenizer.eos_token_id else unk  # Phi's unk is its <|endoftext|>
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
+        return tokenizer_reading(self.tokenizer, text, None if unk == self.tokenizer.eos_token_id else unk)
 
     def fingerprint(self) -> str:
         """The checkpoint's weights with the MAGVIT-v2 tokenizer's (its weights, or its hub id)."""

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import InputError, ItemError, LoadError
-from entroprobe.models.base import LayerStates, Reading, Response, resolve_device, resolve_dtype, seeded
+from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype, seeded
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import load_image, prompt_item, room_to_generate
 from entroprobe.models.hf_loading import check_length
@@ -330,14 +330,6 @@ class ShowO2Adapter(UpstreamAdapter):
         values, _ = settings({k: Default(v, "") for k, v in self.image_settings.items()}, generation,
                              what="Show-o2 image-generation")  # fmt: skip
         return generate_image(self, text, item, seed, values)
-
-    def read(self, text: str) -> Reading | None:
-        """The text's Qwen2.5 tokens (byte-level: no unknown tokens)."""
-        if not isinstance(text, str):
-            return None
-        ids = self._words(text)
-        unk = getattr(self.tokenizer, "unk_token_id", None)
-        return Reading(tokens=len(ids), unknown=0 if unk is None else sum(i == unk for i in ids))
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the image facts and the dtype."""

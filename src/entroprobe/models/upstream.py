@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import InputError, LoadError
-from entroprobe.models.base import ModelAdapter, weights_fingerprint
+from entroprobe.models.base import ModelAdapter, Reading, tokenizer_reading, weights_fingerprint
 from entroprobe.models.defaults import Default, record
 
 __all__ = [
@@ -262,6 +262,11 @@ class UpstreamAdapter(ModelAdapter):
                              f"{', '.join(['repo', *accepted])}")  # fmt: skip
         rest = {k: v for k, v in kwargs.items() if k != "repo"}
         return checkout(cls.upstream, kwargs.get("repo")), rest
+
+    def read(self, text: str) -> Reading | None:
+        """How the family's ``tokenizer`` reads ``text`` (no special tokens; see :func:`~.base.tokenizer_reading`)."""
+        tokenizer = getattr(self, "tokenizer", None)
+        return None if tokenizer is None else tokenizer_reading(tokenizer, text)
 
     def fingerprint(self) -> str:
         """sha256 over the checkpoint's weight files (see :func:`~entroprobe.models.base.weights_fingerprint`)."""

@@ -148,3 +148,56 @@ def test_every_family_gives_the_same_rows_in_batches(tmp_path, family):
     _assert_same_rows(runs[1], runs[3])
     answers = [[json.loads(line).get("text") for line in (tmp_path / f"b{s}" / "responses.jsonl").open()] for s in (1, 3)]
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("family", ["janus", "emu3", "chameleon"])
+def test_image_prompts_are_encoded_in_one_pass_per_batch(tmp_path, family):
+    """Three image prompts (one with an instruction): one forward pass, each row as the image alone gives it."""
+    from tiny_models import random_image
+
+    spec, args = _family_specs(tmp_path)[family]
+    adapter = load_model(spec, device="cpu", **args)
+    decoder = adapter.model.model if family == "janus" else adapter.model
+    images = [random_image((32, 32), seed=i) for i in range(3)]
+    instructions = [None, "what is this", None]
+    calls = []
+    handle = decoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        batched = adapter.encode_image_batch(images, instructions)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    for image, instruction, states in zip(images, instructions, batched):
+        alone = adapter.encode_image(image, instruction)
+        assert torch.equal(states.positions, alone.positions) and torch.equal(states.token_ids, alone.token_ids)
+        torch.testing.assert_close(states.states, alone.states, atol=1e-5, rtol=1e-5)
+    texts = ["a cat", "the red dog sat on the mat"]
+    for text, states in zip(texts, adapter.encode_text_batch(texts)):
+        torch.testing.assert_close(states.states, adapter.encode_text(text).states, atol=1e-5, rtol=1e-5)
+
+
+def test_emu3_images_are_generated_in_one_call_with_guidance_per_row(tmp_path):
+    """Emu3's images in a batch: one ``generate`` (CFG on, BAAI's negative prompt in every row's unconditional
+    branch), each image the one its prompt draws alone from its seed."""
+    spec, args = _family_specs(tmp_path)["emu3"]
+    adapter = load_model(spec, device="cpu", **args)
+    texts, seeds = ["a cat", "the red dog sat on the mat", "blue"], [3, 4, 5]
+    calls = []
+    generate = adapter.model.generate
+
+    def counted(*a, **k):
+        calls.append(k.get("negative_prompt_ids"))
+        return generate(*a, **k)
+
+    adapter.model.generate = counted
+    try:
+        batched = adapter.respond_image_batch(texts, seeds=seeds)
+    finally:
+        del adapter.model.generate
+    assert len(calls) == 1 and calls[0].shape[0] == 3 and (calls[0] == calls[0][:1]).all()
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = adapter.respond_image(text, seed=seed)
+        assert response.extra["guidance_scale"] > 1 and torch.equal(response.output_ids, alone.output_ids)
+        torch.testing.assert_close(response.response.states, alone.response.states, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(response.prompt.states, alone.prompt.states, atol=1e-5, rtol=1e-5)
+        assert np.array_equal(np.asarray(response.output), np.asarray(alone.output))

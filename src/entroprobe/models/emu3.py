@@ -31,13 +31,12 @@ from entroprobe.models.hf import (
     GENERATION_KEYS,
     ImageTokenAdapter,
     chat_prompt,
-    generate_seeded,
     load_image,
     parse_generation,
     prompt_item,
     split_kwargs,
-    teacher_forced,
 )
+from entroprobe.models.hf_generate import generate_rows, teacher_forced_rows
 from entroprobe.models.hf_loading import as_bool, context_limit, load_processor
 
 __all__ = ["Emu3Adapter", "visual_constraint"]
@@ -302,54 +301,63 @@ class Emu3Adapter(ImageTokenAdapter):
             InputError: for an unknown generation argument, or an image option that does not parse.
             ItemError: for an empty prompt, or a prompt + image longer than the model's context.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts: one left-padded ``generate`` (each row its own seed, the
+        negative prompt repeated for every row's unconditional branch) and one right-padded teacher-forced pass.
+        The images of one call share their size, so every row generates the same number of tokens."""
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
         options = self._image_options(generation)
         sizing = {"ratio": options.pop("ratio"), "image_area": options.pop("image_area")}
         positive = options.pop("positive_prompt")
-        try:
-            inputs = self.processor(text=[text + positive], return_for_image_generation=True, return_tensors="pt",
-                                    **sizing)  # fmt: skip
-        except (ValueError, ZeroDivisionError) as exc:
-            ratio, area = sizing["ratio"], sizing["image_area"]
-            raise InputError(f"Image size ratio={ratio!r}, image_area={area}: {exc}") from None
-        height, width = (int(v) for v in inputs["image_sizes"][0])
-        n_new = height * (width + 1) + 3
-        prompt_ids = self._checked(inputs["input_ids"], item)  # (1, P)
-        if self.context is not None and prompt_ids.shape[1] + n_new > self.context:
-            raise ItemError(
-                item,
-                f"{prompt_ids.shape[1]} prompt tokens + {n_new} image tokens ({height}x{width} grid) exceed the "
-                f"model's context of {self.context} tokens",
-            )
+        rows, grid = [], None
+        for text in texts:
+            item = prompt_item(text)
+            if not isinstance(text, str) or not text.strip():
+                raise ItemError(item, f"the prompt text is empty; got {text!r}")
+            try:
+                inputs = self.processor(text=[text + positive], return_for_image_generation=True, return_tensors="pt",
+                                        **sizing)  # fmt: skip
+            except (ValueError, ZeroDivisionError) as exc:
+                ratio, area = sizing["ratio"], sizing["image_area"]
+                raise InputError(f"Image size ratio={ratio!r}, image_area={area}: {exc}") from None
+            grid = tuple(int(v) for v in inputs["image_sizes"][0])  # the same for every prompt of the call
+            n_new = grid[0] * (grid[1] + 1) + 3
+            prompt_ids = self._checked(inputs["input_ids"], item)  # (1, P)
+            if self.context is not None and prompt_ids.shape[1] + n_new > self.context:
+                raise ItemError(item, f"{prompt_ids.shape[1]} prompt tokens + {n_new} image tokens ({grid[0]}x{grid[1]} "
+                                      f"grid) exceed the model's context of {self.context} tokens")  # fmt: skip
+            rows.append(prompt_ids[0])
+        height, width = grid
         extra: dict[str, Any] = {"prefix_allowed_tokens_fn": self._constraint(height, width)}
         scale, negative = options.pop("guidance_scale"), options.pop("negative_prompt")
         if scale is not None and scale > 1:
             neg = self.processor(text=[negative], return_for_image_generation=True, return_tensors="pt", **sizing)
-            extra.update(guidance_scale=scale, negative_prompt_ids=neg["input_ids"].to(self.device))
-        new_ids = generate_seeded(self.model, prompt_ids, seed=seed, max_new_tokens=n_new, generation=options, **extra)
-        if new_ids.numel() != n_new:
-            raise EntroprobeError(f"{item}: generated {new_ids.numel()} tokens; a {height}x{width} image needs {n_new}")
-        prompt, generated = teacher_forced(
-            self.model, prompt_ids, new_ids, num_layers=self.num_layers, final_norm=self.final_norm
-        )
+            extra.update(guidance_scale=scale, negative_prompt_ids=neg["input_ids"].expand(len(rows), -1).to(self.device))
+        news = generate_rows(self.model, rows, seeds=seeds, max_new_tokens=n_new, device=self.device,
+                             generation=options, **extra)  # fmt: skip
+        for text, new in zip(texts, news):
+            if new.numel() != n_new:
+                raise EntroprobeError(f"{prompt_item(text)}: generated {new.numel()} tokens; a {height}x{width} image "
+                                      f"needs {n_new}")  # fmt: skip
+        pairs = teacher_forced_rows(self.model, rows, news, num_layers=self.num_layers, final_norm=self.final_norm,
+                                    device=self.device)  # fmt: skip
         p = self.processor  # the string the processor tokenized, after its <bos>: the question is in it
-        built = f"{text}{positive}{p.image_start_token}{height}*{width}{p.fake_token_around_image}"
-        start = len(text) - len(text.lstrip())  # the question opens the string (then the suffix, the size)
-        prompt = prompt.select(self._measured(built, text, prompt_ids[0].cpu(), None, start))
-        with torch.no_grad():
-            pixels = self.model.decode_image_tokens(image_tokens=new_ids[None], height=height, width=width)
-        picture = self.processor.postprocess(list(pixels.float()), return_tensors="PIL.Image.Image")["pixel_values"][0]
-        return Response(
-            prompt=prompt,
-            response=generated.select(slice(0, height * (width + 1))),
-            output=picture,
-            output_ids=new_ids.cpu(),
-            extra={"grid": (height, width), "guidance_scale": scale, "positive_prompt": positive,
-                   "negative_prompt": negative},
-        )
+        out = []
+        for text, row, new, (prompt, generated) in zip(texts, rows, news, pairs):
+            built = f"{text}{positive}{p.image_start_token}{height}*{width}{p.fake_token_around_image}"
+            start = len(text) - len(text.lstrip())  # the question opens the string (then the suffix, the size)
+            prompt = prompt.select(self._measured(built, text, row.cpu(), None, start))
+            with torch.no_grad():
+                pixels = self.model.decode_image_tokens(image_tokens=new[None].to(self.device), height=height,
+                                                        width=width)  # fmt: skip
+            picture = p.postprocess(list(pixels.float()), return_tensors="PIL.Image.Image")["pixel_values"][0]
+            out.append(Response(prompt=prompt, response=generated.select(slice(0, height * (width + 1))),
+                                output=picture, output_ids=new.cpu(),
+                                extra={"grid": (height, width), "guidance_scale": scale, "positive_prompt": positive,
+                                       "negative_prompt": negative}))  # fmt: skip
+        return out
 
     def _constraint(self, height: int, width: int) -> Callable[[int, torch.Tensor], list[int]]:
         tokenizer = self.processor.tokenizer

@@ -35,7 +35,7 @@ from entroprobe.models.hf_loading import (
     load_pretrained,
     load_processor,
 )
-from entroprobe.models.hf_batch import encode_text_batch
+from entroprobe.models.hf_batch import encode_rows, encode_text_batch
 from entroprobe.models.hf_generate import generate_rows, teacher_forced_rows
 from entroprobe.models.hooks import LayerCapture
 
@@ -410,10 +410,14 @@ class ImageTokenAdapter(HFAdapter):
         Raises:
             ItemError: for an empty prompt or one longer than the model's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of each text from one right-padded pass (see :mod:`.hf_batch`)."""
         self.require("encode", "text")
-        ids = self._text_ids(text, respond=False)  # (1, T)
-        states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
-        return LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
+        rows = [self._text_ids(text, respond=False)[0] for text in texts]
+        return encode_rows(self.model, self.num_layers, rows, self.processor.tokenizer.pad_token_id, self.device,
+                           self.final_norm, use_cache=False)  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of the image-token positions of an image prompt (``instruction`` placed as in a reply).
@@ -421,11 +425,17 @@ class ImageTokenAdapter(HFAdapter):
         Raises:
             ItemError: for an unreadable image, or a prompt longer than the model's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of each image from one right-padded pass: the image tokens are ids."""
         self.require("encode", "image")
-        ids, mask = self._image_ids(image, instruction)  # (1, T), (T,)
-        states = forward_states(self.model, self.num_layers, input_ids=ids, use_cache=False)  # (L + 1, T, d)
-        full = LayerStates(states, torch.arange(ids.shape[1]), ids[0].cpu(), self.final_norm)
-        return full.select(mask.cpu())
+        built = [self._image_ids(image, instruction)  # (1, T), (T,) each
+                 for image, instruction in zip(images, instructions or [None] * len(images))]  # fmt: skip
+        rows = encode_rows(self.model, self.num_layers, [ids[0] for ids, _ in built],
+                           self.processor.tokenizer.pad_token_id, self.device, self.final_norm, use_cache=False)  # fmt: skip
+        return [row.select(mask.cpu()) for row, (_, mask) in zip(rows, built)]
 
     def respond_text(
         self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0

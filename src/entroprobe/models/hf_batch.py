@@ -1,9 +1,11 @@
-"""Batched text encoding for transformers models: several prompts per forward pass, padded on the right.
+"""Batched encoding for transformers models: several prompts per forward pass, padded on the right.
 
 Right padding with an attention mask leaves every real token's states as they are alone: a causal decoder's
 tokens never see what follows them, and an encoder's attention mask hides the padding; positions count from 0 in
-every row either way. :func:`encode_text_batch` tokenizes each prompt as the single-prompt path does (each checked
-on its own), pads, runs one pass and cuts each row back to its own tokens.
+every row either way. :func:`encode_rows` runs one pass over prompts already turned into ids (each checked on its
+own by the caller) and cuts each row back to its own tokens; :func:`encode_text_batch` tokenizes texts first.
+Image prompts batch the same way: their image tokens are ids (Emu3, Chameleon) or image-placeholder ids that the
+model fills from ``pixel_values`` stacked in the prompts' order (Janus).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
-__all__ = ["pad_right", "encode_text_batch"]
+__all__ = ["pad_right", "encode_rows", "encode_text_batch"]
 
 
 def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +40,17 @@ def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: C
         pad_id: the padding id (any id works: the attention mask hides it; None: 0).
         extra: further forward keywords (``use_cache=False``).
     """
-    rows = [tokenize(text)[0] for text in texts]
+    return encode_rows(model, num_layers, [tokenize(text)[0] for text in texts], pad_id, device, final_norm, **extra)
+
+
+def encode_rows(model: Any, num_layers: int, rows: list[torch.Tensor], pad_id: int | None, device: torch.device,
+                final_norm: bool, **extra: Any) -> list[LayerStates]:  # fmt: skip
+    """Layer states of every token of each row of ids ``(T_i,)``, from one forward pass over them padded.
+
+    Args:
+        pad_id: the padding id (any id works: the attention mask hides it; None: 0).
+        extra: further forward keywords (``use_cache=False``, ``pixel_values`` of the rows' images).
+    """
     ids, mask = pad_right(rows, 0 if pad_id is None else int(pad_id))
     from entroprobe.models.hf import _takes
 

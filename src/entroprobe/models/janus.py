@@ -40,7 +40,7 @@ from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.base import LayerStates, Response, seeded
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
-from entroprobe.models.hf_batch import encode_text_batch
+from entroprobe.models.hf_batch import encode_rows, encode_text_batch
 from entroprobe.models.compat import janus_text_generate
 from entroprobe.models.hf_generate import generate_rows, left_pad, sampling_processors, teacher_forced_rows
 from entroprobe.models.hf_loading import load_pretrained
@@ -267,14 +267,24 @@ class JanusAdapter(HFAdapter):
         Raises:
             ItemError: the image cannot be read, or the prompt is longer than the model's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of each image from one right-padded pass, the images' pixels stacked in order (the
+        model fills each row's image positions from its own image)."""
         self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        inputs = self._inputs(self._chat(instruction, with_image=True), load_image(image, item))
-        ids = inputs["input_ids"]  # (1, T)
-        check_length(ids.shape[1], self.context, item)
-        states = forward_states(self.model.model, self.num_layers, use_cache=False, **inputs)  # (L + 1, T, d)
-        where = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu()  # (num_image_tokens,)
-        return LayerStates(states[:, where], where, ids[0, where].cpu(), self.final_norm)
+        rows, pixels = [], []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            inputs = self._inputs(self._chat(instruction, with_image=True), load_image(image, item))
+            check_length(inputs["input_ids"].shape[1], self.context, item)
+            rows.append(inputs["input_ids"][0])
+            pixels.append(inputs["pixel_values"])
+        full = encode_rows(self.model.model, self.num_layers, rows, self.processor.tokenizer.pad_token_id, self.device,
+                           self.final_norm, use_cache=False, pixel_values=torch.cat(pixels))  # fmt: skip
+        return [states.select(torch.nonzero(row.cpu() == self.image_token_id).squeeze(1))  # (num_image_tokens,)
+                for states, row in zip(full, rows)]  # fmt: skip
 
     def respond_text(
         self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64, seed: int = 0

@@ -12,7 +12,8 @@ from tiny_models import random_image, tiny_bert, tiny_llama
 from entroprobe.errors import CapabilityError, InputError, ItemError, LoadError
 from entroprobe.models import load_model
 from entroprobe.models.base import stack_hidden_states
-from entroprobe.models.hf import CausalLMAdapter, MiniLMAdapter, load_image, room_to_generate, tokenize_checked
+from entroprobe.models.hf import load_image, room_to_generate, tokenize_checked
+from entroprobe.models.hf_text import CausalLMAdapter, MiniLMAdapter
 from entroprobe.models.hooks import capture_layers, concat_calls, to_layer_states
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -38,9 +38,9 @@ __all__ = [
 
 # family name → "module:attribute" of a ModelAdapter subclass (imported only when used)
 _FAMILIES: dict[str, str] = {
-    "causal-lm": "entroprobe.models.hf:CausalLMAdapter",
-    "encoder": "entroprobe.models.hf:EncoderAdapter",
-    "minilm": "entroprobe.models.hf:MiniLMAdapter",
+    "causal-lm": "entroprobe.models.hf_text:CausalLMAdapter",
+    "encoder": "entroprobe.models.hf_text:EncoderAdapter",
+    "minilm": "entroprobe.models.hf_text:MiniLMAdapter",
     "janus": "entroprobe.models.janus:JanusAdapter",
     "emu3": "entroprobe.models.emu3:Emu3Adapter",
     "chameleon": "entroprobe.models.chameleon:ChameleonAdapter",

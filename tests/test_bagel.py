@@ -312,7 +312,7 @@ def test_missing_files_wrong_sizes_and_another_weights_name(bagel_root, tiny_dir
     renamed.mkdir()
     for item in tiny_dir.iterdir():
         (renamed / ("model.safetensors" if item.name == "ema.safetensors" else item.name)).symlink_to(item)
-    with pytest.raises(LoadError, match="lacks ema.safetensors.*weights=FILE"):
+    with pytest.raises(LoadError, match="lacks ema.safetensors.*weights=FILE .*; it has model.safetensors"):
         BagelAdapter.load(str(renamed), repo=str(bagel_root), **_args(tiny_dir))
     other = BagelAdapter.load(str(renamed), repo=str(bagel_root), weights="model.safetensors", **_args(tiny_dir))
     assert other.describe()["weights"].endswith("model.safetensors")

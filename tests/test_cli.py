@@ -64,7 +64,9 @@ def test_models_lists_the_families(capsys):
             "show-o", "show-o2", "janusflow", "omnigen2"} <= set(out.split())  # fmt: skip
     for row in ("BAGEL-RecA", "Harmon-RecA", "Janus-Pro 7B", "JanusFlow", "Show-o2", "OmniGen2"):
         assert f"  {row} " in out
-    assert "ByteDance-Seed/Bagel — tested at" in out and "same family" in out
+    assert "ByteDance-Seed/Bagel — tested at" in out and "same family" in out and "docs/upstream.md" in out
+    assert "--model bagel:/ckpt/BAGEL-7B-MoT --model-args repo=/src/Bagel" in out
+    assert "--model janus:deepseek-community/Janus-Pro-1B\n" in out  # a transformers family needs no checkout
 
 
 def test_errors_exit_2_with_a_message(tmp_path, capsys):

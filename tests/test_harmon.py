@@ -130,8 +130,14 @@ def test_cuda_calls_go_to_the_models_device_only_off_the_gpu():
     with pytest.raises(ValueError), cuda_calls_to("cpu"):
         raise ValueError("inside")
     assert torch.Tensor.cuda is original
-    with cuda_calls_to("cuda:0") as redirected:
+    with cuda_calls_to("cuda") as redirected:
         assert not redirected and torch.Tensor.cuda is original
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_calls_follow_a_model_on_a_second_gpu():
+    with cuda_calls_to("cuda:1") as redirected:
+        assert redirected and torch.zeros(1).cuda().device == torch.device("cuda:1")
 
 
 def test_an_image_prompt_is_padded_to_a_grey_square():
@@ -277,9 +283,9 @@ def test_encode_image_returns_the_scripts_image_positions(harmon):
     states = harmon.encode_image(image, "what is this")
     ids, embeds, token = _script_image_prompt(harmon.model, image, "what is this")
     where = torch.nonzero(ids[0] == token).squeeze(1)
-    assert states.num_tokens == GRID**2 + BUFFER == where.numel()
-    assert torch.equal(states.positions, where)
-    torch.testing.assert_close(states.states, _hidden(harmon.model, inputs_embeds=embeds)[:, where])
+    assert where.numel() == GRID**2 + BUFFER  # the script's <image> run: the patches, then MAR's buffer
+    assert states.num_tokens == GRID**2 and torch.equal(states.positions, where[: GRID**2])
+    torch.testing.assert_close(states.states, _hidden(harmon.model, inputs_embeds=embeds)[:, where[: GRID**2]])
 
 
 def test_text_response_is_the_greedy_answer_then_one_pass(harmon):
@@ -296,7 +302,7 @@ def test_text_response_is_the_greedy_answer_then_one_pass(harmon):
     n = ids.shape[1]
     torch.testing.assert_close(response.response.states, hidden[:, n:n + answer.numel()])
     question = tok("what is this", add_special_tokens=False)["input_ids"]
-    image_at = torch.nonzero(ids[0] == token).squeeze(1)
+    image_at = torch.nonzero(ids[0] == token).squeeze(1)[: GRID**2]  # the patches, not the buffer after them
     assert response.prompt.num_tokens == image_at.numel() + len(question)
     assert torch.equal(response.prompt.positions[:image_at.numel()], image_at)
     assert response.prompt.token_ids[image_at.numel():].tolist() == question

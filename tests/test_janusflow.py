@@ -315,6 +315,27 @@ def test_the_flow_runs_the_readme_s_time_grid_and_guidance_batch(flow, monkeypat
     assert [t for _, t in seen] == [[pytest.approx(s / STEPS * 1000)] * 2 for s in range(STEPS)]
 
 
+def test_the_unconditional_row_sees_bos_the_time_token_and_the_image(flow, monkeypatch):
+    """README: ``tokens[batchsize:, 1:] = pad_id`` and ``attention_mask[batchsize:, 1:inputs_embeds.shape[1]] = 0``."""
+    seen, forward = [], flow.decoder.forward
+
+    def recording(**inputs):
+        seen.append(inputs)
+        return forward(**inputs)
+
+    monkeypatch.setattr(flow.decoder, "forward", recording)
+    flow.respond_image("a red cube", seed=0)
+    ids = flow.tokenizer.encode(flow._template("a red cube", "") + flow.processor.image_gen_tag)
+    n_prompt = len(ids) - 1  # the generation tag is not fed
+    mask, embeds = seen[0]["attention_mask"], seen[0]["inputs_embeds"]
+    assert mask.shape == (2, n_prompt + 1 + GRID * GRID) and bool(mask[0].all())
+    assert mask[1, 1:n_prompt].sum() == 0 and bool(mask[1, :1].all()) and bool(mask[1, n_prompt:].all())
+    table = flow.decoder.get_input_embeddings()
+    torch.testing.assert_close(embeds[0, :n_prompt], table(torch.tensor(ids[:-1])).to(embeds.dtype))
+    pad = table(torch.tensor([flow.processor.pad_id])).to(embeds.dtype)
+    torch.testing.assert_close(embeds[1, 1:n_prompt], pad.expand(n_prompt - 1, -1))
+
+
 def test_image_response_is_the_last_steps_conditional_row(flow, monkeypatch):
     layers = list(flow.decoder.layers)
     with captured(layers) as calls:
@@ -338,11 +359,30 @@ def test_image_response_is_the_last_steps_conditional_row(flow, monkeypatch):
     assert not torch.equal(other.response.states, response.response.states)
 
 
-def test_guidance_changes_the_velocity_as_the_readme_combines_it(flow):
-    one = flow.respond_image("a red cube", seed=3, cfg_weight=1.0)  # cfg 1: the conditional velocity alone
-    two = flow.respond_image("a red cube", seed=3)
-    assert not torch.equal(one.response.states, two.response.states)
-    assert one.extra["cfg_weight"] == 1.0 and two.extra["cfg_weight"] == 2.0
+def test_guidance_changes_the_velocity_as_the_readme_combines_it(flow, monkeypatch):
+    """Each Euler step is the README's: ``z += dt * (w * v_cond - (w - 1) * v_uncond)``, both rows seeing the same z."""
+    inputs, velocities = [], []
+    encoder, decoder = flow.model.vision_gen_enc_model, flow.model.vision_gen_dec_model
+    enc_forward, dec_forward = encoder.forward, decoder.forward
+
+    def encode(x, t):  # the latent each step starts from, (2, C, S, S)
+        inputs.append(x.clone())
+        return enc_forward(x, t)
+
+    def decode(*args):  # the velocity of each row, (2, C, S, S)
+        velocities.append(dec_forward(*args))
+        return velocities[-1]
+
+    monkeypatch.setattr(encoder, "forward", encode)
+    monkeypatch.setattr(decoder, "forward", decode)
+    for weight in (2.0, 1.0):
+        inputs.clear(), velocities.clear()
+        response = flow.respond_image("a red cube", seed=3, cfg_weight=weight)
+        assert response.extra["cfg_weight"] == weight and len(inputs) == len(velocities) == STEPS
+        for step in range(STEPS - 1):
+            z, (cond, uncond) = inputs[step][0], velocities[step]
+            assert torch.equal(inputs[step + 1][0], inputs[step + 1][1])  # one z for both rows
+            torch.testing.assert_close(inputs[step + 1][0], z + (weight * cond - (weight - 1) * uncond) / STEPS)
     with pytest.raises(InputError, match="Unknown image-gen setting"):
         flow.respond_image("a red cube", guidance=3)
 

@@ -72,6 +72,9 @@ def test_a_task_measured_in_another_network_keeps_that_networks_layers(tmp_path)
             deeper = lambda s: LayerStates(states=torch.cat([s.states, s.states[-2:] * 2]), positions=s.positions)  # noqa: E731
             return Response(prompt=deeper(made.prompt), response=deeper(made.response), output=made.output)
 
+        def layers_for(self, task):
+            return 5 if task == "image-gen" else self.num_layers
+
     run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", tasks=("encode", "image-gen"),
                           limit=2, layers="0,-1", progress=False), adapter=TwoNetworks())  # fmt: skip
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
@@ -83,3 +86,10 @@ def test_a_task_measured_in_another_network_keeps_that_networks_layers(tmp_path)
     assert settings.at_depth(3) is settings
     with pytest.raises(InputError, match="--sigma pooled was calibrated on 3 layers; .* a network of 5"):
         settings.at_depth(5)
+    with pytest.raises(InputError, match=r"--sigma pooled calibrates one σ per layer of fake's 3-layer network, but "
+                                         r"it measures image-gen in one of 5"):
+        run_probe(ProbeConfig(model="fake", out=tmp_path / "pooled", text_prompts="samples", tasks=("image-gen",),
+                              limit=2, sigma="pooled", progress=False), adapter=TwoNetworks())  # fmt: skip
+    with pytest.raises(InputError, match=r"the model has layers 0 … 3"):  # layer 4 exists only in the deeper one
+        run_probe(ProbeConfig(model="fake", out=tmp_path / "deep", text_prompts="samples", tasks=("encode", "image-gen"),
+                              limit=2, layers="4", progress=False), adapter=TwoNetworks())  # fmt: skip

@@ -247,6 +247,7 @@ def test_load_the_released_folder_with_the_checkouts_classes(og2, og2_root, tiny
     description = og2.describe()
     assert description["transformer"] == {"num_layers": 2, "d_model": 32, "patch_size": 2}
     assert description["final_norm_by_task"] == {"encode": True, "text-gen": True, "image-gen": False}
+    assert og2.layers_for("image-gen") == len(og2.transformer.layers) and og2.layers_for("encode") == og2.num_layers
 
 
 def test_encode_text_states_equal_an_independent_capture(og2):

@@ -238,18 +238,51 @@ def test_encode_text_equals_the_models_own_hidden_states(showo2):
         showo2.encode_text(" ".join(["cat"] * 200))
 
 
+def _script_mmu(adapter, picture, question):
+    """``show-o2/inference_mmu.py``'s understanding input for one image and question, written out here from the
+    script (its lines 100-158) with the checkout's modules: ``(input embeds, modality_positions, attention mask)``."""
+    from torchvision import transforms
+
+    from entroprobe.models.base import seeded
+
+    model, tok, ids = adapter.model, adapter.tokenizer, adapter.ids
+    sys_prompt_ids = tok("system\nYou are a helpful assistant.<|im_end|>", add_special_tokens=False)["input_ids"]
+    role_a = tok("\n<|im_start|>user\n", add_special_tokens=False)["input_ids"]
+    role_b = tok("\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    image = transforms.Compose([transforms.Resize(64, interpolation=transforms.InterpolationMode.BICUBIC),
+                                transforms.CenterCrop((64, 64)), transforms.ToTensor(),
+                                transforms.Normalize([0.5] * 3, [0.5] * 3)])(picture)[None]  # image_transform
+    with seeded(0), torch.no_grad():
+        latents = adapter.vae.sample(image.unsqueeze(2)).squeeze(2)
+        und = model.und_trans(model.image_embedder_und(latents)
+                              + model.position_embedding(model.image_position_ids))["last_hidden_state"]
+        image_embeds = model.fusion_proj(torch.cat([und, model.image_embedder_gen(latents)], dim=-1))
+        text_a = torch.tensor([ids["bos_id"]] + sys_prompt_ids + role_a)[None]
+        text_b = torch.tensor([ids["boi_id"], ids["eoi_id"]] + tok(question, add_special_tokens=False)["input_ids"]
+                              + role_b)[None]  # fmt: skip
+        embeds_a, embeds_b = model.showo.model.embed_tokens(text_a), model.showo.model.embed_tokens(text_b)
+        time = model.time_embed(torch.Tensor([[1.0]]), embeds_a.dtype)
+        if hasattr(model, "time_embed_proj"):
+            time = model.time_embed_proj(time)
+        embeds = torch.cat([embeds_a, embeds_b[:, :1], time, image_embeds, embeds_b[:, 1:]], dim=1)
+    positions = torch.tensor([text_a.shape[1] + 2, N_IMAGE + 1])[None, None]  # num_mmu_image_tokens += 1
+    mask = adapter.code["omni"].omni_attn_mask_naive(B=1, LEN=embeds.shape[1], modalities=positions, device="cpu",
+                                                     inverted=True).to(embeds.dtype)  # fmt: skip
+    return embeds, positions, mask
+
+
 def test_encode_image_returns_the_understanding_image_positions(showo2):
     from tiny_models import random_image
 
     picture = random_image((80, 70), seed=1)
     states = showo2.encode_image(picture, instruction="describe this picture")
-    with torch.no_grad(), __import__("entroprobe.models.base", fromlist=["seeded"]).seeded(0):
-        embeds, ids, where, block = showo2._understanding("describe this picture", picture)
-    # inference_mmu.py: [bos, system, user] [boi] [time] image… [eoi] question [assistant]
-    head = 1 + len(showo2._system) + len(showo2._user)
-    assert where.tolist() == list(range(head + 2, head + 2 + N_IMAGE)) and states.num_tokens == N_IMAGE
-    assert block[0, 0].tolist() == [head + 2, N_IMAGE + 1]  # the authors' modality_positions
-    reference = _reference(showo2, embeds, showo2._mask(embeds.shape[1], block))[:, where]
+    embeds, positions, mask = _script_mmu(showo2, picture, "describe this picture")
+    # inference_mmu.py: [bos, system, user] [boi] [time] image… [eoi] question [assistant]; its modality block
+    # starts at the first image feature (len(text_tokens_a) + 2)
+    start = int(positions[0, 0, 0])
+    where = list(range(start, start + N_IMAGE))
+    assert states.positions.tolist() == where and states.num_tokens == N_IMAGE
+    reference = _reference(showo2, embeds, mask)[:, where]
     torch.testing.assert_close(states.states, reference, atol=1e-5, rtol=1e-5)
     # the omni-attention block ends at eoi: the instruction after it leaves the image states alone
     torch.testing.assert_close(showo2.encode_image(picture).states, states.states)

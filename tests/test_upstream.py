@@ -117,11 +117,34 @@ def test_values_parse_to_the_type_of_their_default():
     assert parse_value("size", "512x768", (1024, 1024)) == (512, 768)
     assert parse_value("size", "512,768", (1024, 1024)) == (512, 768)
     assert parse_value("negative", "blurry", "") == "blurry"
-    assert parse_value("cfg", 2, 4.0) == 2  # typed values from Python pass as given
+    assert parse_value("cfg", 2, 4.0) == 2.0 and isinstance(parse_value("cfg", 2, 4.0), float)
+    assert parse_value("size", [512, 768], (1024, 1024)) == (512, 768)
+    assert parse_value("stops", "<|im_end|>;<|endoftext|>", ("<|im_end|>",)) == ("<|im_end|>", "<|endoftext|>")
+    assert parse_value("stops", ["x", "y"], ("a",)) == ("x", "y")  # no x-splitting of strings
     with pytest.raises(InputError, match=r"steps='many' does not parse as int"):
         parse_value("steps", "many", 50)
+    with pytest.raises(InputError, match=r"steps=2.5 does not parse as int: expected a whole number"):
+        parse_value("steps", 2.5, 50)
     with pytest.raises(InputError, match=r"think='maybe' does not parse as bool: expected true or false"):
         parse_value("think", "maybe", True)
+    with pytest.raises(InputError, match=r"size=512 does not parse as tuple: expected 2 numbers separated by x"):
+        parse_value("size", 512, (1024, 1024))
+    with pytest.raises(InputError, match=r"size='512x7.5' does not parse as tuple"):
+        parse_value("size", "512x7.5", (1024, 1024))
+
+
+def test_command_line_model_args_reach_the_settings_typed():
+    """What ``--model-args`` gives (numbers already converted, commas taken) parses to every default's type."""
+    from entroprobe.probe.run import parse_model_args
+
+    table = {"image_size": Default((1024, 1024), "s"), "cfg_interval": Default((0.4, 1.0), "s"),
+             "steps": Default(50, "s"), "cfg": Default(4.0, "s"), "stops": Default(("<|im_end|>",), "s")}  # fmt: skip
+    given = parse_model_args("image_size=512x768,cfg_interval=0.2x0.9,steps=30,cfg=3,stops=<|im_end|>;<|img|>")
+    values, _ = settings(table, given, what="image-gen")
+    assert values == {"image_size": (512, 768), "cfg_interval": (0.2, 0.9), "steps": 30, "cfg": 3.0,
+                      "stops": ("<|im_end|>", "<|img|>")}  # fmt: skip
+    with pytest.raises(InputError, match=r"image_size=512 does not parse as tuple"):
+        settings(table, parse_model_args("image_size=512"), what="image-gen")
 
 
 def test_settings_put_the_users_values_over_the_defaults():

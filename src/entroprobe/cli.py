@@ -234,7 +234,8 @@ def _models(args: argparse.Namespace) -> int:
     upstream = [row for row in family_table() if row["upstream"] is not None]
     if upstream:
         print("\nModels from their authors' repositories: entroprobe imports the code of your checkout (repo=PATH,")
-        print("or $ENTROPROBE_UPSTREAM/<name>); your checkout's licence governs its use.")
+        print("or $ENTROPROBE_UPSTREAM/<name>); your checkout's licence governs its use. How to install them")
+        print("beside entroprobe, and what each measures: docs/upstream.md.")
         for row in upstream:
             record = row["upstream"]
             tested = ", ".join(f"{commit[:7]} ({date})" for commit, date in record.tested)
@@ -242,8 +243,11 @@ def _models(args: argparse.Namespace) -> int:
             if record.licence:
                 print(f"      licence: {record.licence}")
     print("\nThe paper's ten models (Table 1):")
+    checkouts = {row["family"]: row["upstream"] for row in upstream}
     for name, spec in PAPER_ROWS:
-        print(f"  {name:<13} --model {spec}")
+        record = checkouts.get(spec.partition(":")[0])
+        repo = f" --model-args repo=/src/{record.name}" if record is not None else ""
+        print(f"  {name:<13} --model {spec}{repo}")
     print("  The RecA rows are post-trainings of BAGEL and Harmon: their checkpoints load with the same family.")
     return 0
 

@@ -104,7 +104,9 @@ def check_layout(directory: Path, weights: str | None = None) -> Path:
             raise LoadError(f"{directory} lacks {name}; expected {LAYOUT}")
     file = weights_file(directory, weights)
     if not file.is_file():
-        hint = "" if weights else " (pass weights=FILE when the checkpoint names its weights otherwise)"
+        present = sorted(p.name for p in directory.glob("*.safetensors") if p.name != "ae.safetensors")
+        hint = "" if weights else (" (pass weights=FILE when the checkpoint names its weights otherwise; it has "
+                                   f"{', '.join(present) or 'no other .safetensors file'})")  # fmt: skip
         raise LoadError(f"{directory} lacks {file.name if file.parent == directory else file}{hint}; expected {LAYOUT}")
     return file
 

@@ -165,6 +165,11 @@ class ModelAdapter:
                 f"prompts; it can do: {have}"
             )
 
+    def layers_for(self, task: str) -> int:
+        """The layer count of the network whose states ``task`` returns: ``num_layers``, unless the family measures
+        that task in another network (OmniGen2 draws with a diffusion transformer beside its MLLM)."""
+        return self.num_layers
+
     # -- the four operations -----------------------------------------------------------------------------
     def encode_text(self, text: str) -> LayerStates:
         """Layer states of a text prompt's tokens."""

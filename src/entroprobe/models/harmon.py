@@ -13,9 +13,11 @@ Layer states come from the LLM's decoder layers (``llm.model.layers``), the last
 - ``encode_text``: every token of the text, no template;
 - ``encode_image``: the image-token positions of ``scripts/image2text.py``'s prompt — the image padded to a
   square (grey 127), resized to ``prompt_image_size``, through ``harmon.encode`` and
-  ``harmon.extract_visual_feature`` into ``(size // 16)² + 64`` ``<image>`` positions;
+  ``harmon.extract_visual_feature`` into ``(size // 16)² + 64`` ``<image>`` positions, of which the first
+  ``(size // 16)²`` are the image's patches (returned) and the last 64 MAR's buffer (not returned, as in
+  ``respond_image``);
 - ``respond_text``: greedy ``llm.generate`` on the script's prompt (``prompt_template['INSTRUCTION']``), then one
-  teacher-forced pass; prompt states are the question's tokens (and the image tokens for an image prompt);
+  teacher-forced pass; prompt states are the question's tokens (and the image's patches for an image prompt);
 - ``respond_image``: ``scripts/text2image.py`` (``"Generate an image: {text}"``, CFG against ``cfg_prompt``,
   ``harmon.sample``) for one image; sample() returns pixels, so its final MAE tokens are taken at its
   ``decode`` call; then one teacher-forced pass (docs/upstream.md): ``forward_mae_encoder`` of every token,
@@ -205,6 +207,13 @@ class HarmonAdapter(UpstreamAdapter):
             embeds[~is_image] = self.model.llm.get_input_embeddings()(ids[~is_image])
         return prompt, ids, embeds
 
+    def _patches(self, ids: torch.Tensor) -> torch.Tensor:
+        """The image-patch positions of a prompt's ``<image>`` run: all but its last ``buffer_size``, which hold
+        MAR's buffer embeddings (``extract_visual_feature`` moves them after the patches), as image generation
+        measures the ``m·n`` patches without the buffer."""
+        where = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu()
+        return where[: where.numel() - int(self.model.mar.buffer_size)]
+
     def _render(self, content: str) -> str:
         return self.template.format(input=content)
 
@@ -232,7 +241,7 @@ class HarmonAdapter(UpstreamAdapter):
         _, ids, embeds = self._image_prompt(image, instruction, prompt_item(instruction, image))
         with self._layers() as cap, torch.no_grad():
             self.model.llm.model(inputs_embeds=embeds, use_cache=False)
-        where = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu()
+        where = self._patches(ids)
         return self._states(cap.calls[0], where, ids[0, where])
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
@@ -260,14 +269,14 @@ class HarmonAdapter(UpstreamAdapter):
                                               max_new_tokens=budget, eos_token_id=tok.eos_token_id,
                                               pad_token_id=pad)[0]  # fmt: skip
         except ValueError as exc:
-            raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from None
+            raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from exc
         new = new[-budget:] if new.shape[0] > budget else new  # inputs_embeds alone: only the new tokens come back
         with torch.no_grad():
             full = torch.cat([embeds, self.model.llm.get_input_embeddings()(new[None])], dim=1)  # (1, P + G, d)
         with self._layers() as cap, torch.no_grad():
             self.model.llm.model(inputs_embeds=full, use_cache=False)
         n = ids.shape[1]
-        image_positions = torch.nonzero(ids[0] == self.image_token_id).squeeze(1).cpu() if image is not None else None
+        image_positions = self._patches(ids) if image is not None else None
         keep = self._question(render, templated, text, ids[0], item, image_positions)
         return Response(prompt=self._states(cap.calls[0], keep, ids[0, keep.to(ids.device)]),
                         response=self._states(cap.calls[0], torch.arange(n, n + new.shape[0]), new),
@@ -313,7 +322,7 @@ class HarmonAdapter(UpstreamAdapter):
                         extra={"prompt": self._render(asked), "tokens": tokens[0].float().cpu(), **values})  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
-        """The common description plus the checkpoint's key counts and the image-token count of a prompt."""
+        """The common description plus the checkpoint's key counts and the image-patch count of a prompt."""
         size = int(self.text_settings["prompt_image_size"])
         return {**super().describe(), "weights": self.weights,
-                "prompt_image_tokens": (size // 16) ** 2 + self.model.mar.buffer_size}  # fmt: skip
+                "prompt_image_tokens": (size // 16) ** 2, "mar_buffer_tokens": int(self.model.mar.buffer_size)}  # fmt: skip

@@ -319,8 +319,8 @@ class JanusFlowAdapter(UpstreamAdapter):
         n_prompt = prompt.shape[1]
         mask = torch.ones((2, n_prompt + 1 + n_image), dtype=torch.long, device=self.device)
         mask[1, 1:n_prompt] = 0  # the unconditional row sees BOS, the time token and the image
-        with seeded(seed, self.device) as generator:
-            noise = torch.randn((1, channels, size, size), generator=generator)  # drawn on the CPU: same on any device
+        generator = torch.Generator().manual_seed(int(seed))  # a CPU generator: the same noise on any device
+        noise = torch.randn((1, channels, size, size), generator=generator)
         z = noise.to(self.device, self.dtype)  # (1, C, S, S)
         dt = torch.full_like(z, 1.0 / steps)  # README: dt in the latent's dtype
         last = steps - 1

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError
+from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import (
     LayerStates,
     Response,
@@ -243,6 +243,10 @@ class OmniGen2Adapter(UpstreamAdapter):
         )  # fmt: skip
 
     # -- the diffusion transformer -------------------------------------------------------------------------------
+    def layers_for(self, task: str) -> int:
+        """The MLLM's layer count, and for ``image-gen`` the diffusion transformer's joint blocks'."""
+        return int(self.transformer.config.num_layers) if task == "image-gen" else self.num_layers
+
     def _size(self, options: dict[str, Any]) -> tuple[int, int, int]:
         """``(height, width, image tokens)`` as ``OmniGen2Pipeline.__call__`` sizes a text-to-image latent."""
         height, width, most = int(options["height"]), int(options["width"]), 1024 * 1024  # __call__: max_pixels
@@ -292,10 +296,10 @@ class OmniGen2Adapter(UpstreamAdapter):
                 generator=generator, output_type="pil", step_func=lambda i, n: capture.next_step())  # fmt: skip
         calls = capture.select(step=last, call_in_step=0)
         if len(calls) != 1:
-            raise InputError(f"expected one conditional transformer call in step {last}; captured {len(calls)}")
+            raise EntroprobeError(f"expected one conditional transformer call in step {last}; captured {len(calls)}")
         states = calls[0].stacked()[:, 0]  # (L + 1, cap_len + n_image, d)
         if states.shape[1] != cap_len + n_image:
-            raise InputError(f"the joint sequence has {states.shape[1]} tokens; expected cap_len {cap_len} + "
+            raise EntroprobeError(f"the joint sequence has {states.shape[1]} tokens; expected cap_len {cap_len} + "
                              f"{n_image} image patches")  # fmt: skip
         asked = self._question(templated, text, ids, item, self.pipe._apply_chat_template)
         keep = asked if asked.numel() else torch.arange(cap_len)

@@ -69,6 +69,9 @@ SYSTEM = "system\nYou are a helpful assistant.<|im_end|>"  # inference_mmu.py: s
 ROLE_USER, ROLE_ASSISTANT = "\n<|im_start|>user\n", "\n<|im_start|>assistant\n"  # inference_mmu.py: role_a, role_b
 VAE_STRIDE = 8  # Wan2.1 VAE: 8x spatial downsampling
 _LOAD_KEYS = ("dtype", "device", "llm", "siglip", "vae")
+# one model serves every task: the generation script's dtype on a GPU (float32 on the CPU)
+DTYPE = Default("bfloat16", f"{_T2I}: weight_type from {_YAML} model.weight_type (bfloat16); inference_mmu.py:53 "
+                            "runs understanding in float32: pass dtype=float32 to measure encode and text-gen as it does")
 
 
 class ShowO2Adapter(UpstreamAdapter):
@@ -134,7 +137,7 @@ class ShowO2Adapter(UpstreamAdapter):
             raise LoadError(f"no Show-o2 checkpoint folder at {folder} (expected config.json, pytorch_model.bin "
                             "and Wan2.1_VAE.pth, as showlab/show-o2-7B with the Wan2.1 VAE)")  # fmt: skip
         device = resolve_device(rest.get("device"))
-        dtype = resolve_dtype(rest.get("dtype")) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = resolve_dtype(rest.get("dtype")) or (resolve_dtype(DTYPE.value) if device.type == "cuda" else torch.float32)
 
         from entroprobe.models.compat.show_o2 import construction, ensure_flax_weights_name, load_showo2, wan_vae
         from entroprobe.models.compat.transformers5 import ensure_default_rope
@@ -182,7 +185,8 @@ class ShowO2Adapter(UpstreamAdapter):
         return self.model.showo.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))
 
     def _image_features(self, picture: Any) -> torch.Tensor:
-        """``inference_mmu.py``'s image path: center crop, VAE sample, dual-path fusion → ``(1, N, d)``."""
+        """``inference_mmu.py``'s image path (its lines 112-121, written out: they are the script's own, not a function
+        of the checkout): center crop, VAE sample, dual-path fusion → ``(1, N, d)``."""
         from torchvision import transforms
 
         size = self.resolution
@@ -192,7 +196,14 @@ class ShowO2Adapter(UpstreamAdapter):
         ])(picture).to(self.device)[None]  # (1, 3, H, W) in [-1, 1], as datasets/utils.py image_transform
         model = self.model
         latents = self.vae.sample(pixels.unsqueeze(2)).squeeze(2).to(self.dtype)  # (1, 16, H/8, W/8)
-        und = model.image_embedder_und(latents) + model.position_embedding(model.image_position_ids)
+        und = model.image_embedder_und(latents)
+        if model.position_embedding.weight.shape[0] == model.image_position_ids.shape[-1]:  # the trained grid (432²)
+            und = und + model.position_embedding(model.image_position_ids)
+        else:  # another resolution: the position embeddings interpolated, as Showo2Qwen2_5.forward does
+            p = int(model.config.patch_size)
+            und = und + self.code["misc"].interpolate_pos_encoding(int(model.config.clip_latent_dim),
+                                                                   model.position_embedding, latents.shape[-2] // p,
+                                                                   latents.shape[-1] // p, 1)  # fmt: skip
         und = model.und_trans(und)["last_hidden_state"]
         gen = model.image_embedder_gen(latents)
         return model.fusion_proj(torch.cat([und, gen], dim=-1))  # (1, N, d)
@@ -333,5 +344,5 @@ class ShowO2Adapter(UpstreamAdapter):
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the image facts and the dtype."""
-        return {**super().describe(), "dtype": str(self.dtype), "resolution": self.resolution,
+        return {**super().describe(), "dtype": str(self.dtype), "dtype_source": DTYPE.source, "resolution": self.resolution,
                 "num_image_tokens": self.num_image_tokens, "add_time_embeds": self.add_time_embeds}  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError
+from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import Response, seeded
 from entroprobe.models.hooks import capture_layers
 
@@ -67,8 +67,8 @@ def generate_image(adapter: Any, text: str, item: str, seed: int, values: dict[s
         with capture_layers(model.showo.model, "layers", rows=rows, keep=latest_only) as capture, torch.no_grad():
             holder["capture"] = capture
             samples = sample(z, model.t2i_generate, **kwargs)[-1]
-    except (AssertionError, ValueError, KeyError) as exc:
-        raise InputError(f"Show-o2's sampler failed with the settings {values}: {exc}") from None
+    except (AssertionError, ValueError, KeyError) as exc:  # the settings were checked above: this is the run's
+        raise EntroprobeError(f"Show-o2's sampler failed under the settings {values}: {type(exc).__name__}: {exc}") from exc
     if not capture.calls:
         raise InputError(f"num_inference_steps={values['num_inference_steps']} made no model call; give at least 2")
     states = capture.calls[-1].stacked()  # (L + 1, [1,] T, d): the conditional row

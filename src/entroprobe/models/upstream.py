@@ -184,29 +184,60 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_value(key: str, value: Any, default: Any) -> Any:
-    """A ``--model-args`` value (often a string) → the type of its ``default`` (bool, int, float, str, tuple).
+    """A setting's value → the type of its ``default`` (bool, int, float, str, tuple).
+
+    ``--model-args`` gives strings, or numbers and booleans already converted. A tuple is written with its items
+    separated by ``x`` or ``;`` when they are numbers (``image_size=1024x768``, ``cfg_interval=0.4x1``), by ``;``
+    when they are strings (commas separate the model arguments); from Python, a list or tuple (or a string as
+    on the command line, where numbers may also be separated by commas).
 
     Raises:
         InputError: naming the key, the value and the type expected.
     """
-    if default is None or not isinstance(value, str):
+    if default is None:
         return value
+    kind = type(default).__name__
     try:
+        if isinstance(default, tuple):
+            return _parse_tuple(value, default)
         if isinstance(default, bool):
-            low = value.strip().lower()
+            if isinstance(value, bool):
+                return value
+            low = str(value).strip().lower()
             if low not in _TRUE | _FALSE:
                 raise ValueError("expected true or false")
             return low in _TRUE
+        if isinstance(value, bool):
+            raise ValueError(f"expected a {kind}, not true/false")
         if isinstance(default, int):
-            return int(value)
+            number = float(value) if not isinstance(value, str) else None
+            if number is not None and number != int(number):
+                raise ValueError("expected a whole number")
+            return int(value) if isinstance(value, str) else int(number)
         if isinstance(default, float):
             return float(value)
-        if isinstance(default, tuple):
-            items = [v for v in value.replace("x", ",").split(",") if v.strip()]
-            return tuple(type(default[0])(v) if default else v for v in items)
+        if isinstance(default, str):
+            return str(value)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{key}={value!r} does not parse as {type(default).__name__}: {exc}") from None
+        raise InputError(f"{key}={value!r} does not parse as {kind}: {exc}") from None
     return value
+
+
+def _parse_tuple(value: Any, default: tuple) -> tuple:
+    """A tuple setting from a list or tuple, or from a string of items (see :func:`parse_value`)."""
+    numeric = bool(default) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in default)
+    if isinstance(value, (list, tuple)):
+        items = list(value)
+    elif isinstance(value, str):
+        separated = value.replace("x", ";").replace(",", ";") if numeric else value
+        items = [v.strip() for v in separated.split(";") if v.strip()]
+    else:
+        form = "numbers separated by x (e.g. 1024x768)" if numeric else "strings separated by ;"
+        raise ValueError(f"expected {len(default) or 'several'} {form}")
+    cast = type(default[0]) if default else str
+    if numeric and cast is int and any(isinstance(v, float) and v != int(v) for v in items):
+        raise ValueError("expected whole numbers")
+    return tuple(cast(v) for v in items)
 
 
 def settings(table: Mapping[str, Default], given: Mapping[str, Any], *, what: str) -> tuple[dict[str, Any], dict[str, Any]]:

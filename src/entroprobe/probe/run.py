@@ -227,6 +227,19 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
             raise
 
 
+def _check_depths(config: ProbeConfig, adapter: Any, tasks: set[str]) -> None:
+    """Refuse ``--layers`` a network of the model lacks, and a pooled σ where tasks run in networks of different
+    depth (one σ per layer of one network cannot measure another)."""
+    depths = {task: int(adapter.layers_for(task)) for task in sorted(tasks)}
+    for depth in {adapter.num_layers, *depths.values()}:
+        resolve_layers(config.layers, depth)
+    other = {task: depth for task, depth in depths.items() if depth != adapter.num_layers}
+    if other and config.sigma == "pooled":
+        said = ", ".join(f"{task} in one of {depth}" for task, depth in other.items())
+        raise InputError(f"--sigma pooled calibrates one σ per layer of {config.model}'s {adapter.num_layers}-layer "
+                         f"network, but it measures {said}: use --sigma median or a fixed σ for this model")  # fmt: skip
+
+
 def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, rank: int, world: int,
          started: float) -> RunSummary:  # fmt: skip
     if rank == 0:
@@ -236,7 +249,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     if adapter is None:
         adapter = _load(config, world, rank)
     units, skipped = unit_work.plan(config, adapter, prompts)
-    resolve_layers(config.layers, adapter.num_layers)  # a layer the model lacks is refused before any work
+    _check_depths(config, adapter, {unit.task for unit in units})  # a layer the model lacks: refused before any work
     if not units:
         raise CapabilityError(f"Model '{config.model}' can do none of the requested work: {', '.join(skipped)}")
     fingerprint = adapter.fingerprint()

@@ -1,6 +1,8 @@
 """What BAGEL's code (``ByteDance-Seed/Bagel``), written against flash-attn 2 / CUDA / transformers 4.49, needs here.
 
-Each shim checks first and changes nothing when the installed libraries already give what the code expects.
+The flash-attn stand-in, the RoPE entry and ``pad_token_id`` check first and change nothing when the installed
+libraries already give what the code expects; :class:`OnDevice` and :func:`autocast` always apply (entroprobe runs
+the model on one device without accelerate's dispatch hooks).
 
 - :func:`flash_attn_varlen_func` / :func:`provide_flash_attn` — ``modeling/bagel/qwen2_navit.py`` and
   ``modeling/bagel/siglip_navit.py`` run ``from flash_attn import flash_attn_varlen_func`` unconditionally, and

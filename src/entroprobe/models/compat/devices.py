@@ -5,8 +5,9 @@ Sampling code written for one GPU moves fresh tensors with ``tensor.cuda()`` (Ha
 follow the model's device) that call fails with "Found no NVIDIA driver" or puts the tensor on the wrong device.
 
 - :func:`cuda_calls_to` — inside the block, ``torch.Tensor.cuda()`` moves a tensor to the model's device instead
-  (``.to(device)``, keeping ``non_blocking``). It applies only when that device is not a CUDA device: on a GPU the
-  call is left alone and does what it always did. ``torch.Tensor.cuda`` is restored on exit, also after an error.
+  (``.to(device)``, keeping ``non_blocking``). It applies only when that device is not the current CUDA device
+  (the CPU, or ``cuda:1`` while ``cuda:0`` is current): there ``.cuda()`` already goes where the model is and is
+  left alone. ``torch.Tensor.cuda`` is restored on exit, also after an error.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ import torch
 __all__ = ["cuda_calls_to"]
 
 
+def _current_gpu(device: torch.device) -> bool:
+    """Whether a bare ``.cuda()`` already lands on ``device``."""
+    if device.type != "cuda":
+        return False
+    return device.index is None or not torch.cuda.is_available() or device.index == torch.cuda.current_device()
+
+
 @contextlib.contextmanager
 def cuda_calls_to(device: torch.device | str) -> Iterator[bool]:
-    """Inside the block ``tensor.cuda()`` means ``tensor.to(device)`` when ``device`` is not CUDA; yields whether
-    the call was redirected."""
+    """Inside the block ``tensor.cuda()`` means ``tensor.to(device)`` when ``device`` is not the current CUDA
+    device; yields whether the call was redirected."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if _current_gpu(device):
         yield False
         return
     original = torch.Tensor.cuda

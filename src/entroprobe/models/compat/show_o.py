@@ -1,8 +1,10 @@
 """What Show-o's code (``showlab/Show-o``, top level: ``models/``, ``training/``) needs under transformers 5.23 /
 diffusers 0.42 / CPU.
 
-Each shim checks first and changes nothing when the installed libraries already give what the code expects;
-every wrapper is restored when its block ends.
+``FLAX_WEIGHTS_NAME``, ``vendored_loading`` and the MAGVIT sizes check first and change nothing when the installed
+libraries (or the weights) already give what the code expects; ``construction`` always applies while the model is
+built (its Phi config attributes are read by the vendored ``phi.py`` under any transformers); every wrapper is
+restored when its block ends.
 
 - ``FLAX_WEIGHTS_NAME``: ``models/modeling_utils.py`` (diffusers 0.30's ``ModelMixin``, vendored) imports it
   from ``diffusers.utils``, which diffusers 0.42 dropped; :func:`~entroprobe.models.compat.show_o2.

@@ -1,6 +1,8 @@
 """What Show-o2's code (``showlab/Show-o``, ``show-o2/``) needs under transformers 5.23 / diffusers 0.42 / CPU.
 
-Each shim checks first and changes nothing when the installed libraries already give what the code expects.
+``ensure_flax_weights_name`` and ``wan_vae`` check first and change nothing when the installed library (or the
+checkpoint) already gives what the code expects; ``load_showo2`` and ``construction`` always apply (they read
+every weight from the checkpoint into a skeleton built from its config).
 
 - :func:`ensure_flax_weights_name` — ``models/modeling_utils.py`` (diffusers 0.30's ``ModelMixin``, vendored)
   imports ``FLAX_WEIGHTS_NAME`` from ``diffusers.utils``; diffusers 0.42 dropped the name, so importing

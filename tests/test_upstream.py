@@ -89,6 +89,10 @@ def test_a_failing_import_names_the_module_and_the_checkout(tmp_path):
         with pytest.raises(LoadError, match=r"cannot import thing from the checkout at .*broken: No module named "
                                              r"'a_dependency_nobody_has'\. Install the repository's own requirements"):
             import_from(root, "thing", SPEC)
+        (root / "thing" / "__init__.py").write_text("raise ValueError('a config attribute moved')\n")
+        with pytest.raises(LoadError, match=r"importing thing from the checkout at .*broken failed: ValueError: a "
+                                             r"config attribute moved\. The family was tested with the commit"):
+            import_from(root, "thing", SPEC)
     finally:
         sys.modules.pop("thing", None)
         sys.path.remove(str(root.resolve()))

@@ -148,13 +148,20 @@ def import_from(root: Path | None, name: str, spec: Upstream | None = None) -> M
             sys.path.remove(str(root))
         sys.path.insert(0, str(root))
         importlib.invalidate_caches()
+    where = f"the checkout at {root}" if root is not None else "the installed package"
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        where = f"the checkout at {root}" if root is not None else "the installed package"
         raise LoadError(
             f"cannot import {name} from {where}: {exc}. Install the repository's own requirements beside "
-            "entroprobe (see `entroprobe models`)"
+            "entroprobe (see docs/upstream.md)"
+        ) from exc
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - code that fails while it imports (another release of a library)
+        raise LoadError(
+            f"importing {name} from {where} failed: {type(exc).__name__}: {exc}. The family was tested with the "
+            "commit and transformers release `entroprobe models` names"
         ) from exc
 
 

@@ -397,6 +397,30 @@ def test_cuda_matches_cpu():
     assert torch.allclose(distances.cpu(), squared_distances(random_points(14, 2, 300, 8)), atol=1e-9)
 
 
+def test_device_measures_where_it_says_chunk_by_chunk():
+    """``device=``: the same values, every chunk moved there; a chunked batch (a small budget) too."""
+    x, y = random_points(15, 6, 40, 16).float(), random_points(16, 6, 24, 16).float()
+    whole = prompt_response_entropies(x, y)
+    for budget in (1 << 30, 4 << 10):  # one chunk; one sequence per chunk
+        chunked = prompt_response_entropies(x, y, device="cpu", memory_budget=budget, subsample=(16, 16))
+        again = prompt_response_entropies(x, y, memory_budget=budget, subsample=(16, 16))
+        for name in whole:
+            assert torch.equal(chunked[name].value, again[name].value), name
+    assert torch.allclose(renyi_entropy(x, device=torch.device("cpu"), memory_budget=4 << 10), renyi_entropy(x))
+    with pytest.raises(InputError, match="device must be a torch device"):
+        renyi_entropy(x, device="gpu-please")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_states_on_the_cpu_measured_on_the_gpu_equal_states_on_the_gpu():
+    x, y = random_points(17, 5, 300, 32).float(), random_points(18, 5, 60, 32).float()
+    on_gpu = prompt_response_entropies(x.cuda(), y.cuda())
+    moved = prompt_response_entropies(x, y, device="cuda", memory_budget=1 << 20)  # many chunks, each moved
+    for name, expected in on_gpu.items():
+        assert moved[name].value.device.type == "cuda"
+        assert torch.allclose(moved[name].value, expected.value, atol=1e-5), name
+
+
 # -- joint, conditional, mutual information -------------------------------------------------------------------
 
 

@@ -85,3 +85,50 @@ def test_units_run_in_inference_mode(tmp_path):
     run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", limit=3, progress=False),
               adapter=Watching())  # fmt: skip
     assert seen and all(seen)
+
+
+# -- where a unit's states live (models.placement) ---------------------------------------------------------------
+
+
+def test_states_stay_where_the_model_put_them_under_any_budget_on_the_cpu():
+    from entroprobe.models.placement import current_budget, stack_layers, state_budget
+
+    layers = [torch.randn(2, 5, 4, dtype=torch.bfloat16) for _ in range(3)]
+    want = torch.stack(layers).float()
+    with state_budget(0):  # everything is "large": on the CPU already, nothing moves
+        assert current_budget() == 0 and torch.equal(stack_layers(layers), want)
+        assert torch.equal(stack_layers(layers, 1), want[:, 1])
+    assert current_budget() is None and stack_layers(layers).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_large_states_are_moved_to_the_cpu_layer_by_layer_and_measured_on_the_gpu(llama_dir, tmp_path):
+    from entroprobe.models.placement import stack_layers, state_budget
+
+    layers = [torch.randn(3, 64, 32, device="cuda") for _ in range(4)]
+    with state_budget(1024):  # bytes: these states are larger
+        moved = stack_layers(layers, 0)
+    assert moved.device.type == "cpu" and torch.equal(moved, torch.stack(layers)[:, 0].cpu())
+    assert stack_layers(layers, 0).device.type == "cuda"  # no budget: where the model put them
+    adapter = load_model(f"causal-lm:{llama_dir}", device="cuda")
+    rows = {}
+    for memory in (None, 0.0):
+        out = tmp_path / f"m{memory}"
+        summary = run_probe(ProbeConfig(model=f"causal-lm:{llama_dir}", out=out, text_prompts="samples", limit=3,
+                                        progress=False, state_memory=memory), adapter=adapter)  # fmt: skip
+        assert summary.peak_gpu_bytes > 0 and "GPU memory: a unit's model work took at most" in summary.describe()
+        rows[memory] = __import__("pandas").read_parquet(out / "results.parquet")
+    assert (rows[None]["value"] - rows[0.0]["value"]).abs().max() < 1e-5
+
+
+def test_the_state_memory_setting_is_checked_and_recorded(tmp_path):
+    with pytest.raises(InputError, match="state_memory must be a number of GiB ≥ 0"):
+        run_probe(ProbeConfig(model="fake", out=tmp_path / "bad", text_prompts="samples", state_memory=-1))
+    summary = run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", limit=2,
+                                    progress=False, state_memory=0.5), adapter=FakeAdapter())  # fmt: skip
+    timing = json.loads((tmp_path / "run" / "manifest.json").read_text())["timing"]
+    assert timing["state_memory_gib"] == 0.5 and timing["peak_gpu_bytes"] == 0  # no GPU: nothing to watch
+    assert "GPU memory" not in summary.describe()
+    from entroprobe.models.placement import current_budget
+
+    assert current_budget() is None  # the run's budget ends with the run

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure these layers only: 0,4,8,-1 (0 = embedding output, -1 = last) or every=K")
     p.add_argument("--batch-size", type=int, default=1, metavar="B",
                    help="prompts per forward pass and generate call (same rows as 1, to float tolerance)")
+    p.add_argument("--state-memory", type=float, default=2.0, metavar="GIB",
+                   help="a unit's layer states larger than this (float32) are kept on the CPU and measured on the "
+                        "GPU chunk by chunk (default 2 GiB)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-states", action="store_true", help="also keep every unit's layer states")
     p.add_argument("--overwrite", action="store_true", help="replace a run with other settings in --out")
@@ -167,7 +170,8 @@ def _run(args: argparse.Namespace) -> int:
         alpha=args.alpha, sigma=args.sigma, base=args.base, limit=args.limit, sigma_scales=args.sigma_scale,
         match_tokens=args.match_tokens, match_response_tokens=args.match_response_tokens,
         match_draws=args.match_draws, calibration_units=args.calibration_units,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, layers=args.layers, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, state_memory=args.state_memory,
+        layers=args.layers, seed=args.seed, save_states=args.save_states, overwrite=args.overwrite,
     )  # fmt: skip
     summary = run_probe(config)
     print(summary.describe(), file=sys.stderr)

@@ -123,6 +123,16 @@ def check_budget(memory_budget: Any) -> int:
     return value
 
 
+def check_device(device: Any) -> torch.device | None:
+    """None, or a device torch knows (``"cuda:0"``, ``torch.device("cpu")``)."""
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}") from None
+
+
 def check_scales(sigma_scale: Any) -> tuple[tuple[float, ...], bool]:
     """A positive finite factor, or a non-empty sequence of them; returns (factors, whether a sequence)."""
     several = isinstance(sigma_scale, (list, tuple)) or (isinstance(sigma_scale, torch.Tensor) and sigma_scale.dim() > 0)

@@ -61,11 +61,13 @@ def engine(
     memory_budget: int,
     draws: Draws | None = None,
     scales: tuple[float, ...] = (1.0,),
+    device: torch.device | None = None,
 ) -> dict[Request, list[Measured]]:
     """Compute each requested entropy for validated ``x`` (…, n, d) and optional ``y`` (…, m, d).
 
     Works on the flattened batch (× draws) in chunks whose working memory stays under ``memory_budget``
-    (half-precision input is upcast chunk by chunk).
+    (half-precision input is upcast chunk by chunk), each chunk on ``device`` (default: ``x``'s): states kept
+    on the CPU are measured on a GPU one chunk at a time, and only a chunk is there at once.
 
     On the CPU, when each sequence is large (``N²·(N + d) ≥ _SPREAD_MIN_WORK`` for the N rows of ``[x; y]``) and
     there are at least as many sequences as torch has threads (more than one), every request is worked one
@@ -76,6 +78,7 @@ def engine(
     Returns:
         Per request, one :class:`Measured` per scale, in the order of ``scales``.
     """
+    compute = x.device if device is None else device
     leading = x.shape[:-2]
     n, d = x.shape[-2:]
     m = 0 if y is None else y.shape[-2]
@@ -94,7 +97,7 @@ def engine(
     # distances, norms/masks, a kernel and eigvalsh's copy (≈ 4·N²), σ pairs (N²/2), own-rows distances (≤ N²)
     per_item = itemsize * ((2 if draws is None else 3) * total * d + 5.5 * total * total)
     chunk = max(1, int(memory_budget // per_item))
-    if draws is not None and x.device.type == "cpu":  # gathered subsets are worked while they are in cache
+    if draws is not None and compute.type == "cpu":  # gathered subsets are worked while they are in cache
         chunk = min(chunk, max(1, _CPU_GATHER_BYTES // (total * d * itemsize)))
 
     # which distance matrix each step reads (σ first; then the kernel), so that a kernel can be built in its
@@ -152,10 +155,10 @@ def engine(
     parts: dict[tuple[Request, int], list] = {(q, at): [] for q in requests for at in range(len(scales))}
     for start in range(0, items, chunk):
         stop = min(start + chunk, items)
-        args = _gather(xs, ys, fixed_sigma, draws, r, start, stop)
+        args = tuple(None if a is None else a.to(compute) for a in _gather(xs, ys, fixed_sigma, draws, r, start, stop))
         count = stop - start
         threads = torch.get_num_threads()
-        if x.device.type == "cpu" and total * total * (total + d) >= _SPREAD_MIN_WORK and 1 < threads <= count:
+        if compute.type == "cpu" and total * total * (total + d) >= _SPREAD_MIN_WORK and 1 < threads <= count:
             # one sequence per call, sequences over threads: each one's distances stay in cache from the Gram
             # product to the eigensolver, and BLAS/LAPACK run single-threaded, where they are most efficient
             batches = spread(lambda i: measure(*(None if a is None else a[i : i + 1] for a in args)), count)

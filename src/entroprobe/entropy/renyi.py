@@ -102,9 +102,11 @@ class _Call:
     budget: int
     scales: tuple[float, ...]
     several_scales: bool
+    device: torch.device | None = None
 
 
-def _prepare(x: Any, y: Any, alpha: Any, sigma: Any, base: Any, memory_budget: Any, sigma_scale: Any) -> tuple:
+def _prepare(x: Any, y: Any, alpha: Any, sigma: Any, base: Any, memory_budget: Any, sigma_scale: Any,
+             device: Any = None) -> tuple:  # fmt: skip
     x = _checks.as_points(x, "x")
     if y is not None:
         y = _checks.as_points(y, "y")
@@ -114,13 +116,13 @@ def _prepare(x: Any, y: Any, alpha: Any, sigma: Any, base: Any, memory_budget: A
     scales, several = _checks.check_scales(sigma_scale)
     call = _Call(alpha=_checks.check_alpha(alpha), sigma=_checks.check_sigma(sigma, x.shape[:-2]),
                  base=_checks.check_base(base), budget=_checks.check_budget(memory_budget), scales=scales,
-                 several_scales=several)  # fmt: skip
+                 several_scales=several, device=_checks.check_device(device))  # fmt: skip
     return x, y, call
 
 
 def _run(x, y, requests: list[Request], call: _Call, draws) -> dict[Request, EntropyResult]:
     measured = engine(x, y, requests, alpha=call.alpha, sigma=call.sigma, base=call.base,
-                      memory_budget=call.budget, draws=draws, scales=call.scales)  # fmt: skip
+                      memory_budget=call.budget, draws=draws, scales=call.scales, device=call.device)  # fmt: skip
     count = 1 if draws is None else draws.count
     return {request: _result(parts, call.several_scales, count) for request, parts in measured.items()}
 
@@ -180,6 +182,7 @@ def renyi_entropy(
     normalize: bool = False,
     return_details: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str | torch.device | None = None,
     subsample: int | None = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -201,6 +204,8 @@ def renyi_entropy(
             reference, and ``subsample`` measures every sequence at one count.
         return_details: return an :class:`EntropyResult` with the σ, saturation, reference and kernel state.
         memory_budget: bytes of extra working memory; the batch is chunked to stay under it.
+        device: where to compute, chunk by chunk (``x`` may live elsewhere: states kept on the CPU are measured
+            on the GPU one chunk at a time); None: ``x``'s device. Results are on this device.
         subsample: measure at k tokens: the mean over ``draws`` random subsets of k of the n tokens (without
             replacement, the same subsets for every leading index), each with its own σ under the median rule.
             An unbiased estimate of the entropy this sequence would have at k tokens (see :mod:`.subsample`).
@@ -225,7 +230,7 @@ def renyi_entropy(
         >>> renyi_entropy(torch.randn(3, 40, 8), subsample=16, draws=4).shape  # three layers at 16 tokens
         torch.Size([3])
     """
-    x, _, call = _prepare(x, None, alpha, sigma, base, memory_budget, sigma_scale)
+    x, _, call = _prepare(x, None, alpha, sigma, base, memory_budget, sigma_scale, device)
     sampled = plan_draws(subsample, draws, seed, x.shape[-2], None)
     result = _run(x, None, [("x", "x")], call, sampled)[("x", "x")]
     return _finish(result, call.base, normalize, return_details)
@@ -241,6 +246,7 @@ def joint_entropy(
     normalize: bool = False,
     return_details: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str | torch.device | None = None,
     subsample: Subsample = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -259,7 +265,7 @@ def joint_entropy(
         >>> round(joint_entropy(x, x, sigma=1.0).item(), 4)  # every token twice: still three distinct points
         1.585
     """
-    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale)
+    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale, device)
     sampled = plan_draws(subsample, draws, seed, x.shape[-2], y.shape[-2])
     result = _run(x, y, [("xy", "xy")], call, sampled)[("xy", "xy")]
     return _finish(result, call.base, normalize, return_details)
@@ -274,6 +280,7 @@ def conditional_entropy(
     base: float = 2,
     return_details: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str | torch.device | None = None,
     subsample: Subsample = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -293,7 +300,7 @@ def conditional_entropy(
         >>> abs(conditional_entropy(x, x).item()) < 1e-6
         True
     """
-    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale)
+    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale, device)
     sampled = plan_draws(subsample, draws, seed, x.shape[-2], y.shape[-2])
     result = _run(x, y, [("xy", "xy"), ("x", "xy")], call, sampled)
     joint, prompt = result[("xy", "xy")], result[("x", "xy")]
@@ -310,6 +317,7 @@ def mutual_information(
     base: float = 2,
     return_details: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str | torch.device | None = None,
     subsample: Subsample = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -322,7 +330,7 @@ def mutual_information(
         >>> round(mutual_information(x, x, sigma=1.0).item(), 4)  # S(x) = S(x, x) = 2 bits
         2.0
     """
-    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale)
+    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale, device)
     sampled = plan_draws(subsample, draws, seed, x.shape[-2], y.shape[-2])
     result = _run(x, y, [("x", "xy"), ("y", "xy"), ("xy", "xy")], call, sampled)
     px, py, joint = result[("x", "xy")], result[("y", "xy")], result[("xy", "xy")]
@@ -338,6 +346,7 @@ def prompt_response_entropies(
     sigma: str | float | torch.Tensor = "median",
     base: float = 2,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str | torch.device | None = None,
     subsample: Subsample = None,
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
@@ -351,7 +360,7 @@ def prompt_response_entropies(
     :func:`conditional_entropy` give one by one (with the same ``subsample`` and ``seed``, the same subsets:
     ``renyi_entropy(x, subsample=k, seed=s)`` equals the prompt entropy of ``subsample=(k, m), seed=s``).
     """
-    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale)
+    x, y, call = _prepare(x, y, alpha, sigma, base, memory_budget, sigma_scale, device)
     sampled = plan_draws(subsample, draws, seed, x.shape[-2], y.shape[-2])
     result = _run(x, y, [("x", "x"), ("y", "y"), ("xy", "xy"), ("x", "xy")], call, sampled)
     joint, prompt_at_union = result[("xy", "xy")], result[("x", "xy")]

@@ -302,8 +302,9 @@ def stack_hidden_states(
         batch_index: the row to keep.
         device: where the result lives; None: the first state's device.
     """
-    target = torch.device(device) if device is not None else hidden_states[0].device
-    return torch.stack([h[batch_index].to(target) for h in hidden_states]).float()  # (L + 1, T, d)
+    from entroprobe.models.placement import stack_layers
+
+    return stack_layers(hidden_states, batch_index, device)  # (L + 1, T, d), on the CPU when large (placement)
 
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")

@@ -63,7 +63,8 @@ def encode_rows(model: Any, num_layers: int, rows: list[torch.Tensor], pad_id: i
     if hidden is None or len(hidden) != num_layers + 1:
         raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
                               f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
-    target = hidden[0].device
-    states = torch.stack([h.to(target) for h in hidden]).float()  # (L + 1, B, T, d)
+    from entroprobe.models.placement import stack_layers
+
+    states = stack_layers(hidden)  # (L + 1, B, T, d), on the CPU when large
     return [LayerStates(states[:, i, : row.shape[0]], torch.arange(row.shape[0]), row.cpu(), final_norm)
             for i, row in enumerate(rows)]  # fmt: skip

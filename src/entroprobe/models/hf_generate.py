@@ -203,7 +203,9 @@ def teacher_forced_rows(model: Any, prompts: list[torch.Tensor], responses: list
     if hidden is None or len(hidden) != num_layers + 1:
         raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
                               f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
-    states = torch.stack([h.to(hidden[0].device) for h in hidden]).float()  # (L + 1, B, T, d)
+    from entroprobe.models.placement import stack_layers
+
+    states = stack_layers(hidden)  # (L + 1, B, T, d), on the CPU when large
     pairs = []
     for i, (prompt, row) in enumerate(zip(prompts, full)):
         n, total = int(prompt.shape[0]), int(row.shape[0])

@@ -158,8 +158,9 @@ class LayerCall:
                 f" layers {missing}" if missing else ""
             )
             raise InputError(f"Call {self.index} (step {self.step}) is incomplete: missing {what.strip()}")
-        device = self.embedding.device
-        return torch.stack([t.to(device) for t in (self.embedding, *self.outputs)]).float()  # (L + 1, [rows,] T, d)
+        from entroprobe.models.placement import stack_layers
+
+        return stack_layers([self.embedding, *self.outputs])  # (L + 1, [rows,] T, d), on the CPU when large
 
 
 class LayerCapture:

@@ -11,7 +11,6 @@ one, so that only the one at fault is recorded as failed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,16 +71,15 @@ def outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer,
 
 def _outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer, run_dir: Path,
               settings: MeasureSettings, fallbacks: list[str]) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
-    start = time.perf_counter()
     try:
-        produced = produce(config, adapter, batch) if len(batch) > 1 else None
+        with timer.model_work(getattr(adapter, "device", None)):
+            produced = produce(config, adapter, batch) if len(batch) > 1 else None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # one prompt spoilt the batch: each unit alone, so that only that one fails
         reason = exc.reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {exc}"
         fallbacks.append(f"{batch[0].task} of {len(batch)} prompts: {reason}")
         produced = None
-    timer.model += time.perf_counter() - start
     for i, unit in enumerate(batch):
         try:
             if produced is None:

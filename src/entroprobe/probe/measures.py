@@ -40,6 +40,8 @@ class MeasureSettings:
     layers: tuple[int, ...] | None = None  # the layers measured (0 = embedding output … L); None: all
     layer_spec: str | None = None  # the --layers spec ``layers`` was resolved from
     num_layers: int | None = None  # the depth ``layers`` (and a pooled σ) was resolved for
+    device: torch.device | None = None  # where the estimators compute (the model's device); None: the states'
+
 
     @property
     def matching(self) -> bool:
@@ -86,7 +88,7 @@ def unit_blocks(settings: MeasureSettings, prompt: torch.Tensor, response: torch
     sigma = settings.sigma
     if settings.layers is not None and isinstance(sigma, torch.Tensor):
         sigma = sigma[list(settings.layers)]  # the pooled σ of the kept layers
-    common = {"alpha": settings.alpha, "sigma": sigma, "base": settings.base,
+    common = {"alpha": settings.alpha, "sigma": sigma, "base": settings.base, "device": settings.device,
               "sigma_scale": list(settings.scales)}  # fmt: skip
     k, m = settings.match_tokens, settings.match_response_tokens
     if response is None:

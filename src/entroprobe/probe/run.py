@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import CapabilityError, EntroprobeError, InputError, ItemError, LoadError
+from entroprobe.models import placement
 from entroprobe.probe import batching
 from entroprobe.probe import progress as reporting
 from entroprobe.probe import reading as prompt_reading
@@ -65,6 +66,7 @@ class ProbeConfig:
     max_new_tokens: int = 32  # for text responses
     seed: int = 0
     batch_size: int = 1  # prompts per forward pass and per generate call (rows equal B = 1's, float tolerance)
+    state_memory: float | None = 2.0  # GiB of a unit's float32 states kept on the GPU; larger ones go to the CPU
     layers: str | None = None  # the layers measured: "0,4,8,-1" or "every=4" (None: all)
     save_states: bool = False  # keep every unit's layer states (safetensors) under RUN_DIR/states/
     overwrite: bool = False  # start afresh in a run directory holding a run with other settings
@@ -88,9 +90,10 @@ class ProbeConfig:
         """The σ scales measured: the given factors and 1, ascending."""
         return tuple(sorted({1.0, *(float(s) for s in self.sigma_scales)}))
 
-    def measure_settings(self, pooled: list[float] | None = None, num_layers: int | None = None) -> MeasureSettings:
+    def measure_settings(self, pooled: list[float] | None = None, num_layers: int | None = None,
+                         device: Any = None) -> MeasureSettings:  # fmt: skip
         """How every unit is measured; ``pooled`` is the calibrated σ per layer under ``--sigma pooled``,
-        ``num_layers`` the model's (to resolve ``layers``)."""
+        ``num_layers`` the model's (to resolve ``layers``), ``device`` where the estimators compute."""
         if self.sigma == "pooled":
             sigma, rule = torch.tensor(pooled, dtype=torch.float64), "pooled"
         else:
@@ -99,7 +102,8 @@ class ProbeConfig:
                                match_tokens=self.match_tokens, match_response_tokens=self.match_response_tokens,
                                draws=self.match_draws,
                                layers=None if num_layers is None else resolve_layers(self.layers, num_layers),
-                               layer_spec=self.layers, num_layers=num_layers)  # fmt: skip
+                               layer_spec=self.layers, num_layers=num_layers,
+                               device=None if device is None else torch.device(device))  # fmt: skip
 
     def check(self) -> None:
         """Refuse settings the run would fail on, before anything is loaded."""
@@ -126,6 +130,10 @@ class ProbeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a whole number of tokens (0 turns matching off); got {value!r}")
+        memory = self.state_memory
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory < 0):
+            raise InputError(f"state_memory must be a number of GiB ≥ 0 (0: every unit's states on the CPU); got "
+                             f"{memory!r}")  # fmt: skip
 
 
 @dataclass
@@ -145,6 +153,8 @@ class RunSummary:
     seconds: float = 0.0
     model_seconds: float = 0.0  # time in the model adapter (forward passes, generation)
     entropy_seconds: float = 0.0  # time in the estimators
+    peak_gpu_bytes: int = 0  # the most GPU memory one unit's (or batch's) model work took above the model's own
+    state_memory: float | None = None  # GiB of states kept on the GPU (larger ones went to the CPU)
 
     @property
     def entropy_share(self) -> float:
@@ -160,6 +170,10 @@ class RunSummary:
             f"time: {self.seconds:.1f} s, {self.succeeded / self.seconds if self.seconds else 0:.2f} units/s, "
             f"entropy {100 * self.entropy_share:.0f} % of model + entropy time",
         ]
+        if self.peak_gpu_bytes:
+            kept = "" if self.state_memory is None else f"; states over {self.state_memory:g} GiB kept on the CPU"
+            lines.append(f"GPU memory: a unit's model work took at most {self.peak_gpu_bytes / (1 << 30):.2f} GiB "
+                         f"above the model{kept}")  # fmt: skip
         if self.matched:
             lines.append(f"matched measures at {self.matched}: {self.too_short} units too short for them")
         if prompt_reading.describe(self.reading):
@@ -296,7 +310,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     rundir.barrier(world)  # every rank has read the done marks before any creates its shard
     if rank != 0:
         pooled = unit_work.pooled_sigma(config, adapter, units, None, rank, run_dir)
-    settings = config.measure_settings(None if pooled is None else pooled["sigma"], adapter.num_layers)
+    settings = config.measure_settings(None if pooled is None else pooled["sigma"], adapter.num_layers,
+                                       getattr(adapter, "device", None))  # fmt: skip
     todo = [u for u in units[rank::world] if u.key not in done]
     summary = RunSummary(run_dir=run_dir, units=len(units), done_before=len(done.keys() & {u.key for u in units}),
                          skipped=skipped, matched=_matched_text(config), rank=rank, notices=notices,
@@ -309,7 +324,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     desc = f"probing {config.model}" + (f" (rank 0's share of {world} ranks)" if world > 1 else "")
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
+    budget = None if config.state_memory is None else int(config.state_memory * (1 << 30))
+    restore = placement.current_budget()  # large states go to the CPU (models.placement) while the run works
     try:
+        placement.set_budget(budget)
         fallbacks: list[str] = []  # why batches were done one prompt at a time
         for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
                               for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
@@ -340,9 +358,11 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
             summary.notices.append(f"{len(fallbacks)} batches failed as a batch and were done one prompt at a time "
                                    f"(first: {fallbacks[0]})")  # fmt: skip
     finally:
+        placement.set_budget(restore)
         progress.close()
         shard.close()
     summary.model_seconds, summary.entropy_seconds = timer.model, timer.entropy
+    summary.peak_gpu_bytes, summary.state_memory = timer.peak_gpu, config.state_memory
 
     rundir.barrier(world)
     if rank == 0:
@@ -352,7 +372,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         manifest.update(status="complete", ended=rundir.now())
         manifest["counts"].update(rows=len(frame), errors=len(errors), succeeded=len(units) - len(errors))
         manifest["matched"] = _matched_counts(config, frame)
-        manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0}
+        manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0,
+                              "peak_gpu_bytes": timer.peak_gpu, "state_memory_gib": config.state_memory}
         manifest["invocations"][-1].update(ended=manifest["ended"], seconds=time.perf_counter() - started,
                                            rank0_units=summary.succeeded + summary.failed,
                                            rank0_model_seconds=timer.model, rank0_entropy_seconds=timer.entropy)

@@ -6,9 +6,11 @@ batch or resume computes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,9 +87,28 @@ def plan(config: ProbeConfig, adapter: Any, prompts: list[Any]) -> tuple[list[Un
 
 
 class Timer:
+    """Seconds in the model and in the estimators, and the most GPU memory a unit's model work took above what
+    was allocated before it (bytes; 0 off the GPU)."""
+
     def __init__(self) -> None:
         self.model = 0.0
         self.entropy = 0.0
+        self.peak_gpu = 0
+
+    @contextlib.contextmanager
+    def model_work(self, device: Any) -> Iterator[None]:
+        """Time the block as model work and, on a CUDA device, watch its peak memory."""
+        start = time.perf_counter()
+        cuda = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
+        if cuda:
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            yield
+        finally:
+            self.model += time.perf_counter() - start
+            if cuda:
+                self.peak_gpu = max(self.peak_gpu, torch.cuda.max_memory_allocated(device) - before)
 
 
 def unit_seed(config: ProbeConfig, unit: Unit) -> int:
@@ -121,9 +142,8 @@ def _sides(unit: Unit, states: Any, response: Any) -> tuple[Any, Any]:
 def compute(config: ProbeConfig, adapter: Any, unit: Unit, timer: Timer, run_dir: Path,
              settings: MeasureSettings):  # fmt: skip
     """One unit: states from the adapter, entropies per layer; returns (rows, output record or None, too short)."""
-    start = time.perf_counter()
-    states, response = _produce(config, adapter, unit)
-    timer.model += time.perf_counter() - start
+    with timer.model_work(getattr(adapter, "device", None)):
+        states, response = _produce(config, adapter, unit)
     return measure(config, unit, states, response, timer, run_dir, settings)
 
 

@@ -1,11 +1,13 @@
 """Throughput of ``--batch-size`` on CPU: units per second at B = 1, 4, 16, per task, side by side in one run.
 
-    python benchmarks/bench_batching.py [--sizes 1 4 16] [--models micro-ar janus]
+    python benchmarks/bench_batching.py [--sizes 1 4 16] [--models micro-ar janus janus-images emu3]
 
 Each case is one ``run_probe`` into a fresh directory with the model loaded once beforehand: ``micro-ar`` over
 all of ``micro-world`` (60 text + image prompts for encode and text-gen, 36 for image-gen), and a tiny random
 Janus (the tests' ``tiny_models.tiny_janus``: 2 layers, d = 32, 16 image tokens) over 48 short prompts of its
-vocabulary. Reported per task: units/s over the whole run (setup and the final collect included), its ratio to
+vocabulary; ``janus-images`` is that Janus over 48 random 32 × 32 image prompts (encode and text answers of
+images), ``emu3`` a tiny random Emu3 (``tiny_models.tiny_emu3``, 4 × 4 image grids) over the same 48 prompts and 48
+images. Reported per task: units/s over the whole run (setup and the final collect included), its ratio to
 B = 1 (after one untimed warm-up run), and the model's own time (forward passes, generation) with its ratio, which shows what batching changes
 when the estimators and the commits, done per unit whatever B, take most of a unit's time.
 Goals (issue 13, CPU): micro-ar image-gen ≥ 4× and encode ≥ 3× the B = 1 throughput at B = 16.
@@ -34,14 +36,30 @@ def _janus_prompts(directory: Path) -> str:
     return f"jsonl:{path}"
 
 
+def _images(directory: Path) -> str:
+    from tiny_models import random_image
+
+    folder = directory / "images" / "random"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(48):
+        random_image((32, 32), seed=i).save(folder / f"{i:02d}.png")
+    return f"images:{folder.parent}"
+
+
 def cases(name: str, scratch: Path):
     from entroprobe.models import load_model
 
     if name == "micro-ar":
         return load_model("micro-ar", device="cpu"), "micro-world", "micro-world"
-    from tiny_models import tiny_janus
+    from tiny_models import tiny_emu3, tiny_janus
 
-    return load_model(f"janus:{tiny_janus(scratch / 'janus')}", device="cpu"), _janus_prompts(scratch), None
+    if name == "emu3":
+        adapter = load_model(f"emu3:{tiny_emu3(scratch / 'emu3')}", device="cpu", image_area=256)
+        return adapter, _janus_prompts(scratch), _images(scratch)
+    janus = load_model(f"janus:{tiny_janus(scratch / 'janus')}", device="cpu")
+    if name == "janus-images":
+        return janus, None, _images(scratch)
+    return janus, _janus_prompts(scratch), None
 
 
 def main() -> None:
@@ -60,6 +78,8 @@ def main() -> None:
                                tasks=TASKS, limit=2, progress=False, max_new_tokens=4)  # fmt: skip
             run_probe(warm, adapter=adapter)  # first calls (kernels, lazy imports) outside the timed runs
             for task in TASKS:
+                if task == "image-gen" and text is None:
+                    continue  # images are drawn from text prompts
                 base = None
                 for size in args.sizes:
                     out = scratch / f"{name}-{task}-{size}"

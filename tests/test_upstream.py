@@ -261,3 +261,24 @@ def _module_of(family: str) -> str:
     from entroprobe.models import _FAMILIES
 
     return _FAMILIES[family].split(":")[0]
+
+
+def test_plain_resizing_asks_for_no_mean_resizing_and_is_undone():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from entroprobe.models.compat.transformers5 import plain_resizing
+
+    seen = []
+
+    class Recording(LlamaForCausalLM):
+        def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+            seen.append(mean_resizing)
+
+    model = Recording(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1))  # fmt: skip
+    with plain_resizing(Recording):
+        model.resize_token_embeddings(20)
+    model.resize_token_embeddings(24)
+    assert seen == [False, True] and "resize_token_embeddings" in vars(Recording)
+    with plain_resizing(None):
+        pass

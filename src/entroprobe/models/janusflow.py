@@ -55,7 +55,6 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
-from entroprobe.models.prompt_tokens import locate, question_positions
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from, settings
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "JanusFlowAdapter"]
@@ -193,12 +192,6 @@ class JanusFlowAdapter(UpstreamAdapter):
     def _states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor | None = None) -> LayerStates:
         return to_layer_states(states, positions, token_ids=None if ids is None else ids[positions.to(ids.device)],
                                final_norm=self.decoder.norm)  # fmt: skip
-
-    def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
-        """The question's positions in ``ids`` (the templated prompt's tokens end the sequence)."""
-        if not text or not text.strip():
-            return torch.zeros(0, dtype=torch.long)
-        return question_positions(self.tokenizer, templated, text, ids.cpu(), item=item, start=locate(render, text))
 
     # -- the four operations -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> LayerStates:

@@ -50,7 +50,6 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
-from entroprobe.models.prompt_tokens import locate, question_positions
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, settings
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "OmniGen2Adapter"]
@@ -171,11 +170,6 @@ class OmniGen2Adapter(UpstreamAdapter):
 
     def _mllm_states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor) -> LayerStates:
         return to_layer_states(states, positions, token_ids=ids.cpu()[positions], final_norm=self.decoder.norm)
-
-    def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
-        if not text or not text.strip():
-            return torch.zeros(0, dtype=torch.long)
-        return question_positions(self.tokenizer, templated, text, ids.cpu(), item=item, start=locate(render, text))
 
     def encode_text(self, text: str) -> LayerStates:
         """The MLLM's states of every token of ``text`` (no template; Qwen's tokenizer adds no BOS).

@@ -301,6 +301,15 @@ class UpstreamAdapter(ModelAdapter):
         rest = {k: v for k, v in kwargs.items() if k != "repo"}
         return checkout(cls.upstream, kwargs.get("repo")), rest
 
+    def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
+        """The positions of the question ``text`` in ``ids``, the tokens of ``templated`` (``render(q)`` gives the
+        template around any question; see :mod:`.prompt_tokens`); none for an empty question."""
+        from entroprobe.models.prompt_tokens import locate, question_positions
+
+        if not text or not text.strip():
+            return torch.zeros(0, dtype=torch.long)
+        return question_positions(self.tokenizer, templated, text, ids.cpu(), item=item, start=locate(render, text))
+
     def read(self, text: str) -> Reading | None:
         """How the family's ``tokenizer`` reads ``text`` (no special tokens; see :func:`~.base.tokenizer_reading`)."""
         tokenizer = getattr(self, "tokenizer", None)

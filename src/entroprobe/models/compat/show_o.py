@@ -94,28 +94,15 @@ class _LegacyAutoConfig:
 def construction(module: ModuleType) -> Iterator[None]:
     """Wrap ``module.AutoConfig`` and ``module.PhiForCausalLM.resize_token_embeddings`` (``models.modeling_showo``)
     while ``Showo`` is built; restored on exit, error or not."""
+    from entroprobe.models.compat.transformers5 import plain_resizing
+
     saved = module.AutoConfig
     module.AutoConfig = _LegacyAutoConfig(saved)
-    llm = getattr(module, "PhiForCausalLM", None)
-    own = vars(llm).get("resize_token_embeddings") if llm is not None else None
-    if llm is not None:
-        inherited = llm.resize_token_embeddings
-
-        def resize_plainly(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if "mean_resizing" in inspect.signature(inherited).parameters:
-                kwargs.setdefault("mean_resizing", False)
-            return inherited(self, *args, **kwargs)
-
-        llm.resize_token_embeddings = resize_plainly
     try:
-        yield
+        with plain_resizing(getattr(module, "PhiForCausalLM", None)):
+            yield
     finally:
         module.AutoConfig = saved
-        if llm is not None:
-            if own is None:
-                del llm.resize_token_embeddings
-            else:
-                llm.resize_token_embeddings = own
 
 
 @contextlib.contextmanager

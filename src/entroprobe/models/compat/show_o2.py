@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,27 +107,14 @@ def construction(module: ModuleType) -> Iterator[None]:
     saved = {name: getattr(module, name) for name in ("AutoConfig", "SiglipModel")}
     module.AutoConfig = _LegacyAutoConfig(saved["AutoConfig"])
     module.SiglipModel = _SkeletonSiglip(saved["SiglipModel"])
-    llm = getattr(module, "Qwen2ForCausalLM", None)
-    resize = vars(llm).get("resize_token_embeddings") if llm is not None else None
-    if llm is not None:
-        inherited = llm.resize_token_embeddings
+    from entroprobe.models.compat.transformers5 import plain_resizing
 
-        def resize_plainly(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if "mean_resizing" in inspect.signature(inherited).parameters:
-                kwargs.setdefault("mean_resizing", False)
-            return inherited(self, *args, **kwargs)
-
-        llm.resize_token_embeddings = resize_plainly
     try:
-        yield
+        with plain_resizing(getattr(module, "Qwen2ForCausalLM", None)):
+            yield
     finally:
         for name, value in saved.items():
             setattr(module, name, value)
-        if llm is not None:
-            if resize is None:
-                del llm.resize_token_embeddings
-            else:
-                llm.resize_token_embeddings = resize
 
 
 def weight_files(path: Path) -> list[Path]:

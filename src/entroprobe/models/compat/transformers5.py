@@ -7,15 +7,23 @@
   ``(config, device, seq_len=None, **rope_kwargs) -> (inv_freq, attention_factor)``, computing
   ``inv_freq = 1 / base ** (arange(0, dim, 2) / dim)`` with ``attention_factor = 1``. It adds the entry only
   when the table lacks it, and leaves every other entry alone.
+- :func:`plain_resizing` — since transformers 4.46, ``resize_token_embeddings`` fills new rows from the old rows'
+  mean and covariance (``mean_resizing=True``), which cannot run on a weightless (meta) skeleton. Show-o's and
+  Show-o2's constructors grow their LLM's vocabulary before the checkpoint overwrites every row; inside the block,
+  the class's ``resize_token_embeddings`` passes ``mean_resizing=False`` (what 4.41, the authors' pin, did) when
+  the installed release takes that argument. Restored on exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["ensure_default_rope", "default_rope_parameters"]
+__all__ = ["ensure_default_rope", "default_rope_parameters", "plain_resizing"]
 
 
 def _rope_base_and_dim(config: Any, rope_kwargs: dict[str, Any]) -> tuple[float, int]:
@@ -54,3 +62,28 @@ def ensure_default_rope() -> bool:
         return False
     table["default"] = default_rope_parameters
     return True
+
+
+@contextlib.contextmanager
+def plain_resizing(llm: type | None) -> Iterator[None]:
+    """Inside the block, ``llm.resize_token_embeddings`` resizes with ``mean_resizing=False`` (see the module);
+    nothing happens for ``llm`` None."""
+    if llm is None:
+        yield
+        return
+    own = vars(llm).get("resize_token_embeddings")
+    inherited = llm.resize_token_embeddings
+
+    def resize_plainly(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if "mean_resizing" in inspect.signature(inherited).parameters:
+            kwargs.setdefault("mean_resizing", False)
+        return inherited(self, *args, **kwargs)
+
+    llm.resize_token_embeddings = resize_plainly
+    try:
+        yield
+    finally:
+        if own is None:
+            del llm.resize_token_embeddings
+        else:
+            llm.resize_token_embeddings = own

@@ -410,3 +410,27 @@ def test_a_whole_run_records_defaults_and_the_checkout(janus_root, tiny_dir, tmp
     assert defaults["image-gen"]["num_inference_steps"] == {"value": STEPS, "source": "--model-args", "default": 30}
     assert defaults["text-gen"]["do_sample"]["value"] is False
     assert len(frame) > 0
+
+
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(flow, monkeypatch):
+    """One flow for prompts of different lengths: left-padded with their positions kept, each from its own seed."""
+    texts, seeds = ["a red cube", "a cat", "the blue dog sat on the mat"], [3, 4, 5]
+    calls = []
+    forward = flow.decoder.forward
+
+    def counted(**inputs):
+        calls.append(inputs["inputs_embeds"].shape[0])
+        return forward(**inputs)
+
+    monkeypatch.setattr(flow.decoder, "forward", counted)
+    batched = flow.respond_image_batch(texts, seeds=seeds)
+    assert calls == [2 * len(texts)] * STEPS  # every prompt's two rows in each step's one pass
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = flow.respond_image(text, seed=seed)
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= 1
+    with pytest.raises(ItemError, match="empty"):
+        flow.respond_image_batch(["a cat", " "], seeds=[1, 2])

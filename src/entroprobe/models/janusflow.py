@@ -270,67 +270,94 @@ class JanusFlowAdapter(UpstreamAdapter):
             InputError: an unknown or invalid setting.
             ItemError: an empty prompt, or prompt + image tokens longer than the model's context.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts in one flow: the conditional rows of every prompt, then their
+        unconditional rows (the README's layout), prompts left-padded with their positions kept as alone, and
+        each prompt's noise from its own seed; each image is the one its prompt draws alone."""
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
         options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
         options = {**self.image, **{k: options[k] for k in generation}}
         _check_image_settings(options)
-        templated = self._template(text, "")  # README: system_prompt="", then + image_gen_tag (the demo appends
-        # image_start_tag instead: either way that last token is dropped, the time token takes its place)
-        ids = torch.tensor(self.tokenizer.encode(templated + self.processor.image_gen_tag), device=self.device)
-        latent, states, n_image = self._flow(ids, options, seed, item)
-        n_prompt = ids.shape[0] - 1  # the last token (the generation tag) gives way to the time token
-        asked = self._question(templated, text, ids[:n_prompt], item, lambda q: self._template(q, ""))
-        keep = asked if asked.numel() else torch.arange(n_prompt)
+        rows = []
+        for text in texts:
+            item = prompt_item(text)
+            if not isinstance(text, str) or not text.strip():
+                raise ItemError(item, f"the prompt text is empty; got {text!r}")
+            templated = self._template(text, "")  # README: system_prompt="", then + image_gen_tag (the demo appends
+            # image_start_tag instead: either way that last token is dropped, the time token takes its place)
+            ids = torch.tensor(self.tokenizer.encode(templated + self.processor.image_gen_tag), device=self.device)
+            rows.append((text, item, templated, ids))
+        latents, states, n_image = self._flow([ids for *_, ids in rows], options, seeds, [item for _, item, *_ in rows])
         with torch.no_grad():
-            pixels = self.vae.decode(latent.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (1, 3, H, W)
-        total = states.shape[1]
-        return Response(
-            prompt=self._states(states, keep, ids[:n_prompt].cpu()),
-            response=self._states(states, torch.arange(total - n_image, total)),
-            output=_to_pil(pixels[0]), output_ids=None,
-            extra={"prompt": templated, "step": options["num_inference_steps"] - 1, **options},
-        )  # fmt: skip
+            pixels = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample  # (B, 3, H, W)
+        out = []
+        for (text, item, templated, ids), state, picture in zip(rows, states, pixels):
+            n_prompt = ids.shape[0] - 1  # the last token (the generation tag) gives way to the time token
+            asked = self._question(templated, text, ids[:n_prompt], item, lambda q: self._template(q, ""))
+            keep = asked if asked.numel() else torch.arange(n_prompt)
+            total = state.shape[1]
+            out.append(Response(
+                prompt=self._states(state, keep, ids[:n_prompt].cpu()),
+                response=self._states(state, torch.arange(total - n_image, total)),
+                output=_to_pil(picture), output_ids=None,
+                extra={"prompt": templated, "step": options["num_inference_steps"] - 1, **options},
+            ))  # fmt: skip
+        return out
 
-    def _flow(self, ids: torch.Tensor, options: dict[str, Any], seed: int, item: str
-              ) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
-        """The rectified-flow ODE of the README / demo: Euler steps from noise (t = 0) towards the image (t = 1).
+    def _flow(self, rows: list[torch.Tensor], options: dict[str, Any], seeds: list[int], items: list[str]
+              ) -> tuple[torch.Tensor, list[torch.Tensor], int]:  # fmt: skip
+        """The rectified-flow ODE of the README / demo for ``rows`` (each prompt's ids, generation tag last): Euler
+        steps from noise (t = 0) towards the image (t = 1), every prompt's two rows in one batch.
 
-        Returns ``(final latent (1, C, S, S), the last step's conditional raw states (L + 1, P + 1 + n, d), n)``.
+        Returns ``(final latents (B, C, S, S), per prompt the last step's conditional raw states (L + 1, P + 1 + n,
+        d) as that prompt alone has them, n)``.
         """
         enc, steps, cfg = self.model.vision_gen_enc_model, int(options["num_inference_steps"]), float(options["cfg_weight"])
         size, channels = int(options["latent_size"]), int(enc.in_conv.in_channels)
         grid = (size + 2 * enc.in_conv.padding[0] - enc.in_conv.kernel_size[0]) // enc.in_conv.stride[0] + 1
-        n_image = grid * grid
-        check_length(ids.shape[0] + n_image, self.context, item)
-        tokens = ids[None].repeat(2, 1)  # (2, P + 1): conditional, unconditional
-        tokens[1, 1:] = self.processor.pad_id  # README: tokens[batchsize:, 1:] = pad_id
+        n_image, count = grid * grid, len(rows)
+        for ids, item in zip(rows, items):
+            check_length(ids.shape[0] + n_image, self.context, item)
+        widest = max(int(ids.shape[0]) - 1 for ids in rows)  # prompt positions, the generation tag dropped
+        length = widest + 1 + n_image
+        tokens = torch.full((2 * count, widest), int(self.processor.pad_id), dtype=torch.long, device=self.device)
+        mask = torch.ones((2 * count, length), dtype=torch.long, device=self.device)
+        positions = torch.zeros((2 * count, length), dtype=torch.long, device=self.device)
+        pads = []
+        for i, ids in enumerate(rows):
+            n_prompt, pad = int(ids.shape[0]) - 1, widest - (int(ids.shape[0]) - 1)
+            pads.append(pad)
+            tokens[i, pad:] = ids[:-1]  # conditional row: the prompt, left-padded
+            tokens[count + i, pad] = ids[0]  # README: tokens[batchsize:, 1:] = pad_id (the row keeps BOS)
+            for row in (i, count + i):
+                mask[row, :pad] = 0
+                positions[row, pad:] = torch.arange(length - pad, device=self.device)  # as the prompt alone has them
+            mask[count + i, pad + 1 : pad + n_prompt] = 0  # the unconditional row sees BOS, the time token, the image
         with torch.no_grad():
-            prompt = self.decoder.get_input_embeddings()(tokens)[:, :-1]  # (2, P, d): drop the generation tag
-        n_prompt = prompt.shape[1]
-        mask = torch.ones((2, n_prompt + 1 + n_image), dtype=torch.long, device=self.device)
-        mask[1, 1:n_prompt] = 0  # the unconditional row sees BOS, the time token and the image
-        generator = torch.Generator().manual_seed(int(seed))  # a CPU generator: the same noise on any device
-        noise = torch.randn((1, channels, size, size), generator=generator)
-        z = noise.to(self.device, self.dtype)  # (1, C, S, S)
+            prompt = self.decoder.get_input_embeddings()(tokens)  # (2B, P, d)
+        noise = [torch.randn((1, channels, size, size), generator=torch.Generator().manual_seed(int(seed)))
+                 for seed in seeds]  # CPU generators: each prompt's noise, the same on any device  # fmt: skip
+        z = torch.cat(noise).to(self.device, self.dtype)  # (B, C, S, S)
         dt = torch.full_like(z, 1.0 / steps)  # README: dt in the latent's dtype
         last = steps - 1
-        with capture_layers(self.decoder, "layers", rows=[0], calls_per_step=1, keep=lambda s, _: s == last) as capture, \
-                torch.no_grad():  # fmt: skip
+        with capture_layers(self.decoder, "layers", rows=list(range(count)), calls_per_step=1,
+                            keep=lambda s, _: s == last) as capture, torch.no_grad():  # fmt: skip
             for step in range(steps):
-                z_in = torch.cat([z, z])  # (2, C, S, S)
-                t = torch.full((2,), step / steps * TIME_SCALE, dtype=z.dtype, device=self.device)
-                z_emb, t_emb, hs = enc(z_in, t)  # (2, 768, g, g), (2, d), [skip]
-                z_emb = self.model.vision_gen_enc_aligner(z_emb.flatten(2).transpose(1, 2))  # (2, n, d)
+                z_in = torch.cat([z, z])  # (2B, C, S, S)
+                t = torch.full((2 * count,), step / steps * TIME_SCALE, dtype=z.dtype, device=self.device)
+                z_emb, t_emb, hs = enc(z_in, t)  # (2B, 768, g, g), (2B, d), [skip]
+                z_emb = self.model.vision_gen_enc_aligner(z_emb.flatten(2).transpose(1, 2))  # (2B, n, d)
                 llm = torch.cat([prompt, t_emb[:, None].to(prompt.dtype), z_emb.to(prompt.dtype)], dim=1)
-                hidden = self.decoder(inputs_embeds=llm, attention_mask=mask, use_cache=False).last_hidden_state
+                hidden = self.decoder(inputs_embeds=llm, attention_mask=mask, position_ids=positions,
+                                      use_cache=False).last_hidden_state  # fmt: skip
                 h = self.model.vision_gen_dec_aligner(self.model.vision_gen_dec_aligner_norm(hidden[:, -n_image:]))
-                h = h.reshape(2, grid, grid, h.shape[-1]).permute(0, 3, 1, 2)  # (2, 768, g, g)
-                v_cond, v_uncond = self.model.vision_gen_dec_model(h, hs, t_emb).chunk(2)  # (1, C, S, S) each
+                h = h.reshape(2 * count, grid, grid, h.shape[-1]).permute(0, 3, 1, 2)  # (2B, 768, g, g)
+                v_cond, v_uncond = self.model.vision_gen_dec_model(h, hs, t_emb).chunk(2)  # (B, C, S, S) each
                 z = z + dt * (cfg * v_cond - (cfg - 1.0) * v_uncond)
-        return z, capture.calls[0].stacked()[:, 0], n_image
+        stacked = capture.calls[0].stacked()  # (L + 1, B, length, d): the conditional rows
+        return z, [stacked[:, i, pad:] for i, pad in enumerate(pads)], n_image
 
     # -- provenance ---------------------------------------------------------------------------------------------
     def fingerprint(self) -> str:

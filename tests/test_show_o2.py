@@ -292,6 +292,31 @@ def test_encode_image_returns_the_understanding_image_positions(showo2):
         showo2.encode_image(b"not an image")
 
 
+def test_a_checkpoint_trained_at_another_grid_interpolates_its_position_embeddings(showo2):
+    """The 512² / 1024² checkpoints: a position table of another grid than the image's, interpolated as
+    ``Showo2Qwen2_5.forward`` does it (``models.misc.interpolate_pos_encoding``)."""
+    from tiny_models import random_image
+
+    model, picture = showo2.model, random_image((64, 64), seed=5)
+    table = model.position_embedding
+    wider = torch.nn.Embedding(36, table.weight.shape[1])  # a 6 × 6 grid for the image's 4 × 4
+    model.position_embedding = wider
+    try:
+        states = showo2.encode_image(picture)
+    finally:
+        model.position_embedding = table
+    assert states.num_tokens == N_IMAGE and torch.isfinite(states.states).all()
+    from entroprobe.models.base import seeded
+
+    with seeded(0), torch.no_grad():
+        latents = showo2.vae.sample(torch.zeros(1, 3, 1, 64, 64)).squeeze(2)  # the shapes the image path sees
+    p = int(model.config.patch_size)
+    grid = showo2.code["misc"].interpolate_pos_encoding(int(model.config.clip_latent_dim), wider,
+                                                        latents.shape[-2] // p, latents.shape[-1] // p, 1)  # fmt: skip
+    assert grid.shape[-2] == N_IMAGE  # one position per image token
+    assert not torch.allclose(showo2.encode_image(picture).states, states.states)
+
+
 @pytest.mark.parametrize("with_image", [False, True], ids=["text", "image"])
 def test_text_response_matches_generation(showo2, with_image):
     from tiny_models import random_image

@@ -144,6 +144,7 @@ def test_every_family_gives_the_same_rows_in_batches(tmp_path, family):
                              max_new_tokens=4, match_tokens=2, match_response_tokens=2)  # fmt: skip
         summary = run_probe(config, adapter=adapter)
         assert summary.failed == 0, json.loads((tmp_path / f"b{size}" / "errors.jsonl").read_text().splitlines()[0])
+        assert not any("one prompt at a time" in note for note in summary.notices), summary.notices  # batched
         runs[size] = _rows(tmp_path / f"b{size}")
     _assert_same_rows(runs[1], runs[3])
     answers = [[json.loads(line).get("text") for line in (tmp_path / f"b{s}" / "responses.jsonl").open()] for s in (1, 3)]

@@ -116,14 +116,33 @@ def test_large_states_are_moved_to_the_cpu_layer_by_layer_and_measured_on_the_gp
         out = tmp_path / f"m{memory}"
         summary = run_probe(ProbeConfig(model=f"causal-lm:{llama_dir}", out=out, text_prompts="samples", limit=3,
                                         progress=False, state_memory=memory), adapter=adapter)  # fmt: skip
-        assert summary.peak_gpu_bytes > 0 and "GPU memory: a unit's model work took at most" in summary.describe()
+        assert summary.peak_gpu_bytes > 0 and "GPU memory: a unit's (or batch's) model work" in summary.describe()
         rows[memory] = __import__("pandas").read_parquet(out / "results.parquet")
     assert (rows[None]["value"] - rows[0.0]["value"]).abs().max() < 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_prompt_on_the_cpu_and_a_response_on_the_gpu_are_measured_together(tmp_path):
+    """One side of a unit may have gone to the CPU (models.placement): --layers and the estimators take both."""
+    from entroprobe.models import Response
+
+    class Split(FakeAdapter):
+        def respond_image(self, text, *, seed=0, **generation):
+            made = super().respond_image(text, seed=seed, **generation)
+            on_gpu = type(made.response)(made.response.states.cuda(), made.response.positions)
+            return Response(prompt=made.prompt, response=on_gpu, output=made.output)
+
+    for kind in (FakeAdapter, Split):
+        run_probe(ProbeConfig(model="fake", out=tmp_path / kind.__name__, text_prompts="samples", limit=2,
+                              tasks=("image-gen",), layers="0,-1", progress=False), adapter=kind())  # fmt: skip
+    read = lambda name: __import__("pandas").read_parquet(tmp_path / name / "results.parquet")  # noqa: E731
+    assert (read("FakeAdapter")["value"] - read("Split")["value"]).abs().max() < 1e-5
+
+
 def test_the_state_memory_setting_is_checked_and_recorded(tmp_path):
-    with pytest.raises(InputError, match="state_memory must be a number of GiB ≥ 0"):
-        run_probe(ProbeConfig(model="fake", out=tmp_path / "bad", text_prompts="samples", state_memory=-1))
+    for bad in (-1, float("nan"), float("inf"), True):
+        with pytest.raises(InputError, match="state_memory must be a number of GiB ≥ 0"):
+            run_probe(ProbeConfig(model="fake", out=tmp_path / "bad", text_prompts="samples", state_memory=bad))
     summary = run_probe(ProbeConfig(model="fake", out=tmp_path / "run", text_prompts="samples", limit=2,
                                     progress=False, state_memory=0.5), adapter=FakeAdapter())  # fmt: skip
     timing = json.loads((tmp_path / "run" / "manifest.json").read_text())["timing"]

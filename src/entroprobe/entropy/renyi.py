@@ -111,7 +111,7 @@ def _prepare(x: Any, y: Any, alpha: Any, sigma: Any, base: Any, memory_budget: A
     if y is not None:
         y = _checks.as_points(y, "y")
         _checks.check_pair(x, y)
-        if y.device != x.device:
+        if y.device != x.device and device is None:  # with a device, each chunk of each goes there by itself
             y = y.to(x.device)
     scales, several = _checks.check_scales(sigma_scale)
     call = _Call(alpha=_checks.check_alpha(alpha), sigma=_checks.check_sigma(sigma, x.shape[:-2]),

@@ -386,7 +386,9 @@ def _join(pieces: list[LayerStates]) -> LayerStates:
     if len(pieces) == 1:
         return pieces[0]
     ids = None if any(p.token_ids is None for p in pieces) else torch.cat([p.token_ids for p in pieces])
-    return LayerStates(states=torch.cat([p.states for p in pieces], dim=1),
+    devices = {p.states.device for p in pieces}  # a large piece may have gone to the CPU (models.placement)
+    target = torch.device("cpu") if len(devices) > 1 else devices.pop()
+    return LayerStates(states=torch.cat([p.states.to(target) for p in pieces], dim=1),
                        positions=torch.cat([p.positions for p in pieces]), token_ids=ids, final_norm=True)  # fmt: skip
 
 

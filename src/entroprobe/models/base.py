@@ -2,7 +2,8 @@
 
 Layer states (documented once, here)
 ------------------------------------
-``LayerStates.states`` has shape ``(layers + 1, tokens, d_model)``, float32, on the model's device:
+``LayerStates.states`` has shape ``(layers + 1, tokens, d_model)``, float32, on the model's device (on the CPU
+when a pass's states are larger than the run's ``--state-memory``, see :mod:`.placement`):
 
 - entry 0 is the embedding output (what the first decoder/encoder layer receives);
 - entry ``i`` is the output of layer ``i``;

@@ -1,4 +1,4 @@
-"""Where a unit's layer states live: on the model's device, or on the CPU when they are large.
+"""Where a pass's layer states live: on the model's device, or on the CPU when they are large.
 
 An Emu3 image is about 8,200 tokens: its states, 33 layers × 8,200 × 4,096 in float32, are 4.4 GB, beside the
 model. :func:`stack_layers` is how every adapter turns per-layer outputs into ``(layers + 1, …, d)`` float32: on
@@ -7,8 +7,9 @@ the first layer's device (where the model's passes put them) while that stays un
 layer never exists on the GPU. The estimators then measure them on the model's device chunk by chunk
 (``renyi_entropy(..., device=...)``): only a chunk is there at once.
 
-The budget is the process's (the probe sets it for a run: ``--state-memory``); without one, states stay on the
-model's device, as before.
+The budget is checked per stacking (one pass: a batch's states together) and is the process's (the probe sets it
+for a run, calibration included: ``--state-memory``); without one, states stay on the model's device. The model's
+own per-layer outputs, in its dtype, are on its device during the pass whatever the budget.
 """
 
 from __future__ import annotations

@@ -82,9 +82,9 @@ def unit_blocks(settings: MeasureSettings, prompt: torch.Tensor, response: torch
         The blocks, and whether the unit was too short for the matched block (it then has only the raw one).
     """
     if settings.layers is not None:  # the layers kept, before any kernel is built
-        keep = torch.tensor(settings.layers, device=prompt.device)
-        prompt = prompt.index_select(0, keep)
-        response = None if response is None else response.index_select(0, keep)
+        keep = torch.tensor(settings.layers)  # indexed on each side's own device (one may be on the CPU)
+        prompt = prompt.index_select(0, keep.to(prompt.device))
+        response = None if response is None else response.index_select(0, keep.to(response.device))
     sigma = settings.sigma
     if settings.layers is not None and isinstance(sigma, torch.Tensor):
         sigma = sigma[list(settings.layers)]  # the pooled σ of the kept layers

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ class ProbeConfig:
     max_new_tokens: int = 32  # for text responses
     seed: int = 0
     batch_size: int = 1  # prompts per forward pass and per generate call (rows equal B = 1's, float tolerance)
-    state_memory: float | None = 2.0  # GiB of a unit's float32 states kept on the GPU; larger ones go to the CPU
+    state_memory: float | None = 2.0  # GiB of a pass's float32 states kept on the GPU; larger ones go to the CPU
     layers: str | None = None  # the layers measured: "0,4,8,-1" or "every=4" (None: all)
     save_states: bool = False  # keep every unit's layer states (safetensors) under RUN_DIR/states/
     overwrite: bool = False  # start afresh in a run directory holding a run with other settings
@@ -131,7 +132,8 @@ class ProbeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a whole number of tokens (0 turns matching off); got {value!r}")
         memory = self.state_memory
-        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory < 0):
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                                   or not math.isfinite(memory) or memory < 0):  # fmt: skip
             raise InputError(f"state_memory must be a number of GiB ≥ 0 (0: every unit's states on the CPU); got "
                              f"{memory!r}")  # fmt: skip
 
@@ -172,8 +174,8 @@ class RunSummary:
         ]
         if self.peak_gpu_bytes:
             kept = "" if self.state_memory is None else f"; states over {self.state_memory:g} GiB kept on the CPU"
-            lines.append(f"GPU memory: a unit's model work took at most {self.peak_gpu_bytes / (1 << 30):.2f} GiB "
-                         f"above the model{kept}")  # fmt: skip
+            lines.append(f"GPU memory: a unit's (or batch's) model work took at most "
+                         f"{self.peak_gpu_bytes / (1 << 30):.2f} GiB above the model{kept}")  # fmt: skip
         if self.matched:
             lines.append(f"matched measures at {self.matched}: {self.too_short} units too short for them")
         if prompt_reading.describe(self.reading):
@@ -232,7 +234,8 @@ def run_probe(config: ProbeConfig, adapter: Any = None) -> RunSummary:
         _refuse_impossible(config, prompts)  # so does a model that can do none of the tasks
     run_dir, made = rundir.open_run_dir(config.out, rank)  # so does an --out that cannot be written
     lock = RunLock(run_dir) if rank == 0 else contextlib.nullcontext()
-    with lock:
+    budget = None if config.state_memory is None else int(config.state_memory * (1 << 30))
+    with lock, placement.state_budget(budget):  # large states go to the CPU (models.placement), calibration too
         try:
             return _run(config, adapter, prompts, run_dir, rank, world, started)
         except BaseException:
@@ -324,10 +327,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     desc = f"probing {config.model}" + (f" (rank 0's share of {world} ranks)" if world > 1 else "")
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
-    budget = None if config.state_memory is None else int(config.state_memory * (1 << 30))
-    restore = placement.current_budget()  # large states go to the CPU (models.placement) while the run works
     try:
-        placement.set_budget(budget)
         fallbacks: list[str] = []  # why batches were done one prompt at a time
         for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
                               for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
@@ -358,7 +358,6 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
             summary.notices.append(f"{len(fallbacks)} batches failed as a batch and were done one prompt at a time "
                                    f"(first: {fallbacks[0]})")  # fmt: skip
     finally:
-        placement.set_budget(restore)
         progress.close()
         shard.close()
     summary.model_seconds, summary.entropy_seconds = timer.model, timer.entropy

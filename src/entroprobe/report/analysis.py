@@ -95,16 +95,15 @@ def type_names(keys: list[tuple[str, str]]) -> list[str]:
 
 def resolve_layers(df: pd.DataFrame, table_layer: int) -> dict[str, int]:
     """Each model's layer for ``table_layer`` (negative counts from the last layer, −1 = last), in the network that
-    encodes its prompts (the table and the length figure measure the encode rows; a model whose image generation
-    runs in another network counts that network's layers only in its own curves).
+    encodes its prompts: the table and the length figure measure the encode rows (a model whose image generation
+    runs in another network counts that network's layers only in its own curves; a model with no encode rows has
+    no table layer).
 
     Raises:
         InputError: the layer does not exist for a model (naming the model and its layers).
     """
     out = {}
-    encode = df[df["task"] == "encode"]
-    counts = df.groupby("label", sort=False)["num_layers"].first()
-    counts.update(encode.groupby("label", sort=False)["num_layers"].first())
+    counts = df[df["task"] == "encode"].groupby("label", sort=False)["num_layers"].first()
     for label, num_layers in counts.items():
         layer = table_layer if table_layer >= 0 else int(num_layers) + 1 + table_layer
         if not 0 <= layer <= num_layers:

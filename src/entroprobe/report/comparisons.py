@@ -104,6 +104,7 @@ def response_section(ctx: Context) -> Section:
                                    "conditional-entropy rows of text or image generation.", []))
     paired = analysis.paired_difference(rows[rows["modality"] == "text"], "task", "text-gen", "image-gen",
                                         ctx.boot, name="fig5d")
+    deeper = analysis.different_depths(ctx.df, ("text-gen", "image-gen"))  # no layer-by-layer difference for these
     claims = [findings.comparison_claim(c, ctx.unit)
               for c in control.response_comparisons(ctx.df, ctx.matched, ctx.boot)]  # fmt: skip
     layers = control.layer_differences(ctx.df, ctx.matched, "response", ctx.boot)
@@ -122,7 +123,9 @@ def response_section(ctx: Context) -> Section:
         panels += [curve_panel, figures.Panel(
             title=f"{label}\npaired difference on text prompts", ylabel=f"text − image generation ({ctx.unit})",
             kind="difference", rug=list(curve_panel.rug), rug_label=curve_panel.rug_label,
-            empty=None if len(mine) else "no text prompt has both generation tasks",
+            empty=None if len(mine) else ("text and image generation run in networks of different depth: no "
+                                          "layer-by-layer difference" if label in deeper
+                                          else "no text prompt has both generation tasks"),
             curves=[figures.Curve("text − image generation, same text prompts (mean of per-prompt differences)",
                                   data, figures.style("difference"))])]
     fig = figures.grid(panels, ncols=2, title="Conditional entropy S(Y|X) across layers: text vs image generation",
@@ -145,7 +148,7 @@ def response_section(ctx: Context) -> Section:
                "where that interval excludes 0.")
     if skipped := [label for label in ctx.labels if label not in generating]:
         caption += f" Not shown, having no generation rows: {', '.join(skipped)}."
-    for label, counts in analysis.different_depths(ctx.df, ("text-gen", "image-gen")).items():
+    for label, counts in deeper.items():
         caption += (f" {label} answers in text with a network of {counts.get('text-gen', '?')} layers and makes "
                     f"images with another of {counts.get('image-gen', '?')}: each curve runs over its own network's "
                     f"layers, the tasks are compared on their means over layers, and there is no layer-by-layer "

@@ -128,6 +128,7 @@ def write_run(path: Path, model: str = "causal-lm:tiny-a", num_layers: int = 4, 
         "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:05:00+00:00",
         "counts": {"prompts": int(df["prompt_id"].nunique()), "rows": len(df), "errors": 0},
         "versions": {"torch": "2.13.0"}, "device": "cpu",
+        "layers_by_task": {"image-gen": image_gen_layers} if image_gen_layers else {},
     }
     (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return path

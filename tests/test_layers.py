@@ -79,6 +79,8 @@ def test_a_task_measured_in_another_network_keeps_that_networks_layers(tmp_path)
                           limit=2, layers="0,-1", progress=False), adapter=TwoNetworks())  # fmt: skip
     rows = pd.read_parquet(tmp_path / "run" / "results.parquet")
     image, encode = rows[rows["task"] == "image-gen"], rows[rows["task"] == "encode"]
+    manifest = __import__("json").loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["layers_by_task"] == {"image-gen": 5} and manifest["model"]["num_layers"] == 3
     assert sorted(image["layer"].unique()) == [0, 5] and (image["num_layers"] == 5).all()
     assert sorted(encode["layer"].unique()) == [0, 3] and (encode["num_layers"] == 3).all()
     settings = MeasureSettings(alpha=1.01, sigma=torch.ones(4), sigma_rule="pooled", base=2.0, layers=(0, 3),

@@ -379,6 +379,7 @@ def test_a_model_that_makes_images_in_another_network_is_drawn_over_each_network
     assert curves.loc[curves["task"] == "text-gen", "layer"].max() == 6
     page = out.read_text()
     assert "omnigen2:tiny answers in text with a network of 6 layers and makes images with another of 4" in page
+    assert "<td>6 (image-gen: 4)</td>" in page  # the runs table gives both networks' layers
     generation_only = write_run(tmp_path / "gen", "omnigen2:gen", 6, image_gen_layers=4, tasks=("text-gen", "image-gen"),
                                 n_text=6, n_image=0)  # fmt: skip
     assert resolve_layers(load([generation_only])[0], 5) == {}  # no encode rows: no table layer to refuse

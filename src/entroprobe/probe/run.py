@@ -291,6 +291,9 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         "versions": rundir.versions(),
         "device": str(getattr(adapter, "device", "cpu")),
         "placement": {k: str(v) for k, v in config.model_args.items() if k in PLACEMENT_KEYS},
+        # tasks measured in another network of the model, with its layer count (OmniGen2's diffusion transformer)
+        "layers_by_task": {task: int(adapter.layers_for(task)) for task in config.tasks
+                           if int(adapter.layers_for(task)) != adapter.num_layers},  # fmt: skip
         "world_size": (previous or {}).get("world_size", world),  # what the run began with
         "threads": (previous or {}).get("threads", threads),
         "batch_size": (previous or {}).get("batch_size", config.batch_size),

@@ -164,7 +164,9 @@ def _prompt_set_notes(runs: list[Run]) -> list[str]:
 
 def _run_row(r: Run) -> list[object]:
     m, counts = r.manifest.get("model", {}), r.manifest.get("counts", {})
-    return [r.name, m.get("spec", "?"), _prompt_set(r), m.get("num_layers", "?"), f"{r.alpha:g}", sigma_text(r.sigma),
+    others = r.manifest.get("layers_by_task") or {}  # tasks measured in another network of the model
+    layers = f"{m.get('num_layers', '?')}" + "".join(f" ({task}: {n})" for task, n in others.items())
+    return [r.name, m.get("spec", "?"), _prompt_set(r), layers, f"{r.alpha:g}", sigma_text(r.sigma),
             f"{r.base:g}", counts.get("prompts", "?"), counts.get("rows", "?"), counts.get("errors", "?"),
             r.manifest.get("entroprobe_version", "?"), r.manifest.get("device", "?"),
             f"{r.manifest.get('started', '?')} → {r.manifest.get('ended', '?')}"]

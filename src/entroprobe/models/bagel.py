@@ -161,10 +161,7 @@ class BagelAdapter(UpstreamAdapter):
         """
         if not path:
             raise InputError(f"Family '{cls.family}' needs a checkpoint directory: '{cls.family}:DIR'")
-        text, text_given = settings(TEXT_DEFAULTS, {k: v for k, v in kwargs.items() if k in TEXT_DEFAULTS},
-                                    what="text-gen")  # fmt: skip
-        image, image_given = settings(IMAGE_DEFAULTS, {k: v for k, v in kwargs.items() if k in IMAGE_DEFAULTS},
-                                      what="image-gen")  # fmt: skip
+        text, text_given, image, image_given = cls.generation_settings(kwargs, TEXT_DEFAULTS, IMAGE_DEFAULTS)
         _check_image_settings(image)
         prompt_tokens = prompt_tokens_choice(kwargs.get("prompt_tokens", PROMPT_TOKENS.value))
         root, rest = cls.split(kwargs, (*LOAD_KEYS, *TEXT_DEFAULTS, *IMAGE_DEFAULTS))

@@ -131,10 +131,7 @@ class OmniGen2Adapter(UpstreamAdapter):
 
         if not path:
             raise InputError(f"Family '{cls.family}' needs a pipeline folder: '{cls.family}:DIR'")
-        text, text_given = settings(TEXT_DEFAULTS, {k: v for k, v in kwargs.items() if k in TEXT_DEFAULTS},
-                                    what="text-gen")  # fmt: skip
-        image, image_given = settings(IMAGE_DEFAULTS, {k: v for k, v in kwargs.items() if k in IMAGE_DEFAULTS},
-                                      what="image-gen")  # fmt: skip
+        text, text_given, image, image_given = cls.generation_settings(kwargs, TEXT_DEFAULTS, IMAGE_DEFAULTS)
         _check_image_settings(image)
         root, rest = cls.split(kwargs, (*LOAD_KEYS, *TEXT_DEFAULTS, *IMAGE_DEFAULTS))
         dtype = resolve_dtype(rest.get("dtype", DTYPE.value)) or resolve_dtype(DTYPE.value)

@@ -301,6 +301,17 @@ class UpstreamAdapter(ModelAdapter):
         rest = {k: v for k, v in kwargs.items() if k != "repo"}
         return checkout(cls.upstream, kwargs.get("repo")), rest
 
+    @staticmethod
+    def generation_settings(kwargs: Mapping[str, Any], text_table: Mapping[str, Default],
+                            image_table: Mapping[str, Default]) -> tuple[dict, dict, dict, dict]:  # fmt: skip
+        """``(text values, text given, image values, image given)``: the keywords of each table parsed over its
+        defaults (see :func:`settings`); the other keywords are left for loading."""
+        text, text_given = settings(text_table, {k: v for k, v in kwargs.items() if k in text_table},
+                                    what="text-gen")  # fmt: skip
+        image, image_given = settings(image_table, {k: v for k, v in kwargs.items() if k in image_table},
+                                      what="image-gen")  # fmt: skip
+        return text, text_given, image, image_given
+
     def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
         """The positions of the question ``text`` in ``ids``, the tokens of ``templated`` (``render(q)`` gives the
         template around any question; see :mod:`.prompt_tokens`); none for an empty question."""

@@ -36,13 +36,13 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import LayerStates, Response, seeded
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record, settle
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
 from entroprobe.models.hf_batch import encode_rows, encode_text_batch
 from entroprobe.models.compat import janus_text_generate
-from entroprobe.models.hf_generate import generate_rows, left_pad, sampling_processors, teacher_forced_rows
+from entroprobe.models.hf_generate import generate_rows, teacher_forced_rows
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
     GENERATION_KEYS,
@@ -363,61 +363,12 @@ class JanusAdapter(HFAdapter):
 
     def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
         """:meth:`respond_image` of several prompts: one left-padded image ``generate`` (each prompt drawing from
-        its own seed, see :mod:`.hf_generate`), one right-padded teacher-forced pass."""
-        self.require("image-gen", "text")
-        built = []
-        for text in texts:
-            item = prompt_item(text)
-            if not isinstance(text, str) or not text.strip():
-                raise ItemError(item, f"the prompt text is empty; got {text!r}")
-            prompt = self._chat(text, with_image=False)
-            ids = self._inputs(prompt, mode="image")["input_ids"][0]  # the processor appends the begin-of-image token
-            check_length(ids.shape[0] + self.num_image_tokens, self.context, item)
-            built.append((text, item, prompt, ids))
-        overrides, _ = settle(IMAGE_DEFAULTS, {**self._given("image"), **generation})
-        config = self._generation_config(overrides)
-        guidance = config.guidance_scale  # generate() resets it on the config it is given
-        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        sampling = {k: getattr(config, k) for k in ("do_sample", "temperature", "top_k", "top_p")}
-        rows = [ids for _, _, _, ids in built]
-        padded, mask = left_pad(rows, int(config.pad_token_id))
-        try:
-            # the processors guide at our scale; transformers' Janus then applies its own guidance, which must be
-            # > 1 (at 1 it keeps both halves and fails, below 1 it adds a text-only guidance that fails) and then
-            # changes nothing (see GuidedRowNoise)
-            _, processors = sampling_processors(self.model, sampling, generators,
-                                                guidance=1.0 if guidance is None else float(guidance))
-            config.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-            config.guidance_scale = 2.0
-            with torch.no_grad():
-                codes = self.model.generate(input_ids=padded.to(self.device), attention_mask=mask.to(self.device),
-                                            generation_config=config, logits_processor=processors,
-                                            generation_mode="image")  # (B, N)
-        except ValueError as exc:
-            raise InputError(f"Janus generation rejected the arguments {overrides}: {exc}") from None
-        lengths = torch.tensor([row.shape[0] for row in rows], device=self.device)
-        pairs = teacher_forced_rows(self.model.model.language_model, rows, list(codes.cpu()), num_layers=self.num_layers,
-                                    final_norm=self.final_norm, device=self.device,
-                                    embed=lambda ids: self._image_embeds(ids, lengths))  # fmt: skip
-        with torch.no_grad():
-            pixels = self.model.decode_image_tokens(codes)  # (B, H, W, 3)
-        out = []
-        for (text, item, prompt, ids), row, picture, (prompt_states, response_states) in zip(built, codes, pixels, pairs):
-            keep = self._measured(prompt, text, ids, item, tail=1)  # the begin-of-image token follows
-            out.append(Response(
-                prompt=prompt_states.select(keep), response=response_states, output=self._to_pil(picture),
-                output_ids=row.cpu(), extra={"prompt": prompt, "guidance_scale": guidance,
-                                             "prompt_tokens": self.prompt_tokens},
-            ))  # fmt: skip
-        return out
+        its own seed, see :mod:`.hf_generate`), one right-padded teacher-forced pass (:mod:`.janus_images`)."""
+        from entroprobe.models.janus_images import generate_images
 
-    def _image_embeds(self, ids: torch.Tensor, n_prompt: torch.Tensor) -> torch.Tensor:
-        """The inputs generation fed the conditional row, for a right-padded batch ``(B, T)`` of prompt ids then
-        codes: the prompt's token embeddings, then each code through ``prepare_embeddings_for_image_generation``."""
-        is_code = torch.arange(ids.shape[1], device=ids.device)[None] >= n_prompt[:, None]  # (B, T)
-        text = self.model.get_input_embeddings()(torch.where(is_code, 0, ids))  # (B, T, d)
-        image = self.model.prepare_embeddings_for_image_generation(torch.where(is_code, ids, 0))  # (B, T, d)
-        return torch.where(is_code.unsqueeze(-1), image.to(text.device, text.dtype), text)
+        self.require("image-gen", "text")
+        return generate_images(self, texts, seeds, generation)
+
 
     def _forced_embeds(self, ids: torch.Tensor, pixels: torch.Tensor | None, n_prompt: torch.Tensor) -> torch.Tensor:
         """The teacher-forced pass's input embeddings ``(B, T, d)``: the tokens', with the image features at the
@@ -444,36 +395,6 @@ class JanusAdapter(HFAdapter):
             asked = question_positions(self.processor.tokenizer, templated, question, ids, item=item, tail=tail,
                                        start=start)  # fmt: skip
         return prompt_selection(self.prompt_tokens, ids.shape[0], asked, image if image.numel() else None)
-
-    def _image_states(self, prompt_ids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced decoder pass over prompt (1, P) + generated codes (1, N) → ``(L + 1, P + N, d)``.
-
-        The inputs are those generation fed the conditional row: the prompt's token embeddings, then each code
-        through ``generation_embeddings`` + ``generation_aligner``.
-        """
-        text = self.model.get_input_embeddings()(prompt_ids)  # (1, P, d)
-        image = self.model.prepare_embeddings_for_image_generation(codes)  # (1, N, d)
-        embeds = torch.cat([text, image.to(text.device, text.dtype)], dim=1)  # (1, P + N, d), on one device
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        return forward_states(
-            self.model.model.language_model, self.num_layers, inputs_embeds=embeds, attention_mask=mask, use_cache=False
-        )
-
-    def _to_pil(self, pixels: torch.Tensor) -> Any:
-        """Decoded pixels (H, W, 3), normalised as the image processor normalises inputs → an RGB PIL image.
-
-        The processor's own rescale + normalise inverted, written out: its ``postprocess`` differs between the
-        PIL and torchvision backends and guesses the channel axis, which fails on small images.
-        """
-        from PIL import Image
-
-        settings = self.processor.image_processor
-        image = pixels.detach().float().cpu()  # (H, W, 3)
-        if getattr(settings, "do_normalize", True):
-            image = image * torch.tensor(settings.image_std) + torch.tensor(settings.image_mean)
-        if getattr(settings, "do_rescale", True):
-            image = image / settings.rescale_factor
-        return Image.fromarray(image.clamp(0, 255).to(torch.uint8).numpy(), mode="RGB")
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the image-token facts."""

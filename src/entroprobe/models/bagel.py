@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError
+from entroprobe.errors import InputError
 from entroprobe.models.bagel_load import (
     BUILD,
     DTYPE,
@@ -77,7 +77,7 @@ from entroprobe.models.base import (
     weights_fingerprint,
 )
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record
-from entroprobe.models.hf import load_image, prompt_item, room_to_generate
+from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, settings
@@ -190,8 +190,7 @@ class BagelAdapter(UpstreamAdapter):
 
     def _text_ids(self, text: str, item: str) -> list[int]:
         """The ids ``Bagel.prepare_prompts`` packs for ``text``: ``<|im_start|>`` + its tokens + ``<|im_end|>``."""
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         ids = [self.new_token_ids["bos_token_id"], *self.tokenizer.encode(text), self.new_token_ids["eos_token_id"]]
         check_length(len(ids), self.context, item)
         return ids
@@ -263,8 +262,7 @@ class BagelAdapter(UpstreamAdapter):
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
         self.require("text-gen", "image" if image is not None else "text")
-        if (not isinstance(text, str) or not text.strip()) and image is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        require_prompt(text, image)
         item = prompt_item(text, image)
         picture = None if image is None else load_image(image, item)
         context, pieces, _ = self._understanding(text, picture, item)

@@ -15,6 +15,7 @@ import torch
 from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
+    require_text,
     detect_final_norm,
     GENERATION_KEYS,
     ImageTokenAdapter,
@@ -77,8 +78,7 @@ class ChameleonAdapter(ImageTokenAdapter):
 
     def _text_ids(self, text: str, *, respond: bool) -> torch.Tensor:
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         inputs = self.processor(text=[text], return_for_text_completion=not respond, return_tensors="pt")
         return self._checked(inputs["input_ids"], item)  # (1, T)
 

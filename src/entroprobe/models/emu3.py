@@ -27,6 +27,7 @@ from entroprobe.models.defaults import Default, prompt_tokens_choice, record, se
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
 from entroprobe.models.hf_loading import load_pretrained
 from entroprobe.models.hf import (
+    require_text,
     detect_final_norm,
     GENERATION_KEYS,
     ImageTokenAdapter,
@@ -246,8 +247,7 @@ class Emu3Adapter(ImageTokenAdapter):
     # -- prompts -------------------------------------------------------------------------------------------
     def _text_ids(self, text: str, *, respond: bool) -> torch.Tensor:
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         templated = self._reply_prompt(text, image=False) if respond else None
         ids = self.processor(text=[templated or text], return_tensors="pt")["input_ids"]  # (1, T)
         return self._checked(ids, item)
@@ -314,8 +314,7 @@ class Emu3Adapter(ImageTokenAdapter):
         rows, grid = [], None
         for text in texts:
             item = prompt_item(text)
-            if not isinstance(text, str) or not text.strip():
-                raise ItemError(item, f"the prompt text is empty; got {text!r}")
+            require_text(text, item)
             try:
                 inputs = self.processor(text=[text + positive], return_for_image_generation=True, return_tensors="pt",
                                         **sizing)  # fmt: skip

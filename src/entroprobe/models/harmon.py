@@ -38,7 +38,7 @@ from entroprobe.models.base import LayerStates, Response, resolve_device, resolv
 from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
-from entroprobe.models.hf import load_image, prompt_item, room_to_generate, tokenize_checked
+from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate, tokenize_checked
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
@@ -288,8 +288,7 @@ class HarmonAdapter(UpstreamAdapter):
         tokens from one teacher-forced pass (see the module docstring)."""
         self.require("image-gen", "text")
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         values, _ = settings(IMAGE_DEFAULTS, {**self.image_given, **generation}, what="harmon image-gen")
         if values["cfg_schedule"] not in ("constant", "linear"):
             raise InputError(f"cfg_schedule must be constant or linear; got {values['cfg_schedule']!r}")

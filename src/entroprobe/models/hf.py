@@ -45,6 +45,8 @@ __all__ = [
     "parse_generation",
     "load_image",
     "prompt_item",
+    "require_text",
+    "require_prompt",
     "tokenize_checked",
     "room_to_generate",
     "chat_prompt",
@@ -139,6 +141,19 @@ def load_image(image: Image.Image | str | os.PathLike[str] | bytes, item: str = 
     raise ItemError(item, f"expected a PIL image, an image path or image bytes; got {type(image).__name__}")
 
 
+def require_text(text: Any, item: str) -> str:
+    """``text`` when it is a non-empty string; else :class:`ItemError` naming ``item``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ItemError(item, f"the prompt text is empty; got {text!r}")
+    return text
+
+
+def require_prompt(text: Any, image: Any) -> None:
+    """Refuse a response asked for with neither a text prompt nor an image (:class:`InputError`)."""
+    if (not isinstance(text, str) or not text.strip()) and image is None:
+        raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+
+
 def tokenize_checked(
     tokenizer: Any, text: str | None, *, limit: int | None, item: str, add_special_tokens: bool = True
 ) -> torch.Tensor:
@@ -147,8 +162,7 @@ def tokenize_checked(
     Raises:
         ItemError: when the text is empty or longer than the context ``limit``.
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ItemError(item, f"the prompt text is empty; got {text!r}")
+    require_text(text, item)
     ids = tokenizer(text, add_special_tokens=add_special_tokens, return_tensors="pt")["input_ids"]  # (1, T)
     check_length(ids.shape[1], limit, item)
     return ids.long()

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError
+from entroprobe.errors import InputError
 from entroprobe.models.base import Response
 from entroprobe.models.defaults import settle
-from entroprobe.models.hf import prompt_item
+from entroprobe.models.hf import prompt_item, require_text
 from entroprobe.models.hf_generate import left_pad, sampling_processors, teacher_forced_rows
 from entroprobe.models.hf_loading import check_length
 
@@ -32,8 +32,7 @@ def generate_images(adapter: Any, texts: list[str], seeds: list[int], generation
     built = []
     for text in texts:
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         prompt = adapter._chat(text, with_image=False)
         ids = adapter._inputs(prompt, mode="image")["input_ids"][0]  # the processor appends the begin-of-image token
         check_length(ids.shape[0] + adapter.num_image_tokens, adapter.context, item)

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import (
     LayerStates,
     Response,
@@ -48,6 +48,8 @@ from entroprobe.models.base import (
 )
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
+    require_text,
+    require_prompt,
     load_image,
     prompt_item,
     room_to_generate,
@@ -225,8 +227,7 @@ class JanusFlowAdapter(UpstreamAdapter):
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
         self.require("text-gen", "image" if image is not None else "text")
-        if (not isinstance(text, str) or not text.strip()) and image is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        require_prompt(text, image)
         item = prompt_item(text, image)
         picture = None if image is None else load_image(image, item)
         ids, embeds, templated = self._understanding(text, picture, item)
@@ -280,8 +281,7 @@ class JanusFlowAdapter(UpstreamAdapter):
         rows = []
         for text in texts:
             item = prompt_item(text)
-            if not isinstance(text, str) or not text.strip():
-                raise ItemError(item, f"the prompt text is empty; got {text!r}")
+            require_text(text, item)
             templated = self._template(text, "")  # README: system_prompt="", then + image_gen_tag (the demo appends
             # image_start_tag instead: either way that last token is dropped, the time token takes its place)
             ids = torch.tensor(self.tokenizer.encode(templated + self.processor.image_gen_tag), device=self.device)

@@ -43,6 +43,8 @@ from entroprobe.models.base import (
 )
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
+    require_text,
+    require_prompt,
     load_image,
     prompt_item,
     room_to_generate,
@@ -202,8 +204,7 @@ class OmniGen2Adapter(UpstreamAdapter):
                 image placeholder token (which a pass over it would read as a second image).
         """
         self.require("text-gen", "image" if image is not None else "text")
-        if (not isinstance(text, str) or not text.strip()) and image is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        require_prompt(text, image)
         item = prompt_item(text, image)
         picture = None if image is None else load_image(image, item)
         templated, inputs = self._understanding(text, picture)
@@ -259,8 +260,7 @@ class OmniGen2Adapter(UpstreamAdapter):
         """
         self.require("image-gen", "text")
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
         options = {**self.image, **{k: options[k] for k in generation}}
         _check_image_settings(options)

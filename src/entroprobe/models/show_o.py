@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from entroprobe.errors import InputError, ItemError, LoadError
+from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import (
     LayerStates,
     Reading,
@@ -47,7 +47,7 @@ from entroprobe.models.base import (
     weights_fingerprint,
 )
 from entroprobe.models.defaults import Default
-from entroprobe.models.hf import load_image, prompt_item, room_to_generate
+from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.show_o_load import (
@@ -250,8 +250,7 @@ class ShowOAdapter(UpstreamAdapter):
         """
         self.require("encode", "text")
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         ids = [self.ids["<|sot|>"], *self._words(text)]
         check_length(len(ids), self.context, item)
         with torch.no_grad():
@@ -287,8 +286,7 @@ class ShowOAdapter(UpstreamAdapter):
         from entroprobe.models.show_o_generate import generate_text
 
         self.require("text-gen", "image" if image is not None else "text")
-        if not (isinstance(text, str) and text.strip()) and image is None:
-            raise InputError("respond_text needs a text prompt, an image, or both; got neither")
+        require_prompt(text, image)
         item = prompt_item(text, image)
         picture = None if image is None else load_image(image, item)
         with torch.no_grad():
@@ -312,8 +310,7 @@ class ShowOAdapter(UpstreamAdapter):
 
         self.require("image-gen", "text")
         item = prompt_item(text)
-        if not isinstance(text, str) or not text.strip():
-            raise ItemError(item, f"the prompt text is empty; got {text!r}")
+        require_text(text, item)
         values, _ = settings({k: Default(v, "") for k, v in self.image_settings.items()}, generation,
                              what="Show-o image-generation")  # fmt: skip
         return generate_image(self, text, item, seed, values)

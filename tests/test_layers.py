@@ -83,8 +83,8 @@ def test_a_task_measured_in_another_network_keeps_that_networks_layers(tmp_path)
     assert manifest["layers_by_task"] == {"image-gen": 5} and manifest["model"]["num_layers"] == 3
     assert sorted(image["layer"].unique()) == [0, 5] and (image["num_layers"] == 5).all()
     assert sorted(encode["layer"].unique()) == [0, 3] and (encode["num_layers"] == 3).all()
-    settings = MeasureSettings(alpha=1.01, sigma=torch.ones(4), sigma_rule="pooled", base=2.0, layers=(0, 3),
-                               layer_spec="0,-1", num_layers=3)  # fmt: skip
+    settings = MeasureSettings(alpha=1.01, sigma=torch.ones(4), sigma_rule="pooled", base=2.0, layer_spec="0,-1",
+                               num_layers=3)  # fmt: skip
     assert settings.at_depth(3) is settings
     with pytest.raises(InputError, match="--sigma pooled was calibrated on 3 layers; .* a network of 5"):
         settings.at_depth(5)

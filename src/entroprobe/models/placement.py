@@ -20,14 +20,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["state_budget", "set_budget", "current_budget", "stack_layers"]
+__all__ = ["state_budget", "current_budget", "stack_layers"]
 
 _BUDGET: list[int | None] = [None]  # bytes of float32 states a unit may keep on the model's device; None: no limit
-
-
-def set_budget(nbytes: int | None) -> None:
-    """From now on, states larger than ``nbytes`` (float32) are stacked on the CPU (None: never)."""
-    _BUDGET[0] = None if nbytes is None else int(nbytes)
 
 
 def current_budget() -> int | None:
@@ -36,9 +31,10 @@ def current_budget() -> int | None:
 
 @contextlib.contextmanager
 def state_budget(nbytes: int | None) -> Iterator[None]:
-    """:func:`set_budget` inside the block, the previous budget restored after it."""
+    """Inside the block, states larger than ``nbytes`` (float32) are stacked on the CPU (None: never); the
+    previous budget is restored after it."""
     previous = _BUDGET[0]
-    set_budget(nbytes)
+    _BUDGET[0] = None if nbytes is None else int(nbytes)
     try:
         yield
     finally:

@@ -37,11 +37,15 @@ class MeasureSettings:
     match_tokens: int = 0  # prompt tokens of the matched block (0: prompt whole)
     match_response_tokens: int = 0  # response tokens of the matched block (0: response whole)
     draws: int = 8
-    layers: tuple[int, ...] | None = None  # the layers measured (0 = embedding output … L); None: all
-    layer_spec: str | None = None  # the --layers spec ``layers`` was resolved from
-    num_layers: int | None = None  # the depth ``layers`` (and a pooled σ) was resolved for
+    layer_spec: str | None = None  # the --layers spec (None: every layer)
+    num_layers: int | None = None  # the depth of the states measured (``layers`` and a pooled σ are for it)
     device: torch.device | None = None  # where the estimators compute (the model's device); None: the states'
 
+
+    @property
+    def layers(self) -> tuple[int, ...] | None:
+        """The layers measured (0 = embedding output … L), ascending; None: all."""
+        return None if self.num_layers is None else resolve_layers(self.layer_spec, self.num_layers)
 
     @property
     def matching(self) -> bool:
@@ -62,7 +66,8 @@ class MeasureSettings:
         if isinstance(self.sigma, torch.Tensor):
             raise InputError(f"--sigma pooled was calibrated on {self.num_layers} layers; this task's states come "
                              f"from a network of {num_layers}: use --sigma median or a fixed σ for this model")  # fmt: skip
-        return replace(self, layers=resolve_layers(self.layer_spec, num_layers), num_layers=num_layers)
+        resolve_layers(self.layer_spec, num_layers)  # a layer the other network lacks is refused here
+        return replace(self, num_layers=num_layers)
 
 
 @dataclass(frozen=True)

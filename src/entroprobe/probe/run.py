@@ -102,7 +102,6 @@ class ProbeConfig:
         return MeasureSettings(alpha=self.alpha, sigma=sigma, sigma_rule=rule, base=self.base, scales=self.scales(),
                                match_tokens=self.match_tokens, match_response_tokens=self.match_response_tokens,
                                draws=self.match_draws,
-                               layers=None if num_layers is None else resolve_layers(self.layers, num_layers),
                                layer_spec=self.layers, num_layers=num_layers,
                                device=None if device is None else torch.device(device))  # fmt: skip
 

@@ -80,7 +80,7 @@ from entroprobe.models.defaults import Default, prompt_tokens_choice, record
 from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
-from entroprobe.models.upstream import Upstream, UpstreamAdapter, settings
+from entroprobe.models.upstream import Upstream, UpstreamAdapter
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "BagelAdapter"]
 
@@ -312,8 +312,7 @@ class BagelAdapter(UpstreamAdapter):
         """
         self.require("image-gen", "text")
         item = prompt_item(text)
-        options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
-        options = {**self.image, **{k: options[k] for k in generation}}
+        options = self.for_call(IMAGE_DEFAULTS, self.image, generation)
         _check_image_settings(options)
         ids = self._text_ids(text, item)
         height, width = (int(v) for v in options["image_size"])

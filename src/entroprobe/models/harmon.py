@@ -129,15 +129,15 @@ class HarmonAdapter(UpstreamAdapter):
     )
 
     def __init__(self, model: Any, module: Any, *, text: dict[str, Any], image: dict[str, Any],
-                 weights: dict[str, int], **common: Any):  # fmt: skip
-        super().__init__(**common, tables={"text-gen": (TEXT_DEFAULTS, text), "image-gen": (IMAGE_DEFAULTS, image)})
+                 given: tuple[dict[str, Any], dict[str, Any]], weights: dict[str, int], **common: Any):  # fmt: skip
+        tables = {"text-gen": (TEXT_DEFAULTS, given[0]), "image-gen": (IMAGE_DEFAULTS, given[1])}
+        super().__init__(**common, tables=tables)
         self.model = model
         self.module = module
         self.tokenizer = model.tokenizer
-        self.text_given, self.image_given = text, image
+        self.text_settings, self.image_settings = text, image  # the defaults with the user's values over them
         self.weights = weights
         self.context = context_limit(model.llm.config)
-        self.text_settings, _ = settings(TEXT_DEFAULTS, text, what="harmon text-gen")
         self.tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
         self.image_token_id = int(self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.template = model.prompt_template["INSTRUCTION"]
@@ -161,8 +161,8 @@ class HarmonAdapter(UpstreamAdapter):
         text = {k: kwargs.pop(k) for k in list(kwargs) if k in TEXT_DEFAULTS}
         image = {k: kwargs.pop(k) for k in list(kwargs) if k in IMAGE_DEFAULTS}
         root, rest = cls.split(kwargs, LOAD_KEYS)
-        _, text = settings(TEXT_DEFAULTS, text, what="harmon text-gen")
-        _, image = settings(IMAGE_DEFAULTS, image, what="harmon image-gen")
+        text, text_given = settings(TEXT_DEFAULTS, text, what="harmon text-gen")
+        image, image_given = settings(IMAGE_DEFAULTS, image, what="harmon image-gen")
         if not path:
             raise InputError("Family 'harmon' needs the checkpoint folder: 'harmon:DIR'")
         pth, vae = find_layout(path, rest.get("checkpoint"))
@@ -175,8 +175,8 @@ class HarmonAdapter(UpstreamAdapter):
         model.to(device)
         llm = model.llm.config
         return cls(model, import_from(root, "src.models.harmon", cls.upstream), text=text, image=image,
-                   weights=weights, path=str(path), root=root, device=device, num_layers=llm.num_hidden_layers,
-                   d_model=llm.hidden_size, final_norm=True)  # fmt: skip
+                   given=(text_given, image_given), weights=weights, path=str(path), root=root, device=device,
+                   num_layers=llm.num_hidden_layers, d_model=llm.hidden_size, final_norm=True)  # fmt: skip
 
     # -- prompts -----------------------------------------------------------------------------------------------
     def _layers(self, **options: Any):
@@ -289,7 +289,7 @@ class HarmonAdapter(UpstreamAdapter):
         self.require("image-gen", "text")
         item = prompt_item(text)
         require_text(text, item)
-        values, _ = settings(IMAGE_DEFAULTS, {**self.image_given, **generation}, what="harmon image-gen")
+        values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="harmon image-gen")
         if values["cfg_schedule"] not in ("constant", "linear"):
             raise InputError(f"cfg_schedule must be constant or linear; got {values['cfg_schedule']!r}")
         m = n = int(values["image_size"]) // 16

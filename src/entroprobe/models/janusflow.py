@@ -57,7 +57,7 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
-from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from, settings
+from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "JanusFlowAdapter"]
 
@@ -275,8 +275,7 @@ class JanusFlowAdapter(UpstreamAdapter):
         unconditional rows (the README's layout), prompts left-padded with their positions kept as alone, and
         each prompt's noise from its own seed; each image is the one its prompt draws alone."""
         self.require("image-gen", "text")
-        options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
-        options = {**self.image, **{k: options[k] for k in generation}}
+        options = self.for_call(IMAGE_DEFAULTS, self.image, generation)
         _check_image_settings(options)
         rows = []
         for text in texts:

@@ -52,7 +52,7 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
-from entroprobe.models.upstream import Upstream, UpstreamAdapter, settings
+from entroprobe.models.upstream import Upstream, UpstreamAdapter
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "OmniGen2Adapter"]
 
@@ -261,8 +261,7 @@ class OmniGen2Adapter(UpstreamAdapter):
         self.require("image-gen", "text")
         item = prompt_item(text)
         require_text(text, item)
-        options, _ = settings(IMAGE_DEFAULTS, generation, what="image-gen")
-        options = {**self.image, **{k: options[k] for k in generation}}
+        options = self.for_call(IMAGE_DEFAULTS, self.image, generation)
         _check_image_settings(options)
         templated = self.pipe._apply_chat_template(text)
         ids = self.tokenizer(templated, return_tensors="pt")["input_ids"][0]  # what _get_qwen2_prompt_embeds reads

@@ -46,7 +46,6 @@ from entroprobe.models.base import (
     tokenizer_reading,
     weights_fingerprint,
 )
-from entroprobe.models.defaults import Default
 from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
@@ -311,8 +310,7 @@ class ShowOAdapter(UpstreamAdapter):
         self.require("image-gen", "text")
         item = prompt_item(text)
         require_text(text, item)
-        values, _ = settings({k: Default(v, "") for k, v in self.image_settings.items()}, generation,
-                             what="Show-o image-generation")  # fmt: skip
+        values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="Show-o image-generation")
         return generate_image(self, text, item, seed, values)
 
     def read(self, text: str) -> Reading | None:

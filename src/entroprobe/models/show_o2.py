@@ -335,8 +335,7 @@ class ShowO2Adapter(UpstreamAdapter):
         self.require("image-gen", "text")
         item = prompt_item(text)
         require_text(text, item)
-        values, _ = settings({k: Default(v, "") for k, v in self.image_settings.items()}, generation,
-                             what="Show-o2 image-generation")  # fmt: skip
+        values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="Show-o2 image-generation")
         return generate_image(self, text, item, seed, values)
 
     def describe(self) -> dict[str, Any]:

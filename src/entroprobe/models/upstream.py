@@ -312,6 +312,18 @@ class UpstreamAdapter(ModelAdapter):
                                       what="image-gen")  # fmt: skip
         return text, text_given, image, image_given
 
+    @staticmethod
+    def for_call(table: Mapping[str, Default], current: Mapping[str, Any], generation: Mapping[str, Any], *,
+                 what: str = "image-gen") -> dict[str, Any]:  # fmt: skip
+        """One call's settings: ``current`` (the load-time values) with the call's keywords over them, each parsed
+        to its default's type.
+
+        Raises:
+            InputError: a keyword ``table`` lacks, or a value that does not parse.
+        """
+        _, given = settings(table, generation, what=what)
+        return {**current, **given}
+
     def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
         """The positions of the question ``text`` in ``ids``, the tokens of ``templated`` (``render(q)`` gives the
         template around any question; see :mod:`.prompt_tokens`); none for an empty question."""

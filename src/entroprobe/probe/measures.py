@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ class MeasureSettings:
     device: torch.device | None = None  # where the estimators compute (the model's device); None: the states'
 
 
-    @property
+    @cached_property
     def layers(self) -> tuple[int, ...] | None:
         """The layers measured (0 = embedding output … L), ascending; None: all."""
         return None if self.num_layers is None else resolve_layers(self.layer_spec, self.num_layers)

@@ -18,7 +18,7 @@ import torch
 from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
-__all__ = ["pad_right", "encode_rows", "encode_text_batch"]
+__all__ = ["pad_right", "padded_states", "encode_rows", "encode_text_batch"]
 
 
 def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +43,36 @@ def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: C
     return encode_rows(model, num_layers, [tokenize(text)[0] for text in texts], pad_id, device, final_norm, **extra)
 
 
+def padded_states(model: Any, num_layers: int, ids: torch.Tensor, mask: torch.Tensor, device: torch.device,
+                  embed: Callable[[torch.Tensor], torch.Tensor] | None = None, **extra: Any) -> torch.Tensor:  # fmt: skip
+    """One pass over padded ids ``(B, T)`` with their attention mask → ``(L + 1, B, T, d)`` float32 (on the CPU
+    when large, see :mod:`.placement`), asking for no logits beyond the last position.
+
+    ``embed`` turns the ids into the input embeddings ``model`` is given instead (a family that fills prompt
+    positions with image features itself).
+
+    Raises:
+        EntroprobeError: when the model does not return ``num_layers + 1`` hidden states.
+    """
+    from entroprobe.models.hf import _takes
+    from entroprobe.models.placement import stack_layers
+
+    inputs = {"attention_mask": mask.to(device), **extra}
+    if embed is None:
+        inputs["input_ids"] = ids.to(device)
+    else:
+        inputs["inputs_embeds"] = embed(ids.to(device))
+    if _takes(model, "logits_to_keep"):
+        inputs.setdefault("logits_to_keep", 1)  # the states need no B × T × vocab logits
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, return_dict=True)
+    hidden = getattr(out, "hidden_states", None)
+    if hidden is None or len(hidden) != num_layers + 1:
+        raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
+                              f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
+    return stack_layers(hidden)
+
+
 def encode_rows(model: Any, num_layers: int, rows: list[torch.Tensor], pad_id: int | None, device: torch.device,
                 final_norm: bool, **extra: Any) -> list[LayerStates]:  # fmt: skip
     """Layer states of every token of each row of ids ``(T_i,)``, from one forward pass over them padded.
@@ -52,19 +82,6 @@ def encode_rows(model: Any, num_layers: int, rows: list[torch.Tensor], pad_id: i
         extra: further forward keywords (``use_cache=False``, ``pixel_values`` of the rows' images).
     """
     ids, mask = pad_right(rows, 0 if pad_id is None else int(pad_id))
-    from entroprobe.models.hf import _takes
-
-    if _takes(model, "logits_to_keep"):
-        extra.setdefault("logits_to_keep", 1)  # the states need no B × T × vocab logits
-    with torch.no_grad():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
-                    return_dict=True, **extra)  # fmt: skip
-    hidden = getattr(out, "hidden_states", None)
-    if hidden is None or len(hidden) != num_layers + 1:
-        raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
-                              f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
-    from entroprobe.models.placement import stack_layers
-
-    states = stack_layers(hidden)  # (L + 1, B, T, d), on the CPU when large
+    states = padded_states(model, num_layers, ids, mask, device, **extra)  # (L + 1, B, T, d)
     return [LayerStates(states[:, i, : row.shape[0]], torch.arange(row.shape[0]), row.cpu(), final_norm)
             for i, row in enumerate(rows)]  # fmt: skip

@@ -184,28 +184,11 @@ def teacher_forced_rows(model: Any, prompts: list[torch.Tensor], responses: list
     Raises:
         EntroprobeError: when the model does not return ``num_layers + 1`` hidden states.
     """
-    from entroprobe.models.hf_batch import pad_right
+    from entroprobe.models.hf_batch import pad_right, padded_states
 
     full = [torch.cat([p.cpu(), r.cpu()]) for p, r in zip(prompts, responses)]
     ids, mask = pad_right(full, pad_id)
-    inputs = {"attention_mask": mask.to(device), "use_cache": False, **extra}
-    if embed is None:
-        inputs["input_ids"] = ids.to(device)
-    else:
-        inputs["inputs_embeds"] = embed(ids.to(device))
-    from entroprobe.models.hf import _takes
-
-    if _takes(model, "logits_to_keep"):
-        inputs["logits_to_keep"] = 1
-    with torch.no_grad():
-        out = model(**inputs, output_hidden_states=True, return_dict=True)
-    hidden = getattr(out, "hidden_states", None)
-    if hidden is None or len(hidden) != num_layers + 1:
-        raise EntroprobeError(f"{type(model).__name__} returned {0 if hidden is None else len(hidden)} hidden states; "
-                              f"expected {num_layers + 1} (layers + embedding)")  # fmt: skip
-    from entroprobe.models.placement import stack_layers
-
-    states = stack_layers(hidden)  # (L + 1, B, T, d), on the CPU when large
+    states = padded_states(model, num_layers, ids, mask, device, embed, use_cache=False, **extra)  # (L + 1, B, T, d)
     pairs = []
     for i, (prompt, row) in enumerate(zip(prompts, full)):
         n, total = int(prompt.shape[0]), int(row.shape[0])

@@ -434,3 +434,38 @@ def test_a_batch_of_images_draws_what_each_prompt_draws_alone(flow, monkeypatch)
         assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= 1
     with pytest.raises(ItemError, match="empty"):
         flow.respond_image_batch(["a cat", " "], seeds=[1, 2])
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(janus_root, tiny_dir, sampled, monkeypatch):
+    """One generate over the prompts' embeddings (left-padded) and one teacher-forced pass (right-padded), text and
+    image prompts of different lengths; a sampled answer draws from its own seed."""
+    flow = load_model(f"janusflow:{tiny_dir}", repo=str(janus_root), **ARGS, do_sample=str(sampled).lower())
+    prompts = [("a red cube", None), ("what is this", random_image()), ("the blue dog sat on the mat", None),
+               (None, random_image(seed=2))]  # fmt: skip
+    seeds = [3, 4, 5, 6]
+    calls = []
+    generate, forward = flow.model.language_model.generate, flow.decoder.forward
+    monkeypatch.setattr(flow.model.language_model, "generate",
+                        lambda **kw: calls.append(("generate", kw["inputs_embeds"].shape[0])) or generate(**kw))
+    def counted(**kw):
+        rows = kw["inputs_embeds"] if kw.get("inputs_embeds") is not None else kw["input_ids"]
+        calls.append(("pass" if kw.get("use_cache") is False else "step", rows.shape[0]))
+        return forward(**kw)
+
+    monkeypatch.setattr(flow.decoder, "forward", counted)
+    batched = flow.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
+    assert calls[0] == ("generate", 4) and calls[-1] == ("pass", 4)  # the whole batch in each
+    assert [kind for kind, _ in calls].count("pass") == 1 and all(n == 4 for _, n in calls)
+    for (text, image), seed, response in zip(prompts, seeds, batched):
+        alone = flow.respond_text(text, image, max_new_tokens=4, seed=seed)
+        assert torch.equal(response.output_ids, alone.output_ids) and response.output == alone.output
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions) and torch.equal(mine.token_ids, theirs.token_ids)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+    if sampled:  # the seed decides what is drawn
+        answers = {tuple(flow.respond_text("a red cube", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
+        assert len(answers) > 1
+    with pytest.raises(InputError, match="needs a text prompt, an image, or both"):
+        flow.respond_text_batch([("a cat", None), (" ", None)], max_new_tokens=2, seeds=[1, 2])

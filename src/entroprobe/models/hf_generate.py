@@ -120,7 +120,7 @@ def left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch
 
 def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max_new_tokens: int, device: torch.device,
                   generation: Mapping[str, Any] | None = None, generate: Callable[..., Any] | None = None,
-                  **extra: Any) -> list[torch.Tensor]:  # fmt: skip
+                  embeds: list[torch.Tensor] | None = None, **extra: Any) -> list[torch.Tensor]:  # fmt: skip
     """``model.generate`` over the left-padded prompts → each row's new ids, through its first end-of-sequence
     token (kept) or ``max_new_tokens``.
 
@@ -130,6 +130,8 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
         generation: settings over the checkpoint's generation config (``do_sample``, ``temperature``…).
         generate: what to call instead of ``model.generate`` (a family whose ``generate`` drops
             ``logits_processor``, see :mod:`.compat`).
+        embeds: each prompt's input embeddings ``(P_i, d)``, fed instead of its ids' own in the first step (a
+            family that fills prompt positions with image features); left-padded as the ids are.
         extra: further ``generate`` keywords, the same for every row (``prefix_allowed_tokens_fn``…).
     """
     settings = dict(generation or {})
@@ -154,6 +156,11 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     settings, processors = sampling_processors(model, settings, generators)
     ids, mask = left_pad(rows, int(pad))
+    if embeds is not None:
+        padded = embeds[0].new_zeros((len(rows), ids.shape[1], embeds[0].shape[-1]))  # (B, T, d); the mask hides 0s
+        for i, row in enumerate(embeds):
+            padded[i, ids.shape[1] - row.shape[0] :] = row
+        extra["inputs_embeds"] = padded.to(device)
     length: dict[str, Any] = {"max_new_tokens": max_new_tokens}
     if given is not None:  # everything else is in the call's config
         given.max_new_tokens, given.max_length = None, ids.shape[1] + max_new_tokens

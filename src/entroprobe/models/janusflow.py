@@ -16,7 +16,8 @@ last entry passed through the decoder's final RMSNorm (``final_norm`` True), in 
   understanding prompt (system prompt, ``User: <image_placeholder>\\n[instruction]``, ``Assistant:``), whose
   ``<begin_of_image>`` carries the learned ``beg_of_und_embed`` and is not returned;
 - ``respond_text``: the README's understanding path (``prepare_inputs_embeds``, ``language_model.generate``, greedy),
-  then one teacher-forced pass over the prompt's embeddings + the generated tokens; ``prompt`` holds the question's
+  then one teacher-forced pass over the prompt's embeddings + the generated tokens (a batch of prompts: one
+  ``generate`` and one pass, padded); ``prompt`` holds the question's
   tokens (and an image prompt's image tokens), ``response`` every generated token;
 - ``respond_image``: the rectified-flow loop of the README and ``demo/app_janusflow.py``, written here from their
   behaviour (:meth:`JanusFlowAdapter._flow`). The README's KV-cache trimming loops over an empty list, so every step
@@ -33,7 +34,7 @@ import contextlib
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,7 +44,6 @@ from entroprobe.models.base import (
     Response,
     resolve_device,
     resolve_dtype,
-    seeded,
     weights_fingerprint,
 )
 from entroprobe.models.defaults import Default
@@ -226,37 +226,64 @@ class JanusFlowAdapter(UpstreamAdapter):
             InputError: neither text nor image, or ``max_new_tokens`` < 1.
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        require_prompt(text, image)
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        ids, embeds, templated = self._understanding(text, picture, item)
-        budget = room_to_generate(ids.shape[0], max_new_tokens, self.context, item)
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: one ``generate`` over their embeddings, left-padded (a sampled
+        answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
+        right-padded; each answer and its states are those of its prompt alone."""
+        from entroprobe.models.hf_generate import generate_rows
+
+        built = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            require_prompt(text, image)
+            item = prompt_item(text, image)
+            picture = None if image is None else load_image(image, item)
+            ids, embeds, templated = self._understanding(text, picture, item)
+            built.append(_Asked(text, picture, item, ids, embeds[0], templated,
+                                room_to_generate(ids.shape[0], max_new_tokens, self.context, item)))  # fmt: skip
         tok = self.tokenizer
-        sampling = {"do_sample": bool(self.text["do_sample"])}
-        with seeded(seed, self.device), torch.no_grad():
-            out = self.model.language_model.generate(
-                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
-                pad_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                max_new_tokens=budget, use_cache=True, **sampling)  # fmt: skip
-        new = out[0, -budget:] if out.shape[1] > budget else out[0]  # generate over embeddings returns the new ids
+        settings = {"do_sample": bool(self.text["do_sample"]), "pad_token_id": tok.eos_token_id,
+                    "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
+        answers = generate_rows(self.model.language_model, [a.ids for a in built], seeds=seeds,
+                                max_new_tokens=max(a.budget for a in built), device=self.device, generation=settings,
+                                embeds=[a.embeds for a in built], use_cache=True)  # fmt: skip
+        answers = [new[: a.budget] for new, a in zip(answers, built)]  # a row's own room in the context
+        out = []
+        for (text, picture, item, ids, _, templated, _), new, states in zip(built, answers, self._forced(built, answers)):
+            n_prompt = ids.shape[0]
+            image_at = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)
+            render = lambda q, picture=picture: self._template(
+                (f"{self.processor.image_tag}\n" if picture is not None else "") + q, self.processor.system_prompt)
+            asked = self._question(templated, text, ids, item, render)
+            keep = torch.unique(torch.cat([image_at, asked])).sort().values if picture is not None or asked.numel() \
+                else torch.arange(n_prompt)  # fmt: skip
+            every = torch.cat([ids.cpu(), new])
+            out.append(Response(
+                prompt=self._states(states, keep, every),
+                response=self._states(states, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
+                output=tok.decode(new.tolist(), skip_special_tokens=True), output_ids=new,
+                extra={"prompt": templated, "prompt_tokens": "question"},
+            ))  # fmt: skip
+        return out
+
+    def _forced(self, built: list[_Asked], answers: list[torch.Tensor]) -> list[torch.Tensor]:
+        """ONE decoder pass over every prompt's embeddings + its answer's tokens, right-padded (a row's tokens never
+        see what follows them) → each row's raw states ``(L + 1, P + n, d)``."""
         with torch.no_grad():
-            full = torch.cat([embeds, self.decoder.get_input_embeddings()(new[None]).to(embeds.dtype)], dim=1)
-        states = self._pass(full)  # (L + 1, P + n, d)
-        n_prompt = ids.shape[0]
-        image_at = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)
-        render = lambda q: self._template((f"{self.processor.image_tag}\n" if picture is not None else "") + q,
-                                          self.processor.system_prompt)
-        asked = self._question(templated, text, ids, item, render)
-        keep = torch.unique(torch.cat([image_at, asked])).sort().values if picture is not None or asked.numel() else \
-            torch.arange(n_prompt)  # fmt: skip
-        every = torch.cat([ids, new.to(ids.device)]).cpu()
-        return Response(
-            prompt=self._states(states, keep, every),
-            response=self._states(states, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
-            output=tok.decode(new.tolist(), skip_special_tokens=True), output_ids=new.cpu(),
-            extra={"prompt": templated, "prompt_tokens": "question"},
-        )  # fmt: skip
+            rows = [torch.cat([a.embeds, self.decoder.get_input_embeddings()(new.to(self.device)).to(a.embeds.dtype)])
+                    for a, new in zip(built, answers)]  # fmt: skip
+            width = max(r.shape[0] for r in rows)
+            padded = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))  # (B, T, d)
+            mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+            for i, r in enumerate(rows):
+                padded[i, : r.shape[0]], mask[i, : r.shape[0]] = r, 1
+        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
+            self.decoder(inputs_embeds=padded, attention_mask=mask, use_cache=False)
+        states = capture.calls[0].stacked()  # (L + 1, B, T, d)
+        return [states[:, i, : r.shape[0]] for i, r in enumerate(rows)]
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Generate an image as the README does (rectified flow, classifier-free guidance) under ``seed``.
@@ -369,6 +396,18 @@ class JanusFlowAdapter(UpstreamAdapter):
         return {**super().describe(), "dtype": str(self.dtype).removeprefix("torch."), "dtype_source": DTYPE.source,
                 "vae": self.vae_source, "image_token_id": self.image_token_id,
                 "num_image_tokens": int(self.processor.num_image_tokens)}  # fmt: skip
+
+
+class _Asked(NamedTuple):
+    """A text-generation prompt as the README builds it, with the room its answer has in the context."""
+
+    text: str | None
+    picture: Any
+    item: str
+    ids: torch.Tensor  # (P,)
+    embeds: torch.Tensor  # (P, d): prepare_inputs_embeds' output
+    templated: str
+    budget: int
 
 
 def _check_image_settings(image: dict[str, Any]) -> None:

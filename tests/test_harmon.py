@@ -367,3 +367,40 @@ def test_a_whole_run_records_defaults_and_the_checkout(harmon_root, tiny_dir, tm
     assert model["defaults"]["image-gen"]["num_iter"] == {"value": 2, "source": "--model-args", "default": 64}
     image_gen = frame[frame["task"] == "image-gen"]
     assert set(image_gen["num_layers"]) == {LAYERS} and (image_gen["n_response_tokens"] == GRID**2).all()
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(harmon_root, tiny_dir, sampled, monkeypatch):
+    """One generate over the prompts' embeddings (left-padded) and one teacher-forced pass (right-padded), text and
+    image prompts of different lengths; a sampled answer draws from its own seed."""
+    from entroprobe.models import load_model
+
+    harmon = load_model(f"harmon:{tiny_dir}", repo=str(harmon_root), config=str(tiny_dir / "tiny_config.py"), **ARGS,
+                        do_sample=str(sampled).lower())  # fmt: skip
+    prompts = [("a red cat", None), ("what is this", random_image((32, 32), seed=4)),
+               ("the blue dog sat on the mat in the sun", None), (None, random_image((32, 32), seed=5))]  # fmt: skip
+    seeds = [3, 4, 5, 6]
+    calls = []
+    generate, forward = harmon.model.llm.generate, harmon.model.llm.model.forward
+    monkeypatch.setattr(harmon.model.llm, "generate",
+                        lambda **kw: calls.append(("generate", kw["inputs_embeds"].shape[0])) or generate(**kw))
+
+    def counted(**kw):
+        rows = kw["inputs_embeds"] if kw.get("inputs_embeds") is not None else kw["input_ids"]
+        calls.append(("pass" if kw.get("use_cache") is False else "step", rows.shape[0]))
+        return forward(**kw)
+
+    monkeypatch.setattr(harmon.model.llm.model, "forward", counted)
+    batched = harmon.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
+    assert calls[0] == ("generate", 4) and calls[-1] == ("pass", 4)  # the whole batch in each
+    assert [kind for kind, _ in calls].count("pass") == 1 and all(n == 4 for _, n in calls)
+    for (text, image), seed, response in zip(prompts, seeds, batched):
+        alone = harmon.respond_text(text, image, max_new_tokens=4, seed=seed)
+        assert torch.equal(response.output_ids, alone.output_ids) and response.output == alone.output
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions) and torch.equal(mine.token_ids, theirs.token_ids)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+    if sampled:  # the seed decides what is drawn
+        answers = {tuple(harmon.respond_text("a red cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
+        assert len(answers) > 1

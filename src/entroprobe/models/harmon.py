@@ -182,8 +182,9 @@ class HarmonAdapter(UpstreamAdapter):
     def _layers(self, **options: Any):
         return capture_layers(self.model.llm.model, "layers", **options)
 
-    def _states(self, call: Any, positions: Any, token_ids: Any = None) -> LayerStates:
-        return to_layer_states(call.stacked(), positions, token_ids=token_ids, final_norm=self.model.llm.model.norm)
+    def _states(self, states: torch.Tensor, positions: Any, token_ids: Any = None, row: int = 0) -> LayerStates:
+        """:class:`LayerStates` of ``positions`` of a captured call's ``stacked()`` states (of batch row ``row``)."""
+        return to_layer_states(states, positions, token_ids=token_ids, row=row, final_norm=self.model.llm.model.norm)
 
     def _image_prompt(self, image: Any, question: str | None, item: str) -> tuple[str, torch.Tensor, torch.Tensor]:
         """image2text.py's prompt: ``(templated string, ids (1, T), input embeddings (1, T, d))``."""
@@ -233,7 +234,7 @@ class HarmonAdapter(UpstreamAdapter):
         ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
         with self._layers() as cap, torch.no_grad():
             self.model.llm.model(input_ids=ids, use_cache=False)
-        return self._states(cap.calls[0], slice(None), ids[0])
+        return self._states(cap.calls[0].stacked(), slice(None), ids[0])
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of the ``<image>`` positions of image2text.py's prompt (``instruction`` after the image)."""
@@ -242,46 +243,58 @@ class HarmonAdapter(UpstreamAdapter):
         with self._layers() as cap, torch.no_grad():
             self.model.llm.model(inputs_embeds=embeds, use_cache=False)
         where = self._patches(ids)
-        return self._states(cap.calls[0], where, ids[0, where])
+        return self._states(cap.calls[0].stacked(), where, ids[0, where])
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip
         """image2text.py's answer (greedy by default) under ``seed``, then one teacher-forced pass."""
-        self.require("text-gen", "image" if image is not None else "text")
-        item = prompt_item(text, image)
-        if image is not None:
-            templated, ids, embeds = self._image_prompt(image, text, item)
-            count = int((ids == self.image_token_id).sum())
-            render = lambda q: self._render(IMAGE_TOKEN * count + "\n" + q)  # noqa: E731
-        else:
-            ids = tokenize_checked(self.tokenizer, self._render(text) if text else text, limit=self.context,
-                                   item=item).to(self.device)  # fmt: skip
-            templated, render = self._render(text), self._render
-            with torch.no_grad():
-                embeds = self.model.llm.get_input_embeddings()(ids)
-        budget = room_to_generate(ids.shape[1], max_new_tokens, self.context, item)
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: one ``generate`` over their embeddings, left-padded (a sampled
+        answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
+        right-padded; each answer and its states are those of its prompt alone."""
+        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_embeds
+
+        asked = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            item = prompt_item(text, image)
+            if image is not None:
+                templated, ids, embeds = self._image_prompt(image, text, item)
+                count = int((ids == self.image_token_id).sum())
+                render = lambda q, count=count: self._render(IMAGE_TOKEN * count + "\n" + q)  # noqa: E731
+            else:
+                ids = tokenize_checked(self.tokenizer, self._render(text) if text else text, limit=self.context,
+                                       item=item).to(self.device)  # fmt: skip
+                templated, render = self._render(text), self._render
+                with torch.no_grad():
+                    embeds = self.model.llm.get_input_embeddings()(ids)
+            asked.append(Asked(text, image, item, templated, render, ids[0], embeds[0],
+                               room_to_generate(ids.shape[1], max_new_tokens, self.context, item)))  # fmt: skip
         tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        settings = {"do_sample": bool(self.text_settings["do_sample"]), "eos_token_id": tok.eos_token_id,
+                    "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id}  # fmt: skip
         try:
-            with seeded(seed, self.device), torch.no_grad():
-                new = self.model.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(ids),
-                                              use_cache=True, do_sample=bool(self.text_settings["do_sample"]),
-                                              max_new_tokens=budget, eos_token_id=tok.eos_token_id,
-                                              pad_token_id=pad)[0]  # fmt: skip
+            answers = answer_embedded(self.model.llm, asked, seeds=seeds, device=self.device, generation=settings,
+                                      use_cache=True)  # fmt: skip
         except ValueError as exc:
             raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from exc
-        new = new[-budget:] if new.shape[0] > budget else new  # inputs_embeds alone: only the new tokens come back
-        with torch.no_grad():
-            full = torch.cat([embeds, self.model.llm.get_input_embeddings()(new[None])], dim=1)  # (1, P + G, d)
+        embeds, mask = forced_embeds(asked, answers, self.model.llm.get_input_embeddings())
         with self._layers() as cap, torch.no_grad():
-            self.model.llm.model(inputs_embeds=full, use_cache=False)
-        n = ids.shape[1]
-        image_positions = self._patches(ids) if image is not None else None
-        keep = self._question(render, templated, text, ids[0], item, image_positions)
-        return Response(prompt=self._states(cap.calls[0], keep, ids[0, keep.to(ids.device)]),
-                        response=self._states(cap.calls[0], torch.arange(n, n + new.shape[0]), new),
-                        output=tok.decode(new, skip_special_tokens=True), output_ids=new.cpu(),
-                        extra={"prompt": templated})  # fmt: skip
+            self.model.llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        states, out = cap.calls[0].stacked(), []  # (L + 1, B, T, d)
+        for row, (a, new) in enumerate(zip(asked, answers)):
+            n = a.ids.shape[0]
+            patches = self._patches(a.ids[None]) if a.image is not None else None
+            keep = self._question(a.render, a.templated, a.text, a.ids, a.item, patches)
+            out.append(Response(
+                prompt=self._states(states, keep, a.ids[keep.to(a.ids.device)], row=row),
+                response=self._states(states, torch.arange(n, n + new.shape[0]), new, row=row),
+                output=tok.decode(new, skip_special_tokens=True), output_ids=new, extra={"prompt": a.templated},
+            ))  # fmt: skip
+        return out
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """text2image.py's image for ``text`` (one image, not its 2×2 grid) under ``seed``; states of the final
@@ -315,8 +328,9 @@ class HarmonAdapter(UpstreamAdapter):
         picture = torch.clamp(127.5 * pixels[0].float() + 128.0, 0, 255).to(torch.uint8)  # (3, H, W)
         from PIL import Image
 
-        return Response(prompt=self._states(cap.calls[0], keep, prompt_ids[0, keep.to(ids.device)]),
-                        response=self._states(cap.calls[0], torch.arange(length, length + m * n)),
+        states = cap.calls[0].stacked()
+        return Response(prompt=self._states(states, keep, prompt_ids[0, keep.to(ids.device)]),
+                        response=self._states(states, torch.arange(length, length + m * n)),
                         output=Image.fromarray(picture.permute(1, 2, 0).cpu().numpy()),
                         extra={"prompt": self._render(asked), "tokens": tokens[0].float().cpu(), **values})  # fmt: skip
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
-__all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows"]
+__all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows", "Asked",
+           "answer_embedded", "forced_embeds"]
 
 _DEFAULT_TOP_K = 50  # what transformers uses when neither the call nor the checkpoint sets top_k
 # generation settings whose processors read the prompt's ids (left padding would change what they do)
@@ -203,3 +204,41 @@ def teacher_forced_rows(model: Any, prompts: list[torch.Tensor], responses: list
         pairs.append((LayerStates(states[:, i, :n], positions[:n], row[:n], final_norm),
                       LayerStates(states[:, i, n:total], positions[n:total], row[n:total], final_norm)))
     return pairs
+
+
+class Asked(NamedTuple):
+    """One prompt of a batch of text replies generated over input embeddings (a family that fills a prompt's image
+    positions with features itself): what its script builds, and the room its answer has in the context."""
+
+    text: str | None
+    image: Any
+    item: str
+    templated: str  # the prompt as the template writes it
+    render: Callable[[str], str]  # a question → its templated prompt (to find the question's tokens)
+    ids: torch.Tensor  # (P,)
+    embeds: torch.Tensor  # (P, d)
+    budget: int  # the most tokens the answer may have
+
+
+def answer_embedded(model: Any, asked: list[Asked], *, seeds: list[int], device: torch.device,
+                    generation: Mapping[str, Any], **extra: Any) -> list[torch.Tensor]:  # fmt: skip
+    """:func:`generate_rows` over the prompts' embeddings, each answer cut to its own budget: the batch generates up
+    to the largest, and a row's first tokens are those it draws alone."""
+    answers = generate_rows(model, [a.ids for a in asked], seeds=seeds, max_new_tokens=max(a.budget for a in asked),
+                            device=device, generation=generation, embeds=[a.embeds for a in asked], **extra)  # fmt: skip
+    return [new[: a.budget] for new, a in zip(answers, asked)]
+
+
+def forced_embeds(asked: list[Asked], answers: list[torch.Tensor],
+                  embed_tokens: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The teacher-forced pass's inputs: each prompt's embeddings then its answer's token embeddings, right-padded
+    (a row's tokens never see what follows them) → ``(inputs_embeds (B, T, d), attention_mask (B, T))``."""
+    with torch.no_grad():
+        rows = [torch.cat([a.embeds, embed_tokens(new.to(a.embeds.device)).to(a.embeds.dtype)])
+                for a, new in zip(asked, answers)]  # fmt: skip
+    width = max(r.shape[0] for r in rows)
+    padded = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+    for i, row in enumerate(rows):
+        padded[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
+    return padded, mask

@@ -34,7 +34,7 @@ import contextlib
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -233,57 +233,42 @@ class JanusFlowAdapter(UpstreamAdapter):
         """:meth:`respond_text` of several prompts: one ``generate`` over their embeddings, left-padded (a sampled
         answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
         right-padded; each answer and its states are those of its prompt alone."""
-        from entroprobe.models.hf_generate import generate_rows
+        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_embeds
 
-        built = []
+        asked = []
         for text, image in prompts:
             self.require("text-gen", "image" if image is not None else "text")
             require_prompt(text, image)
             item = prompt_item(text, image)
             picture = None if image is None else load_image(image, item)
             ids, embeds, templated = self._understanding(text, picture, item)
-            built.append(_Asked(text, picture, item, ids, embeds[0], templated,
-                                room_to_generate(ids.shape[0], max_new_tokens, self.context, item)))  # fmt: skip
+            tag = f"{self.processor.image_tag}\n" if picture is not None else ""
+            render = lambda q, tag=tag: self._template(tag + q, self.processor.system_prompt)  # noqa: E731
+            asked.append(Asked(text, picture, item, templated, render, ids, embeds[0],
+                               room_to_generate(ids.shape[0], max_new_tokens, self.context, item)))  # fmt: skip
         tok = self.tokenizer
         settings = {"do_sample": bool(self.text["do_sample"]), "pad_token_id": tok.eos_token_id,
                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
-        answers = generate_rows(self.model.language_model, [a.ids for a in built], seeds=seeds,
-                                max_new_tokens=max(a.budget for a in built), device=self.device, generation=settings,
-                                embeds=[a.embeds for a in built], use_cache=True)  # fmt: skip
-        answers = [new[: a.budget] for new, a in zip(answers, built)]  # a row's own room in the context
-        out = []
-        for (text, picture, item, ids, _, templated, _), new, states in zip(built, answers, self._forced(built, answers)):
-            n_prompt = ids.shape[0]
-            image_at = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)
-            render = lambda q, picture=picture: self._template(
-                (f"{self.processor.image_tag}\n" if picture is not None else "") + q, self.processor.system_prompt)
-            asked = self._question(templated, text, ids, item, render)
-            keep = torch.unique(torch.cat([image_at, asked])).sort().values if picture is not None or asked.numel() \
-                else torch.arange(n_prompt)  # fmt: skip
-            every = torch.cat([ids.cpu(), new])
+        answers = answer_embedded(self.model.language_model, asked, seeds=seeds, device=self.device,
+                                  generation=settings, use_cache=True)  # fmt: skip
+        embeds, mask = forced_embeds(asked, answers, self.decoder.get_input_embeddings())
+        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
+            self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        states, out = capture.calls[0].stacked(), []  # (L + 1, B, T, d)
+        for row, (a, new) in enumerate(zip(asked, answers)):
+            n_prompt, mine = a.ids.shape[0], states[:, row, : a.ids.shape[0] + new.shape[0]]
+            image_at = torch.nonzero(a.ids.cpu() == self.image_token_id).squeeze(1)
+            question = self._question(a.templated, a.text, a.ids, a.item, a.render)
+            keep = torch.unique(torch.cat([image_at, question])).sort().values \
+                if a.image is not None or question.numel() else torch.arange(n_prompt)  # fmt: skip
+            every = torch.cat([a.ids.cpu(), new])
             out.append(Response(
-                prompt=self._states(states, keep, every),
-                response=self._states(states, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
+                prompt=self._states(mine, keep, every),
+                response=self._states(mine, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
                 output=tok.decode(new.tolist(), skip_special_tokens=True), output_ids=new,
-                extra={"prompt": templated, "prompt_tokens": "question"},
+                extra={"prompt": a.templated, "prompt_tokens": "question"},
             ))  # fmt: skip
         return out
-
-    def _forced(self, built: list[_Asked], answers: list[torch.Tensor]) -> list[torch.Tensor]:
-        """ONE decoder pass over every prompt's embeddings + its answer's tokens, right-padded (a row's tokens never
-        see what follows them) → each row's raw states ``(L + 1, P + n, d)``."""
-        with torch.no_grad():
-            rows = [torch.cat([a.embeds, self.decoder.get_input_embeddings()(new.to(self.device)).to(a.embeds.dtype)])
-                    for a, new in zip(built, answers)]  # fmt: skip
-            width = max(r.shape[0] for r in rows)
-            padded = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))  # (B, T, d)
-            mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-            for i, r in enumerate(rows):
-                padded[i, : r.shape[0]], mask[i, : r.shape[0]] = r, 1
-        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
-            self.decoder(inputs_embeds=padded, attention_mask=mask, use_cache=False)
-        states = capture.calls[0].stacked()  # (L + 1, B, T, d)
-        return [states[:, i, : r.shape[0]] for i, r in enumerate(rows)]
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Generate an image as the README does (rectified flow, classifier-free guidance) under ``seed``.
@@ -396,18 +381,6 @@ class JanusFlowAdapter(UpstreamAdapter):
         return {**super().describe(), "dtype": str(self.dtype).removeprefix("torch."), "dtype_source": DTYPE.source,
                 "vae": self.vae_source, "image_token_id": self.image_token_id,
                 "num_image_tokens": int(self.processor.num_image_tokens)}  # fmt: skip
-
-
-class _Asked(NamedTuple):
-    """A text-generation prompt as the README builds it, with the room its answer has in the context."""
-
-    text: str | None
-    picture: Any
-    item: str
-    ids: torch.Tensor  # (P,)
-    embeds: torch.Tensor  # (P, d): prepare_inputs_embeds' output
-    templated: str
-    budget: int
 
 
 def _check_image_settings(image: dict[str, Any]) -> None:

@@ -331,6 +331,29 @@ def test_image_response_is_the_transformers_last_conditional_call(og2):
     assert not torch.equal(other.response.states, response.response.states)
 
 
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(og2, monkeypatch):
+    """One pipeline call for prompts of different lengths: each row's instruction tokens then its patches, its noise
+    from its own generator; the tokenizer pads on the right there (where the transformer reads a row's tokens) and
+    is left as it was."""
+    texts, seeds = ["a red cube", "the blue dog sat on the mat", "a cat"], [3, 4, 5]
+    tokenizer = og2.pipe.processor.tokenizer
+    monkeypatch.setattr(tokenizer, "padding_side", "left")  # a checkpoint whose tokenizer pads on the left
+    with captured(list(og2.transformer.layers), first_input=lambda args, kwargs: args[0]) as calls:
+        batched = og2.respond_image_batch(texts, seeds=seeds)
+    assert len(calls) == 2 * STEPS and all(stacked(c).shape[1] == len(texts) for c in calls)  # one call per branch
+    assert tokenizer.padding_side == "left"
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = og2.respond_image(text, seed=seed)
+        assert response.extra["cap_len"] == alone.extra["cap_len"]
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= 1
+    with pytest.raises(ItemError, match="empty"):
+        og2.respond_image_batch(["a cat", " "], seeds=[1, 2])
+
+
 def test_cfg_range_and_guidance_decide_the_calls_of_each_step(og2):
     with captured(list(og2.transformer.layers), first_input=lambda args, kwargs: args[0]) as calls:
         response = og2.respond_image("a red cube", seed=3, cfg_range_end=0.0)  # guidance in step 0 only

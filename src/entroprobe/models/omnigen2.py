@@ -258,47 +258,68 @@ class OmniGen2Adapter(UpstreamAdapter):
             InputError: an unknown or invalid setting.
             ItemError: an empty prompt, or one longer than ``max_sequence_length`` tokens.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts in one pipeline call, as its list-of-prompts form does: every
+        prompt's noise from its own generator (the pipeline's per-image ``generator`` list), the prompts' tokens
+        padded on the right (where the transformer reads them); each image and its states are its prompt's alone."""
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        require_text(text, item)
         options = self.for_call(IMAGE_DEFAULTS, self.image, generation)
         _check_image_settings(options)
-        templated = self.pipe._apply_chat_template(text)
-        ids = self.tokenizer(templated, return_tensors="pt")["input_ids"][0]  # what _get_qwen2_prompt_embeds reads
-        if ids.shape[0] > options["max_sequence_length"]:
-            raise ItemError(item, f"{ids.shape[0]} prompt tokens is longer than max_sequence_length="
-                                  f"{options['max_sequence_length']} (the pipeline would truncate it)")  # fmt: skip
-        check_length(ids.shape[0], self.context, item)
+        asked = []
+        for text in texts:
+            item = prompt_item(text)
+            require_text(text, item)
+            templated = self.pipe._apply_chat_template(text)
+            ids = self.tokenizer(templated, return_tensors="pt")["input_ids"][0]  # what _get_qwen2_prompt_embeds reads
+            if ids.shape[0] > options["max_sequence_length"]:
+                raise ItemError(item, f"{ids.shape[0]} prompt tokens is longer than max_sequence_length="
+                                      f"{options['max_sequence_length']} (the pipeline would truncate it)")  # fmt: skip
+            check_length(ids.shape[0], self.context, item)
+            asked.append((text, item, templated, ids))
         height, width, n_image = self._size(options)
-        steps, cap_len = int(options["num_inference_steps"]), ids.shape[0]
+        steps = int(options["num_inference_steps"])
         from entroprobe.models.omnigen2_load import make_scheduler
 
         self.pipe.scheduler = make_scheduler(options["scheduler"], self.euler, self._dpm)
         last = steps - 1
-        with seeded(seed, self.device) as generator, torch.no_grad(), \
-                capture_layers(self.transformer, "layers", keep=lambda s, c: s == last and c == 0) as capture:  # fmt: skip
-            result = self.pipe(
-                prompt=text, negative_prompt=options["negative_prompt"], height=height, width=width,
-                num_inference_steps=steps, max_sequence_length=int(options["max_sequence_length"]),
-                text_guidance_scale=float(options["text_guidance_scale"]),
-                image_guidance_scale=float(options["image_guidance_scale"]),
-                cfg_range=(float(options["cfg_range_start"]), float(options["cfg_range_end"])),
-                generator=generator, output_type="pil", step_func=lambda i, n: capture.next_step())  # fmt: skip
+        tokenizer, generators = self.pipe.processor.tokenizer, [torch.Generator(device=self.device).manual_seed(int(s))
+                                                                  for s in seeds]  # fmt: skip
+        side, tokenizer.padding_side = tokenizer.padding_side, "right"  # the transformer reads row i's first tokens
+        try:
+            with seeded(int(seeds[0]), self.device), torch.no_grad(), \
+                    capture_layers(self.transformer, "layers", keep=lambda s, c: s == last and c == 0) as capture:  # fmt: skip
+                result = self.pipe(
+                    prompt=[text for text, *_ in asked], negative_prompt=options["negative_prompt"], height=height,
+                    width=width, num_inference_steps=steps, max_sequence_length=int(options["max_sequence_length"]),
+                    text_guidance_scale=float(options["text_guidance_scale"]),
+                    cfg_range=(float(options["cfg_range_start"]), float(options["cfg_range_end"])),
+                    generator=generators, output_type="pil", step_func=lambda i, n: capture.next_step(),
+                    **_no_reference_images(len(asked), float(options["image_guidance_scale"])))  # fmt: skip
+        finally:
+            tokenizer.padding_side = side
         calls = capture.select(step=last, call_in_step=0)
         if len(calls) != 1:
             raise EntroprobeError(f"expected one conditional transformer call in step {last}; captured {len(calls)}")
-        states = calls[0].stacked()[:, 0]  # (L + 1, cap_len + n_image, d)
-        if states.shape[1] != cap_len + n_image:
-            raise EntroprobeError(f"the joint sequence has {states.shape[1]} tokens; expected cap_len {cap_len} + "
-                             f"{n_image} image patches")  # fmt: skip
-        asked = self._question(templated, text, ids, item, self.pipe._apply_chat_template)
-        keep = asked if asked.numel() else torch.arange(cap_len)
-        return Response(
-            prompt=to_layer_states(states, keep, token_ids=ids[keep]),
-            response=to_layer_states(states, torch.arange(cap_len, cap_len + n_image)),
-            output=result.images[0], output_ids=None,
-            extra={"prompt": templated, "model": "transformer", "step": last, "cap_len": cap_len, **options},
-        )  # fmt: skip
+        stacked = calls[0].stacked()  # (L + 1, B, longest cap_len + n_image, d)
+        widest = max(ids.shape[0] for *_, ids in asked) + n_image
+        if stacked.shape[1:3] != (len(asked), widest):
+            raise EntroprobeError(f"the joint sequences are {tuple(stacked.shape[1:3])} (rows, tokens); expected "
+                                  f"{len(asked)} rows of at most cap_len + {n_image} image patches = {widest}")  # fmt: skip
+        out = []
+        for row, ((text, item, templated, ids), image) in enumerate(zip(asked, result.images)):
+            cap_len = ids.shape[0]
+            states = stacked[:, row, : cap_len + n_image]  # the row's instruction tokens, then its image patches
+            question = self._question(templated, text, ids, item, self.pipe._apply_chat_template)
+            keep = question if question.numel() else torch.arange(cap_len)
+            out.append(Response(
+                prompt=to_layer_states(states, keep, token_ids=ids[keep]),
+                response=to_layer_states(states, torch.arange(cap_len, cap_len + n_image)),
+                output=image, output_ids=None,
+                extra={"prompt": templated, "model": "transformer", "step": last, "cap_len": cap_len, **options},
+            ))  # fmt: skip
+        return out
 
     # -- provenance ---------------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -315,6 +336,15 @@ class OmniGen2Adapter(UpstreamAdapter):
                 "mllm_sampling": {"do_sample": bool(getattr(generation, "do_sample", False)),
                                   "source": "mllm/generation_config.json"},
                 "image_token_id": self.image_token_id}  # fmt: skip
+
+
+def _no_reference_images(count: int, image_guidance_scale: float) -> dict[str, Any]:
+    """The pipeline's keywords for ``count`` text-to-image prompts. Alone: no ``input_images``, and the pipeline then
+    turns image guidance off (``_image_guidance_scale = 1``). Several: ``prepare_image`` iterates ``input_images``
+    whenever ``batch_size > 1``, so each prompt gets ``None``, and image guidance is turned off here, as alone."""
+    if count == 1:
+        return {"image_guidance_scale": image_guidance_scale}
+    return {"input_images": [None] * count, "image_guidance_scale": 1.0}
 
 
 def _check_image_settings(image: dict[str, Any]) -> None:

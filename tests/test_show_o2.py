@@ -376,6 +376,29 @@ def test_image_response_is_the_last_sampler_calls_conditional_row(showo2, show_o
         showo2.respond_image(" ".join(["cat"] * 30))
 
 
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(showo2, monkeypatch):
+    """One sampler run for prompts of different lengths (the script's batch layout: conditional rows, then the
+    unconditional ones), each row's noise from its own seed; an adaptive solver runs them one at a time."""
+    from upstream_checks import captured, stacked
+
+    texts, seeds = ["a red cat", "the blue dog sat on a mat", "a cube"], [4, 5, 6]
+    with captured(list(showo2.model.showo.model.layers)) as calls:
+        batched = showo2.respond_image_batch(texts, seeds=seeds)
+    assert len(calls) == 3 and all(stacked(c).shape[1] == 2 * len(texts) for c in calls)  # both rows of each prompt
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = showo2.respond_image(text, seed=seed)
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= 1
+    with captured(list(showo2.model.showo.model.layers)) as calls:
+        showo2.respond_image_batch(texts[:2], seeds=seeds[:2], sampling_method="dopri5")
+    assert {stacked(c).shape[1] for c in calls} == {2}  # adaptive steps: each prompt alone
+    with pytest.raises(ItemError, match="empty"):
+        showo2.respond_image_batch(["a cat", " "], seeds=[1, 2])
+
+
 def test_defaults_match_the_checkouts_configs(show_o_root):
     import yaml
 

@@ -330,13 +330,19 @@ class ShowO2Adapter(UpstreamAdapter):
             InputError: an unknown or unparsable setting.
             ItemError: an empty prompt, or one longer than ``max_seq_length`` leaves room for.
         """
-        from entroprobe.models.show_o2_generate import generate_image
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts in one sampler run, as ``inference_t2i.py`` batches them (one
+        prompt at a time under an adaptive ODE solver, whose steps would depend on the batch)."""
+        from entroprobe.models.show_o2_generate import generate_images
 
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        require_text(text, item)
+        items = [prompt_item(text) for text in texts]
+        for text, item in zip(texts, items):
+            require_text(text, item)
         values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="Show-o2 image-generation")
-        return generate_image(self, text, item, seed, values)
+        return generate_images(self, texts, items, seeds, values)
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the image facts and the dtype."""

@@ -17,30 +17,44 @@ from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import Response, seeded
 from entroprobe.models.hooks import capture_layers
 
-__all__ = ["generate_image"]
+__all__ = ["FIXED_STEP", "generate_images"]
 
 
-def generate_image(adapter: Any, text: str, item: str, seed: int, values: dict[str, Any]) -> Response:
-    """One image for ``text`` (see the module); ``values`` are the image-generation settings."""
+# torchdiffeq's fixed-grid solvers: each row's steps are its own. An adaptive solver sizes its steps by the error of
+# the whole batch, so under one a prompt's image would depend on its batch: such prompts go one at a time.
+FIXED_STEP = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+
+
+def generate_images(adapter: Any, texts: list[str], items: list[str], seeds: list[int],
+                    values: dict[str, Any]) -> list[Response]:  # fmt: skip
+    """One image per text (see the module), the texts in one batch as ``inference_t2i.py`` batches its prompts: every
+    row has the same padded layout, the conditional rows first, then the unconditional ones; each row's noise comes
+    from its own seed. ``values`` are the image-generation settings."""
+    if len(texts) > 1 and str(values["sampling_method"]) not in FIXED_STEP:
+        return [r for t, i, s in zip(texts, items, seeds) for r in generate_images(adapter, [t], [i], [s], values)]
     model, ids, device = adapter.model, adapter.ids, adapter.device
     n_tokens = adapter.num_image_tokens + (1 if adapter.add_time_embeds else 0)  # the script's += 1
     max_seq = int(values["max_seq_length"])
     max_text = max_seq - n_tokens - 4  # utils.py get_hyper_params
-    words = adapter.tokenizer(text, add_special_tokens=False)["input_ids"]
     if max_text < 1:
         raise InputError(f"max_seq_length={max_seq} leaves no room for text beside {n_tokens} image tokens")
-    if len(words) > max_text:
-        raise ItemError(item, f"{len(words)} tokens is longer than the {max_text} text tokens max_seq_length="
-                              f"{max_seq} leaves beside the image")  # fmt: skip
+    words = [adapter.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    for item, row in zip(items, words):
+        if len(row) > max_text:
+            raise ItemError(item, f"{len(row)} tokens is longer than the {max_text} text tokens max_seq_length="
+                                  f"{max_seq} leaves beside the image")  # fmt: skip
     misc, omni, transport = adapter.code["misc"], adapter.code["omni"], adapter.code["transport"]
     tokens, null, positions, null_positions = misc.prepare_gen_input(
-        [text], adapter.tokenizer, n_tokens, ids["bos_id"], ids["eos_id"], ids["boi_id"], ids["eoi_id"],
+        list(texts), adapter.tokenizer, n_tokens, ids["bos_id"], ids["eos_id"], ids["boi_id"], ids["eoi_id"],
         adapter.tokenizer.pad_token_id, ids["img_pad_id"], max_text, device)  # fmt: skip
     guidance = float(values["guidance_scale"])
     config = model.config
     side = int(config.image_latent_height) * int(config.patch_size), int(config.image_latent_width) * int(config.patch_size)
-    with seeded(seed, device):
-        z = torch.randn((1, int(config.image_latent_dim), *side)).to(torch.bfloat16).to(device)  # as the script
+    noise = []
+    for seed in seeds:
+        with seeded(seed, device):  # as the script draws it, one prompt's noise per seed
+            noise.append(torch.randn((1, int(config.image_latent_dim), *side)).to(torch.bfloat16).to(device))
+    z = torch.cat(noise)  # (B, C, H, W)
     if guidance > 0:
         z = torch.cat([z, z], dim=0)
         tokens, positions = torch.cat([tokens, null], dim=0), torch.cat([positions, null_positions], dim=0)
@@ -71,20 +85,23 @@ def generate_image(adapter: Any, text: str, item: str, seed: int, values: dict[s
         raise EntroprobeError(f"Show-o2's sampler failed under the settings {values}: {type(exc).__name__}: {exc}") from exc
     if not capture.calls:
         raise InputError(f"num_inference_steps={values['num_inference_steps']} made no model call; give at least 2")
-    states = capture.calls[-1].stacked()  # (L + 1, [1,] T, d): the conditional row
+    states = capture.calls[-1].stacked()  # (L + 1, B, T, d): the conditional rows
     samples = torch.chunk(samples, 2)[0] if guidance > 0 else samples
     with torch.no_grad():
-        pixels = adapter.vae.batch_decode(samples.unsqueeze(2)).squeeze(2)  # (1, 3, H, W) in [-1, 1]
-    offset, length = (int(v) for v in positions[0, 0].tolist())
-    first = offset + 1 if adapter.add_time_embeds else offset
-    image_positions = torch.arange(first, offset + length)
-    prompt_positions = torch.arange(1, 1 + len(words))  # the text between bos and boi
-    row = tokens[0].tolist()
-    prompt = adapter._select(states, prompt_positions, row)
-    response = adapter._select(states, image_positions, None)
-    return Response(prompt=prompt, response=response, output=_to_pil(pixels[0]), output_ids=None,
-                    extra={"guidance_scale": guidance, "num_inference_steps": int(values["num_inference_steps"]),
-                           "states": "the last sampler call's conditional row"})  # fmt: skip
+        pixels = adapter.vae.batch_decode(samples.unsqueeze(2)).squeeze(2)  # (B, 3, H, W) in [-1, 1]
+    out = []
+    for row, words_of_row in enumerate(words):
+        offset, length = (int(v) for v in positions[row, 0].tolist())
+        first = offset + 1 if adapter.add_time_embeds else offset
+        mine = states[:, row]  # (L + 1, T, d)
+        out.append(Response(
+            prompt=adapter._select(mine, torch.arange(1, 1 + len(words_of_row)), tokens[row].tolist()),  # bos … boi
+            response=adapter._select(mine, torch.arange(first, offset + length), None),
+            output=_to_pil(pixels[row]), output_ids=None,
+            extra={"guidance_scale": guidance, "num_inference_steps": int(values["num_inference_steps"]),
+                   "states": "the last sampler call's conditional row"},
+        ))  # fmt: skip
+    return out
 
 
 def _to_pil(pixels: torch.Tensor) -> Any:

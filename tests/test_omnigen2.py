@@ -304,6 +304,37 @@ def test_text_response_is_one_pass_over_prompt_and_greedy_answer(og2):
     assert text_only.prompt.token_ids.tolist() == question and text_only.extra["model"] == "mllm"
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(og2, sampled, monkeypatch):
+    """One generate over the processor's left-padded batch (images among the prompts) and one right-padded pass;
+    the stop strings end a row as alone; a sampled answer draws from its own seed."""
+    if sampled:
+        monkeypatch.setattr(og2.mllm.generation_config, "do_sample", True)
+    prompts = [("what is this", random_image((32, 32))), ("a red cube on the mat", None),
+               ("and this", random_image((32, 32), seed=2)), ("a cat", None)]  # fmt: skip
+    seeds = [3, 4, 5, 6]
+    with captured(list(og2.decoder.layers)) as calls:
+        batched = og2.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
+    assert {stacked(c).shape[1] for c in calls} == {len(prompts)}  # every call holds the whole batch
+    for (text, image), seed, response in zip(prompts, seeds, batched):
+        alone = og2.respond_text(text, image, max_new_tokens=4, seed=seed)
+        assert torch.equal(response.output_ids, alone.output_ids) and response.output == alone.output
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions) and torch.equal(mine.token_ids, theirs.token_ids)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-3)
+    if sampled:  # the seed decides what is drawn
+        answers = {tuple(og2.respond_text("a cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
+        assert len(answers) > 1
+        return
+    stop = og2.tokenizer.convert_ids_to_tokens(int(batched[1].output_ids[1]))  # a token the second answer says
+    monkeypatch.setitem(og2.text, "stop_strings", (*og2.text["stop_strings"], stop))
+    stopped = og2.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
+    assert stopped[1].output_ids.tolist() == batched[1].output_ids[:2].tolist()  # ends on the stop string, kept
+    for (text, image), seed, response in zip(prompts, seeds, stopped):
+        assert torch.equal(response.output_ids, og2.respond_text(text, image, max_new_tokens=4, seed=seed).output_ids)
+
+
 def test_image_response_is_the_transformers_last_conditional_call(og2):
     with captured(list(og2.transformer.layers), first_input=lambda args, kwargs: args[0]) as calls:
         response = og2.respond_image("a red cube", seed=3)

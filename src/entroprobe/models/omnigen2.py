@@ -203,36 +203,72 @@ class OmniGen2Adapter(UpstreamAdapter):
             ItemError: an unreadable image, a prompt that leaves no room in the context, or an answer holding an
                 image placeholder token (which a pass over it would read as a second image).
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        require_prompt(text, image)
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        templated, inputs = self._understanding(text, picture)
-        ids = inputs["input_ids"][0]
-        budget = room_to_generate(ids.shape[0], max_new_tokens, self.context, item)
-        with seeded(seed, self.device), torch.no_grad():
-            out = self.mllm.generate(**inputs, tokenizer=self.tokenizer, max_new_tokens=budget,
-                                     stop_strings=list(self.text["stop_strings"]))  # fmt: skip
-        new = out[0, ids.shape[0]:].cpu()
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts, as ``generate_text`` takes a list: the processor's left-padded batch
+        in one ``generate`` (its stop strings, each one token, end a row as its end-of-sequence ids do; a sampled
+        answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
+        right-padded; each answer and its states are those of its prompt alone."""
+        from entroprobe.models.hf_batch import pad_right
+        from entroprobe.models.hf_generate import generate_rows
+
+        asked = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            require_prompt(text, image)
+            item = prompt_item(text, image)
+            picture = None if image is None else load_image(image, item)
+            asked.append((text, picture, item, self.chat._apply_chat_template(text or "", None if picture is None
+                                                                              else [picture])))  # fmt: skip
+        pictures = [picture for _, picture, _, _ in asked if picture is not None]
+        with torch.no_grad():
+            inputs = self.chat.prepare_inputs_for_text_generation([t for *_, t in asked], pictures or None, self.device)
+        rows = [ids[mask.bool()].cpu() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        budgets = [room_to_generate(ids.shape[0], max_new_tokens, self.context, item) for ids, (_, _, item, _) in
+                   zip(rows, asked)]  # fmt: skip
+        stops = [self.tokenizer.convert_tokens_to_ids(s) for s in self.text["stop_strings"]]
+        if len(asked) > 1 and any(not isinstance(t, int) or t == self.tokenizer.unk_token_id for t in stops):
+            return [r for p, s in zip(prompts, seeds) for r in self.respond_text_batch([p], max_new_tokens=max_new_tokens,
+                                                                                     seeds=[s])]  # fmt: skip
+        images = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if k in inputs}
+        if len(asked) == 1:  # generate_text's own call: its stop strings, whatever tokens they are
+            extra = {"tokenizer": self.tokenizer, "stop_strings": list(self.text["stop_strings"])}
+            settings = {}
+        else:
+            eos = getattr(self.mllm.generation_config, "eos_token_id", None)
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            extra, settings = {}, {"eos_token_id": sorted({*eos, *stops})}
+        answers = generate_rows(self.mllm, rows, seeds=seeds, max_new_tokens=max(budgets), device=self.device,
+                                generation=settings, **images, **extra)  # fmt: skip
         placeholders = {self.image_token_id, int(self.mllm.config.video_token_id)}
-        if any(int(t) in placeholders for t in new):
-            raise ItemError(item, "the answer holds an image/video placeholder token; it cannot be read back")
-        every = torch.cat([ids.cpu(), new])
-        states = self._mllm_pass(every, inputs)  # (L + 1, P + n, d)
-        n_prompt = ids.shape[0]
-        image_at = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)
-        render = lambda q: self.chat._apply_chat_template(q, None if picture is None else [picture])
-        asked = self._question(templated, text, ids, item, render)
-        keep = torch.unique(torch.cat([image_at, asked])).sort().values
-        if not keep.numel():
-            keep = torch.arange(n_prompt)
-        answer = self.processor.batch_decode([new], skip_special_tokens=False, clean_up_tokenization_spaces=False)[0]
-        return Response(
-            prompt=self._mllm_states(states, keep, every),
-            response=self._mllm_states(states, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
-            output=answer.replace("<|im_end|>", ""), output_ids=new,
-            extra={"prompt": templated, "model": "mllm", "prompt_tokens": "question"},
-        )  # fmt: skip
+        out = []
+        for (text, picture, item, templated), ids, budget, new in zip(asked, rows, budgets, answers):
+            new = new[:budget]
+            if any(int(t) in placeholders for t in new):
+                raise ItemError(item, "the answer holds an image/video placeholder token; it cannot be read back")
+            out.append((new, torch.cat([ids, new])))
+        padded, mask = pad_right([every for _, every in out], 0)
+        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
+            self.mllm.model(input_ids=padded.to(self.device), attention_mask=mask.to(self.device), use_cache=False,
+                            **images)  # fmt: skip
+        states, responses = capture.calls[0].stacked(), []  # (L + 1, B, T, d)
+        for row, ((text, picture, item, templated), ids, (new, every)) in enumerate(zip(asked, rows, out)):
+            mine, n_prompt = states[:, row, : every.shape[0]], ids.shape[0]
+            image_at = torch.nonzero(ids == self.image_token_id).squeeze(1)
+            render = lambda q, picture=picture: self.chat._apply_chat_template(q, None if picture is None else [picture])
+            keep = torch.unique(torch.cat([image_at, self._question(templated, text, ids, item, render)])).sort().values
+            if not keep.numel():
+                keep = torch.arange(n_prompt)
+            answer = self.processor.batch_decode([new], skip_special_tokens=False, clean_up_tokenization_spaces=False)[0]
+            responses.append(Response(
+                prompt=self._mllm_states(mine, keep, every),
+                response=self._mllm_states(mine, torch.arange(n_prompt, n_prompt + new.shape[0]), every),
+                output=answer.replace("<|im_end|>", ""), output_ids=new,
+                extra={"prompt": templated, "model": "mllm", "prompt_tokens": "question"},
+            ))  # fmt: skip
+        return responses
 
     # -- the diffusion transformer -------------------------------------------------------------------------------
     def layers_for(self, task: str) -> int:

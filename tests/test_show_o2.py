@@ -344,6 +344,39 @@ def test_text_response_matches_generation(showo2, with_image):
     assert response.response.positions.tolist() == list(range(n_prompt, n_prompt + n_new))
 
 
+@pytest.mark.parametrize("top_k", [1, 0])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(showo2, top_k, monkeypatch):
+    """mmu_generate's loop over several prompts at once (right-padded, the unfinished rows each step), then one
+    pass; at B = 1 the answer is mmu_generate's own (top-k 1, the authors' setting); a sampled answer (top_k=0:
+    the whole distribution) draws from its own seed."""
+    from tiny_models import random_image
+
+    from entroprobe.models.base import seeded
+
+    monkeypatch.setitem(showo2.text_settings, "top_k", top_k or None)
+    prompts = [("what is this", random_image((64, 64), seed=3)), ("a red cube on the mat", None), ("a cat", None),
+               ("and this", random_image((64, 64), seed=4))]  # fmt: skip
+    seeds = [3, 4, 5, 6]
+    batched = showo2.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
+    for (text, image), seed, response in zip(prompts, seeds, batched):
+        alone = showo2.respond_text(text, image, max_new_tokens=4, seed=seed)
+        assert response.output_ids.tolist() == alone.output_ids.tolist() and response.output == alone.output
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions) and torch.equal(mine.token_ids, theirs.token_ids)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        if top_k == 1:  # the authors' own call gives the same answer
+            with seeded(seed, showo2.device), torch.no_grad():
+                embeds, _, _, block = showo2._understanding(text, image)
+                own = showo2.model.mmu_generate(input_embeds=embeds, attention_mask=showo2._mask(embeds.shape[1], block),
+                                                top_k=1, temperature=1.0, max_new_tokens=4,
+                                                eos_token=showo2.tokenizer.eos_token_id)  # fmt: skip
+            assert [int(t) for t in own] == response.output_ids.tolist()
+    if not top_k:
+        answers = {tuple(showo2.respond_text("a cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
+        assert len(answers) > 1
+
+
 def test_image_response_is_the_last_sampler_calls_conditional_row(showo2, show_o_root):
     from upstream_checks import captured, stacked
 

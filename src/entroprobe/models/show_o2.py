@@ -249,6 +249,17 @@ class ShowO2Adapter(UpstreamAdapter):
             self.model.showo(inputs_embeds=embeds, attention_mask=mask)
         return cap.calls[-1].stacked()[:, 0]
 
+    def _states_of(self, rows: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One decoder pass over sequences ``(T_i, d)`` under their additive masks ``(1, 1, T_i, T_i)``, right-padded
+        (:func:`~entroprobe.models.show_o2_generate.padded`) → each row's ``(L + 1, T_i, d)``."""
+        from entroprobe.models.show_o2_generate import padded
+
+        embeds, mask = padded(rows, [m[0, 0] for m in masks])
+        with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
+            self.model.showo(inputs_embeds=embeds, attention_mask=mask)
+        states = cap.calls[-1].stacked()  # (L + 1, B, T, d)
+        return [states[:, k, : row.shape[0]] for k, row in enumerate(rows)]
+
     def _select(self, states: torch.Tensor, positions: Any, ids: list[int] | None) -> LayerStates:
         index = torch.as_tensor(positions, dtype=torch.long)
         tokens = None if ids is None else torch.tensor([ids[i] for i in index.tolist()], dtype=torch.long)
@@ -293,30 +304,44 @@ class ShowO2Adapter(UpstreamAdapter):
             InputError: neither text nor image, or ``max_new_tokens`` below 1.
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        require_prompt(text, image)
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        with seeded(seed, self.device), torch.no_grad():
-            embeds, ids, where, block = self._understanding(text, picture)
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
+
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: ``mmu_generate``'s loop over them at once, then one teacher-forced
+        pass, right-padded (see :mod:`entroprobe.models.show_o2_generate`); each answer and its states are those of
+        its prompt alone."""
+        from entroprobe.models.show_o2_generate import generate_texts
+
+        asked = []
+        for (text, image), seed in zip(prompts, seeds):
+            self.require("text-gen", "image" if image is not None else "text")
+            require_prompt(text, image)
+            item = prompt_item(text, image)
+            picture = None if image is None else load_image(image, item)
+            with seeded(seed, self.device), torch.no_grad():  # the image path samples its VAE latent
+                embeds, ids, where, block = self._understanding(text, picture)
             budget = room_to_generate(embeds.shape[1], max_new_tokens, self.context, item)
-            new = self.model.mmu_generate(input_embeds=embeds, attention_mask=self._mask(embeds.shape[1], block),
-                                          top_k=self.text_settings["top_k"],
-                                          temperature=self.text_settings["temperature"], max_new_tokens=budget,
-                                          eos_token=self.tokenizer.eos_token_id)  # fmt: skip
-            new_ids = [int(t) for t in new]
-            joined = torch.cat([embeds, self._embed(new_ids).to(embeds.dtype)], dim=1)  # (1, P + G, d)
-            states = self._states(joined, self._mask(joined.shape[1], block))
-        n_prompt = embeds.shape[1]
-        asked = len(self._words(text))
-        end = n_prompt - len(self._assistant)
-        prompt_positions = torch.cat([where, torch.arange(end - asked, end)])
-        every = ids + new_ids
-        prompt = self._select(states, prompt_positions, every)  # image features carry img_pad_id
-        response = self._select(states, torch.arange(n_prompt, n_prompt + len(new_ids)), every)
-        output = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        return Response(prompt=prompt, response=response, output=output, output_ids=torch.tensor(new_ids),
-                        extra={"top_k": self.text_settings["top_k"]})  # fmt: skip
+            asked.append((text, embeds, ids, where, block, budget))
+        news = generate_texts(self, [(a[1], self._mask(a[1].shape[1], a[4])) for a in asked], [a[5] for a in asked],
+                              seeds)  # fmt: skip
+        with torch.no_grad():
+            joined = [torch.cat([embeds, self._embed(new).to(embeds.dtype)], dim=1)[0] if new else embeds[0]
+                      for (_, embeds, *_), new in zip(asked, news)]  # (P + G, d) each  # fmt: skip
+            states = self._states_of(joined, [self._mask(j.shape[0], a[4]) for j, a in zip(joined, asked)])
+        out = []
+        for (text, embeds, ids, where, _, _), new, mine in zip(asked, news, states):
+            n_prompt = embeds.shape[1]
+            end = n_prompt - len(self._assistant)
+            prompt_positions = torch.cat([where, torch.arange(end - len(self._words(text)), end)])
+            every = ids + new
+            out.append(Response(
+                prompt=self._select(mine, prompt_positions, every),  # image features carry img_pad_id
+                response=self._select(mine, torch.arange(n_prompt, n_prompt + len(new)), every),
+                output=self.tokenizer.decode(new, skip_special_tokens=True), output_ids=torch.tensor(new),
+                extra={"top_k": self.text_settings["top_k"]},
+            ))  # fmt: skip
+        return out
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """An image for ``text`` as ``inference_t2i.py`` makes it; states of the last sampler call (see the module).

@@ -509,3 +509,30 @@ def test_a_whole_run_records_defaults_and_commit(show_o_root, tiny, tmp_path):
     assert image["generation_timesteps"] == {"value": 3, "source": "--model-args", "default": 50}
     assert model["defaults"]["text-gen"]["top_k"]["value"] == 1
     assert len(frame) > 0
+
+
+@pytest.mark.parametrize("variant", ["magvit", "clip"])
+@pytest.mark.parametrize("top_k", [1, 0])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(request, variant, top_k, monkeypatch):
+    """mmu_generate's loop over several prompts at once (right-padded, the unfinished rows each step), then one
+    pass; a sampled answer (top_k=0: the whole distribution) draws from its own seed."""
+    from tiny_models import random_image
+
+    showo = request.getfixturevalue("showo" if variant == "magvit" else "showo_clip")
+    if not top_k:
+        monkeypatch.setitem(showo.text_settings, "top_k", 10**6)  # every token kept
+    prompts = [("what is this", random_image((64, 64), seed=3)), ("and this", random_image((64, 64), seed=4)),
+               ("a red cube on the mat", None), ("a cat", None)]  # fmt: skip
+    seeds = [3, 4, 5, 6]
+    for group in (prompts[:2], prompts[2:]):  # the run batches one prompt modality at a time
+        batched = showo.respond_text_batch(group, max_new_tokens=4, seeds=seeds[: len(group)])
+        for (text, image), seed, response in zip(group, seeds, batched):
+            alone = showo.respond_text(text, image, max_new_tokens=4, seed=seed)
+            assert response.output_ids.tolist() == alone.output_ids.tolist() and response.output == alone.output
+            for side in ("prompt", "response"):
+                mine, theirs = getattr(response, side), getattr(alone, side)
+                assert torch.equal(mine.positions, theirs.positions)
+                torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+    if not top_k:
+        answers = {tuple(showo.respond_text("a cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
+        assert len(answers) > 1

@@ -229,9 +229,13 @@ class ShowOAdapter(UpstreamAdapter):
 
     def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One decoder pass → ``(L + 1, T, d)`` captured (last entry before the final norm)."""
+        return self._states_of(embeds, mask)[:, 0]
+
+    def _states_of(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One decoder pass over a padded batch → ``(L + 1, B, T, d)`` captured (last entry before the final norm)."""
         with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
             self.model.showo(inputs_embeds=embeds, attention_mask=mask)
-        return cap.calls[-1].stacked()[:, 0]
+        return cap.calls[-1].stacked()
 
     def _select(self, states: torch.Tensor, positions: Any, ids: list[int | None] | None) -> LayerStates:
         index = torch.as_tensor(positions, dtype=torch.long)
@@ -282,16 +286,25 @@ class ShowOAdapter(UpstreamAdapter):
             InputError: neither text nor image, or ``max_new_tokens`` below 1.
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
-        from entroprobe.models.show_o_generate import generate_text
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
 
-        self.require("text-gen", "image" if image is not None else "text")
-        require_prompt(text, image)
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        with torch.no_grad():
-            prompt = self._understanding(text, picture)
-        budget = room_to_generate(prompt["embeds"].shape[1], max_new_tokens, self.context, item)
-        return generate_text(self, prompt, budget, seed)
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: ``mmu_generate``'s loop over them at once, then one teacher-forced
+        pass, right-padded (see :mod:`entroprobe.models.growing_mask`); each answer and its states are those of its
+        prompt alone."""
+        from entroprobe.models.show_o_generate import generate_texts
+
+        built, budgets = [], []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            require_prompt(text, image)
+            item = prompt_item(text, image)
+            picture = None if image is None else load_image(image, item)
+            with torch.no_grad():
+                built.append(self._understanding(text, picture))
+            budgets.append(room_to_generate(built[-1]["embeds"].shape[1], max_new_tokens, self.context, item))
+        return generate_texts(self, built, budgets, seeds)
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """An image for ``text`` as ``inference_t2i.py`` makes it; one teacher-forced pass (see the module).

@@ -243,21 +243,22 @@ class ShowO2Adapter(UpstreamAdapter):
             mask = omni.omni_attn_mask_naive(B=1, LEN=length, modalities=block, device=self.device, inverted=True)
         return mask.to(self.dtype)
 
-    def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One decoder pass → ``(L + 1, T, d)`` captured (last entry before the final norm)."""
+    def _pass(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One decoder pass → ``(L + 1, B, T, d)`` captured (last entry before the final norm)."""
         with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
             self.model.showo(inputs_embeds=embeds, attention_mask=mask)
-        return cap.calls[-1].stacked()[:, 0]
+        return cap.calls[-1].stacked()
+
+    def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One decoder pass → ``(L + 1, T, d)`` of its one row."""
+        return self._pass(embeds, mask)[:, 0]
 
     def _states_of(self, rows: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """One decoder pass over sequences ``(T_i, d)`` under their additive masks ``(1, 1, T_i, T_i)``, right-padded
-        (:func:`~entroprobe.models.show_o2_generate.padded`) → each row's ``(L + 1, T_i, d)``."""
-        from entroprobe.models.show_o2_generate import padded
+        (:func:`~entroprobe.models.growing_mask.padded`) → each row's ``(L + 1, T_i, d)``."""
+        from entroprobe.models.growing_mask import padded
 
-        embeds, mask = padded(rows, [m[0, 0] for m in masks])
-        with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
-            self.model.showo(inputs_embeds=embeds, attention_mask=mask)
-        states = cap.calls[-1].stacked()  # (L + 1, B, T, d)
+        states = self._pass(*padded(rows, [m[0, 0] for m in masks]))  # (L + 1, B, T, d)
         return [states[:, k, : row.shape[0]] for k, row in enumerate(rows)]
 
     def _select(self, states: torch.Tensor, positions: Any, ids: list[int] | None) -> LayerStates:
@@ -309,9 +310,9 @@ class ShowO2Adapter(UpstreamAdapter):
     def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
                            seeds: list[int]) -> list[Response]:  # fmt: skip
         """:meth:`respond_text` of several prompts: ``mmu_generate``'s loop over them at once, then one teacher-forced
-        pass, right-padded (see :mod:`entroprobe.models.show_o2_generate`); each answer and its states are those of
+        pass, right-padded (see :mod:`entroprobe.models.growing_mask`); each answer and its states are those of
         its prompt alone."""
-        from entroprobe.models.show_o2_generate import generate_texts
+        from entroprobe.models.growing_mask import generate
 
         asked = []
         for (text, image), seed in zip(prompts, seeds):
@@ -323,8 +324,12 @@ class ShowO2Adapter(UpstreamAdapter):
                 embeds, ids, where, block = self._understanding(text, picture)
             budget = room_to_generate(embeds.shape[1], max_new_tokens, self.context, item)
             asked.append((text, embeds, ids, where, block, budget))
-        news = generate_texts(self, [(a[1], self._mask(a[1].shape[1], a[4])) for a in asked], [a[5] for a in asked],
-                              seeds)  # fmt: skip
+        showo = self.model.showo
+        news = generate(lambda e, m: showo(inputs_embeds=e, attention_mask=m)["logits"],
+                        lambda token: self._embed([token])[0, 0],
+                        [(a[1][0], self._mask(a[1].shape[1], a[4])[0, 0]) for a in asked], [a[5] for a in asked], seeds,
+                        top_k=self.text_settings["top_k"], temperature=float(self.text_settings["temperature"]),
+                        eos=self.tokenizer.eos_token_id)  # fmt: skip
         with torch.no_grad():
             joined = [torch.cat([embeds, self._embed(new).to(embeds.dtype)], dim=1)[0] if new else embeds[0]
                       for (_, embeds, *_), new in zip(asked, news)]  # (P + G, d) each  # fmt: skip

@@ -1,13 +1,8 @@
 """Show-o2's generation as its scripts run it: text answers as ``mmu_generate`` draws them, images as
 ``inference_t2i.py`` makes them, with the states of the last sampler call.
 
-Text (:func:`generate_texts`): ``mmu_generate`` has no cache and one prompt per call: every step is one pass over
-the prompt and the answer so far under the authors' additive mask, grown by one row and column a step (the new
-token sees what the previous last token saw, and itself). The loop here is that loop for several prompts: each
-step one pass over the unfinished rows, right-padded (positions count from 0 in every row, padding is masked out),
-each row's draw (top-k, temperature, ``multinomial``) from its own generator.
-
-Images (:func:`generate_images`):
+Text answers come from :mod:`entroprobe.models.growing_mask` (``mmu_generate``'s loop for a batch); images
+(:func:`generate_images`):
 
 ``prepare_gen_input`` lays the prompt out as ``[bos] text [boi] [time] image… [eoi] [eos] [pad]…`` (padded to
 ``max_seq_length``) and the unconditional row as the same without text; ``modality_positions[0, 0] = (offset,
@@ -26,51 +21,7 @@ from entroprobe.errors import EntroprobeError, InputError, ItemError
 from entroprobe.models.base import Response, seeded
 from entroprobe.models.hooks import capture_layers
 
-__all__ = ["FIXED_STEP", "generate_images", "generate_texts", "padded"]
-
-
-def padded(rows: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences ``(T_i, d)`` with their additive masks ``(T_i, T_i)``, right-padded → ``(embeds (B, T, d), mask
-    (B, 1, T, T))``: no position sees the padding, and a padding position sees itself (never read)."""
-    width, floor = max(r.shape[0] for r in rows), torch.finfo(masks[0].dtype).min
-    embeds = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
-    mask = torch.full((len(rows), 1, width, width), floor, dtype=masks[0].dtype, device=embeds.device)
-    mask[:, 0].diagonal(dim1=-2, dim2=-1).zero_()
-    for k, (row, own) in enumerate(zip(rows, masks)):
-        embeds[k, : row.shape[0]], mask[k, 0, : row.shape[0], : row.shape[0]] = row, own
-    return embeds, mask
-
-
-def generate_texts(adapter: Any, prompts: list[tuple[torch.Tensor, torch.Tensor]], budgets: list[int],
-                   seeds: list[int]) -> list[list[int]]:  # fmt: skip
-    """Each prompt's answer ids (its end-of-sequence token kept) from ``(embeds (1, P, d), additive mask (1, 1, P,
-    P))`` pairs, at most ``budgets[i]`` tokens each (see the module)."""
-    top_k, temperature = adapter.text_settings["top_k"], float(adapter.text_settings["temperature"])
-    eos, floor = adapter.tokenizer.eos_token_id, torch.finfo(prompts[0][1].dtype).min
-    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    seqs = [embeds[0] for embeds, _ in prompts]  # (T_i, d), growing
-    masks = [mask[0, 0] for _, mask in prompts]  # (T_i, T_i), growing
-    answers: list[list[int]] = [[] for _ in prompts]
-    live = [i for i, budget in enumerate(budgets) if budget > 0]
-    while live:
-        embeds, mask = padded([seqs[i] for i in live], [masks[i] for i in live])
-        with torch.no_grad():
-            logits = adapter.model.showo(inputs_embeds=embeds, attention_mask=mask)["logits"]  # (b, T, V)
-        for k, i in enumerate(list(live)):
-            last = logits[k, seqs[i].shape[0] - 1] / temperature  # (V,), in the model's dtype as mmu_generate
-            if top_k is not None:
-                last[last < torch.topk(last, min(int(top_k), last.shape[-1])).values[-1]] = -float("inf")
-            probs = torch.softmax(last, -1).float().cpu()
-            token = int(torch.multinomial(probs, 1, generator=generators[i]))
-            answers[i].append(token)
-            n = seqs[i].shape[0]
-            grown = torch.full((n + 1, n + 1), floor, dtype=masks[i].dtype, device=masks[i].device)
-            grown[:n, :n], grown[n, :n], grown[n, n] = masks[i], masks[i][-1], 0  # mmu_generate's new row and column
-            masks[i] = grown
-            seqs[i] = torch.cat([seqs[i], adapter._embed([token])[0].to(seqs[i].dtype)])
-            if token == eos or len(answers[i]) >= budgets[i]:
-                live.remove(i)
-    return answers
+__all__ = ["FIXED_STEP", "generate_images"]
 
 
 # torchdiffeq's fixed-grid solvers: each row's steps are its own. An adaptive solver sizes its steps by the error of

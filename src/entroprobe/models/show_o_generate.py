@@ -1,9 +1,10 @@
 """Show-o's generation as the authors' scripts run it, then one teacher-forced pass for the states.
 
-- text (``inference_mmu.py``): ``mmu_generate`` over the token ids (MAGVIT prompts and text prompts) or the input
-  embeddings (CLIP-ViT prompts), the additive mask growing by one causal row a step; the teacher-forced pass runs
-  the prompt + every generated token under the authors' mask of the whole sequence (the same rows the growing mask
-  gave each step);
+- text (``inference_mmu.py``): ``mmu_generate``'s loop (:mod:`entroprobe.models.growing_mask`, several prompts at
+  once, each drawing from its own seed) over the prompt's embeddings (the MAGVIT and text prompts' token ids
+  embedded, the CLIP-ViT prompts' own), the additive mask growing by one causal row a step; the teacher-forced pass
+  runs the prompt + every generated token under the authors' mask of the whole sequence (the same rows the growing
+  mask gave each step);
 - images (``inference_t2i.py``, ``mode='t2i'``): ``UniversalPrompting`` ``t2i_gen`` lays the prompt out as
   ``[pad…] <|t2i|> <|sot|> text <|eot|> <|soi|> [mask]×N <|eoi|>`` (text left-padded to ``max_seq_length + 1``),
   the unconditional row the same with no text; ``t2i_generate`` unmasks the image over ``generation_timesteps``
@@ -22,38 +23,49 @@ import torch
 from entroprobe.errors import InputError, ItemError
 from entroprobe.models.base import Response, seeded
 
-__all__ = ["generate_image", "generate_text"]
+__all__ = ["generate_image", "generate_texts"]
 
 
-def generate_text(adapter: Any, prompt: dict[str, Any], budget: int, seed: int) -> Response:
-    """``mmu_generate`` on ``prompt`` (from ``ShowOAdapter._understanding``), then the teacher-forced pass."""
-    model, device, kind = adapter.model, adapter.device, prompt["kind"]
-    embeds, ids = prompt["embeds"], prompt["ids"]
-    by_ids = not isinstance(kind, tuple) and not adapter.w_clip_vit  # inference_mmu.py: the MAGVIT branch
+def generate_texts(adapter: Any, prompts: list[dict[str, Any]], budgets: list[int], seeds: list[int]) -> list[Response]:
+    """``mmu_generate`` on each prompt (from ``ShowOAdapter._understanding``), the prompts at once (see
+    :mod:`entroprobe.models.growing_mask`), then one teacher-forced pass over them all, right-padded."""
+    from entroprobe.models.growing_mask import generate, padded
+
+    model, device = adapter.model, adapter.device
+    # inference_mmu.py: the MAGVIT branch generates over ids and ends at <|eot|>, the CLIP-ViT one over embeddings
+    # and ends at the tokenizer's end of sequence (feeding ids or their embeddings is the same pass)
+    ends = {adapter.tokenizer.eos_token_id if isinstance(p["kind"], tuple) or adapter.w_clip_vit
+            else adapter.ids["<|eot|>"] for p in prompts}  # fmt: skip
+    if len(ends) > 1:
+        return [r for p, b, s in zip(prompts, budgets, seeds) for r in generate_texts(adapter, [p], [b], [s])]
     top_k, temperature = int(adapter.text_settings["top_k"]), float(adapter.text_settings["temperature"])
-    with seeded(seed, device), torch.no_grad():
-        if by_ids:
-            sequence = torch.tensor([ids], dtype=torch.long, device=device)
-            mask = adapter._mask(sequence, embeds, kind)
-            new = model.mmu_generate(sequence, attention_mask=mask, max_new_tokens=budget, top_k=top_k,
-                                     temperature=temperature, eot_token=adapter.ids["<|eot|>"])  # fmt: skip
-        else:
-            mask = adapter._mask(None, embeds, kind)
-            new = model.mmu_generate(input_embeddings=embeds, attention_mask=mask[0].unsqueeze(0),
-                                     max_new_tokens=budget, top_k=top_k, temperature=temperature,
-                                     eot_token=adapter.tokenizer.eos_token_id)  # fmt: skip
-        new_ids = [int(t) for t in new]
-        every = [*ids, *new_ids]
-        joined = torch.cat([embeds, adapter._embed(new_ids).to(embeds.dtype)], dim=1)  # (1, P + G, d)
-        tokens = torch.tensor([[0 if i is None else i for i in every]], dtype=torch.long, device=device)
-        states = adapter._states(joined, adapter._mask(tokens, joined, kind))
-    n_prompt = embeds.shape[1]
-    prompt_positions = torch.cat([prompt["image"], prompt["question"]])
-    response = adapter._select(states, torch.arange(n_prompt, n_prompt + len(new_ids)), every)
-    output = adapter.tokenizer.decode(new_ids, skip_special_tokens=True)
-    return Response(prompt=adapter._select(states, prompt_positions, every), response=response, output=output,
-                    output_ids=torch.tensor(new_ids, dtype=torch.long),
-                    extra={"top_k": top_k, "states": "one teacher-forced pass over prompt + generated tokens"})  # fmt: skip
+
+    def mask_of(ids: list[int | None], embeds: torch.Tensor, kind: Any) -> torch.Tensor:
+        tokens = torch.tensor([[0 if i is None else i for i in ids]], dtype=torch.long, device=device)
+        return adapter._mask(tokens, embeds, kind)[0, 0]  # (T, T), the authors' mask of the whole sequence
+
+    with torch.no_grad():
+        news = generate(lambda e, m: model(None, input_embeddings=e, attention_mask=m),
+                        lambda token: adapter._embed([token])[0, 0],
+                        [(p["embeds"][0], mask_of(p["ids"], p["embeds"], p["kind"])) for p in prompts], budgets, seeds,
+                        top_k=top_k, temperature=temperature, eos=ends.pop())  # fmt: skip
+        rows, masks = [], []
+        for p, new in zip(prompts, news):
+            joined = torch.cat([p["embeds"], adapter._embed(new).to(p["embeds"].dtype)], dim=1) if new else p["embeds"]
+            rows.append(joined[0])
+            masks.append(mask_of([*p["ids"], *new], joined, p["kind"]))  # the same rows the growing mask gave
+        embeds, mask = padded(rows, masks)
+        states = adapter._states_of(embeds, mask)  # (L + 1, B, T, d)
+    out = []
+    for k, (p, new, row) in enumerate(zip(prompts, news, rows)):
+        mine, every, n_prompt = states[:, k, : row.shape[0]], [*p["ids"], *new], p["embeds"].shape[1]
+        out.append(Response(
+            prompt=adapter._select(mine, torch.cat([p["image"], p["question"]]), every),
+            response=adapter._select(mine, torch.arange(n_prompt, n_prompt + len(new)), every),
+            output=adapter.tokenizer.decode(new, skip_special_tokens=True), output_ids=torch.tensor(new, dtype=torch.long),
+            extra={"top_k": top_k, "states": "one teacher-forced pass over prompt + generated tokens"},
+        ))  # fmt: skip
+    return out
 
 
 def generate_image(adapter: Any, text: str, item: str, seed: int, values: dict[str, Any]) -> Response:

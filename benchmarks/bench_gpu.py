@@ -182,21 +182,27 @@ def main() -> None:
                 if same is not None:
                     bits = "—" if same["max_bits"] is None else f"{same['max_bits']:.1e}"
                     told = f"{same['same_answer']} of {same['units']} | {bits}"
-                lines.append(f"| {task} | {size} | {s.succeeded} | {rate:.2f} | {rate / base[0]:.2f}× | "
-                             f"{s.model_seconds:.1f} | {s.entropy_seconds:.1f} | {case['peak_gib']:.2f} | {told} |")  # fmt: skip
+                ratio = f"{rate / base[0]:.2f}×" if base[0] else "—"
+                lines.append(f"| {task} | {size} | {s.succeeded} | {rate:.2f} | {ratio} | {s.model_seconds:.1f} | "
+                             f"{s.entropy_seconds:.1f} | {case['peak_gib']:.2f} | {told} |")  # fmt: skip
                 print(lines[-1], flush=True)
-                (args.out / "bench_gpu.json").write_text(json.dumps(results, indent=1))  # what is done survives a kill
-    images = [c for c in results["cases"] if c["task"] == "image-gen" and c["units"]]
+                write(args.out, lines, results)  # what is done survives a kill
+    write(args.out, lines, results)
+
+
+def write(out: Path, lines: list[str], results: dict) -> None:
+    """``bench_gpu.md`` (the table so far, the full-pass projection and the setup time) and ``bench_gpu.json``."""
+    tail = []
+    images = [c for c in results["cases"] if c["task"] == "image-gen" and c["units_per_s"]]
     if images:
         best = max(images, key=lambda c: c["units_per_s"])
         hours = T2I_COREBENCH_PROMPTS / best["units_per_s"] / 3600
         results["full_image_pass"] = {"B": best["B"], "hours": hours}
-        lines += ["", f"A full T2I-CoReBench image-generation pass ({T2I_COREBENCH_PROMPTS} prompts) at B = {best['B']}: "
-                      f"{hours:.2f} h ({best['units_per_s']:.2f} units/s)."]  # fmt: skip
-        print(lines[-1])
-    lines.append(f"Setup (build, save and load the model): {results['setup_seconds']:.0f} s.")
-    (args.out / "bench_gpu.md").write_text("\n".join(lines) + "\n")
-    (args.out / "bench_gpu.json").write_text(json.dumps(results, indent=1))
+        tail.append(f"A full T2I-CoReBench image-generation pass ({T2I_COREBENCH_PROMPTS} prompts) at B = {best['B']}: "
+                    f"{hours:.2f} h ({best['units_per_s']:.2f} units/s).")  # fmt: skip
+    tail.append(f"Setup (build, save and load the model): {results['setup_seconds']:.0f} s.")
+    (out / "bench_gpu.md").write_text("\n".join([*lines, "", *tail]) + "\n")
+    (out / "bench_gpu.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,28 @@ def test_settings_that_read_the_padded_prompt_are_generated_one_by_one(tmp_path)
                "reads the prompt's ids" in n for n in summary.notices)
 
 
+def test_generation_over_embeddings_is_the_scripts_call_and_batches_under_a_repetition_penalty(tmp_path):
+    """embeds=: generate gets inputs_embeds alone (as the families' scripts call it), so a repetition penalty reads
+    the answer's tokens only: at B = 1 the answer is the plain call's, and a batch gives each prompt's alone."""
+    from transformers import AutoModelForCausalLM
+
+    from entroprobe.models.hf_generate import generate_rows
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama(tmp_path / "llama")).eval()
+    rows = [torch.tensor(r) for r in ([5, 9, 11, 7], [3, 8], [12, 4, 6, 10, 2, 9])]
+    embeds = [model.get_input_embeddings()(r).detach() for r in rows]
+    settings = {"do_sample": False, "repetition_penalty": 1.5, "eos_token_id": 1, "pad_token_id": 0}
+    with torch.no_grad():
+        plain = model.generate(inputs_embeds=embeds[0][None], attention_mask=torch.ones(1, 4, dtype=torch.long),
+                               max_new_tokens=6, **settings)[0]  # fmt: skip
+    alone = [generate_rows(model, [r], seeds=[0], max_new_tokens=6, device=torch.device("cpu"), generation=settings,
+                           embeds=[e])[0] for r, e in zip(rows, embeds)]  # fmt: skip
+    assert alone[0].tolist() == plain.tolist()[: len(alone[0])]
+    batched = generate_rows(model, rows, seeds=[0, 1, 2], max_new_tokens=6, device=torch.device("cpu"),
+                            generation=settings, embeds=embeds)  # fmt: skip
+    assert [b.tolist() for b in batched] == [a.tolist() for a in alone]
+
+
 def test_the_question_is_found_where_the_template_puts_it(tmp_path):
     emu3 = load_model(f"emu3:{tiny_emu3(tmp_path / 'emu3')}", image_area=256)
     tok = emu3.processor.tokenizer

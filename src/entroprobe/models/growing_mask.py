@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["padded", "generate"]
+__all__ = ["padded", "generate", "forced"]
 
 
 def padded(rows: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,13 +29,16 @@ def padded(rows: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.T
     return embeds, mask
 
 
-def generate(logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], embed: Callable[[int], torch.Tensor],
+def generate(logits_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+             embed: Callable[[int], torch.Tensor],
              prompts: list[tuple[torch.Tensor, torch.Tensor]], budgets: list[int], seeds: list[int], *,
              top_k: int | None, temperature: float, eos: int | None) -> list[list[int]]:  # fmt: skip
     """Each prompt's answer ids (its end token kept), at most ``budgets[i]`` of them.
 
     Args:
-        logits_of: ``(embeds (b, T, d), mask (b, 1, T, T))`` → logits ``(b, T, V)`` (the model's forward).
+        logits_of: ``(embeds (b, T, d), mask (b, 1, T, T), last (b,))`` → the logits ``(b, V)`` at each row's
+            position ``last`` (the model's forward, its head applied at those positions only: a batch's logits at
+            every position would take gigabytes at a 150k vocabulary).
         embed: a token id → its input embedding ``(d,)``.
         prompts: per prompt, its input embeddings ``(P, d)`` and additive mask ``(P, P)``.
         seeds: one per prompt: what it draws depends on its seed alone.
@@ -48,10 +51,11 @@ def generate(logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], em
     live = [i for i, budget in enumerate(budgets) if budget > 0]
     while live:
         inputs, mask = padded([seqs[i] for i in live], [masks[i] for i in live])
+        ends = torch.tensor([seqs[i].shape[0] - 1 for i in live], device=inputs.device)
         with torch.no_grad():
-            logits = logits_of(inputs, mask)
+            logits = logits_of(inputs, mask, ends)  # (b, V)
         for k, i in enumerate(list(live)):
-            last = logits[k, seqs[i].shape[0] - 1] / temperature  # (V,), in the model's dtype as mmu_generate
+            last = logits[k] / temperature  # (V,), in the model's dtype as mmu_generate
             if top_k is not None:
                 last[last < torch.topk(last, min(int(top_k), last.shape[-1])).values[-1]] = -float("inf")
             token = int(torch.multinomial(torch.softmax(last, -1).float().cpu(), 1, generator=generators[i]))
@@ -65,3 +69,12 @@ def generate(logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], em
             if token == eos or len(answers[i]) >= budgets[i]:
                 live.remove(i)
     return answers
+
+
+def forced(pass_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: list[torch.Tensor],
+           masks: list[torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
+    """The teacher-forced pass: ONE ``pass_of(embeds (B, T, d), mask (B, 1, T, T)) → states (L + 1, B, T, d)`` over
+    the sequences ``(T_i, d)`` (prompt + answer) under their masks ``(T_i, T_i)``, right-padded → each row's
+    ``(L + 1, T_i, d)``."""
+    states = pass_of(*padded(rows, masks))
+    return [states[:, k, : row.shape[0]] for k, row in enumerate(rows)]

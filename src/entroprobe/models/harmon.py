@@ -255,7 +255,7 @@ class HarmonAdapter(UpstreamAdapter):
         """:meth:`respond_text` of several prompts: one ``generate`` over their embeddings, left-padded (a sampled
         answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
         right-padded; each answer and its states are those of its prompt alone."""
-        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_embeds
+        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_states
 
         asked = []
         for text, image in prompts:
@@ -281,10 +281,7 @@ class HarmonAdapter(UpstreamAdapter):
                                       use_cache=True)  # fmt: skip
         except ValueError as exc:
             raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from exc
-        embeds, mask = forced_embeds(asked, answers, self.model.llm.get_input_embeddings())
-        with self._layers() as cap, torch.no_grad():
-            self.model.llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        states, out = cap.calls[0].stacked(), []  # (L + 1, B, T, d)
+        states, out = forced_states(self.model.llm.model, asked, answers), []  # (L + 1, B, T, d)
         for row, (a, new) in enumerate(zip(asked, answers)):
             n = a.ids.shape[0]
             patches = self._patches(a.ids[None]) if a.image is not None else None

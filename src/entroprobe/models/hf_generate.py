@@ -24,7 +24,7 @@ from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
 __all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows", "Asked",
-           "answer_embedded", "forced_embeds"]
+           "answer_embedded", "forced_embeds", "forced_states"]
 
 _DEFAULT_TOP_K = 50  # what transformers uses when neither the call nor the checkpoint sets top_k
 # generation settings whose processors read the prompt's ids (left padding would change what they do)
@@ -109,6 +109,20 @@ def _eos_ids(config: Any, settings: Mapping[str, Any]) -> set[int]:
     return set() if eos is None else {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
 
 
+def _own_repetition_penalty(settings: dict[str, Any], config: Any, processors: Any) -> None:
+    """A repetition penalty over the answer's tokens, for generation from embeddings alone (where transformers' ids
+    hold the answer only). transformers' own processor skips each row's left padding counted from the attention
+    mask, which over embeddings skips the first tokens of a padded row's answer instead; this one, put first as
+    transformers puts its own, reads every id it is given, as transformers does for an unpadded prompt."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    penalty = settings.get("repetition_penalty", getattr(config, "repetition_penalty", None))
+    if penalty in (None, 1, 1.0):
+        return
+    settings["repetition_penalty"] = 1.0  # transformers adds none of its own
+    processors.insert(0, RepetitionPenaltyLogitsProcessor(float(penalty)))
+
+
 def left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids (B, T), attention_mask (B, T))`` with the rows right-aligned."""
     width = max(int(r.shape[0]) for r in rows)
@@ -131,8 +145,11 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
         generation: settings over the checkpoint's generation config (``do_sample``, ``temperature``…).
         generate: what to call instead of ``model.generate`` (a family whose ``generate`` drops
             ``logits_processor``, see :mod:`.compat`).
-        embeds: each prompt's input embeddings ``(P_i, d)``, fed instead of its ids' own in the first step (a
-            family that fills prompt positions with image features); left-padded as the ids are.
+        embeds: each prompt's input embeddings ``(P_i, d)``, fed instead of its ids (a family that fills prompt
+            positions with image features), left-padded. As such a family's script calls ``generate`` with
+            ``inputs_embeds`` alone, the ids are not passed: processors that read the ids (a repetition penalty)
+            then see the answer's tokens only, as in the script, and never the padding (see
+            :func:`_own_repetition_penalty`).
         extra: further ``generate`` keywords, the same for every row (``prefix_allowed_tokens_fn``…).
     """
     settings = dict(generation or {})
@@ -148,7 +165,7 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
     if pad is None:
         pad = min(eos) if eos else 0
         settings["pad_token_id"] = pad
-    if len(rows) > 1:
+    if len(rows) > 1 and embeds is None:
         for key in _READS_THE_PROMPT:
             value = settings.get(key, getattr(config, key, None))
             if value not in (None, 0, 1, 1.0):  # these read the (padded) prompt ids: padding would change them
@@ -156,12 +173,17 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
                                       "generated alone")  # fmt: skip
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     settings, processors = sampling_processors(model, settings, generators)
-    ids, mask = left_pad(rows, int(pad))
     if embeds is not None:
+        _own_repetition_penalty(settings, config, processors)
+    ids, mask = left_pad(rows, int(pad))
+    inputs = {"input_ids": ids.to(device)}
+    if embeds is not None:
+        if given is not None:
+            raise EntroprobeError("generate_rows takes a generation_config or embeds, not both")
         padded = embeds[0].new_zeros((len(rows), ids.shape[1], embeds[0].shape[-1]))  # (B, T, d); the mask hides 0s
         for i, row in enumerate(embeds):
             padded[i, ids.shape[1] - row.shape[0] :] = row
-        extra["inputs_embeds"] = padded.to(device)
+        inputs = {"inputs_embeds": padded.to(device)}  # generate then returns the new tokens alone
     length: dict[str, Any] = {"max_new_tokens": max_new_tokens}
     if given is not None:  # everything else is in the call's config
         given.max_new_tokens, given.max_length = None, ids.shape[1] + max_new_tokens
@@ -169,10 +191,10 @@ def generate_rows(model: Any, rows: list[torch.Tensor], *, seeds: list[int], max
             given.pad_token_id = int(pad)
         extra["generation_config"], settings, length = given, {}, {}
     with torch.no_grad():
-        out = (generate or model.generate)(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           logits_processor=processors, **length, **settings, **extra)  # fmt: skip
-    sequences = out.sequences if hasattr(out, "sequences") else out  # (B, T + n)
-    new = sequences[:, ids.shape[1] :].cpu()
+        out = (generate or model.generate)(**inputs, attention_mask=mask.to(device), logits_processor=processors,
+                                           **length, **settings, **extra)  # fmt: skip
+    sequences = out.sequences if hasattr(out, "sequences") else out  # (B, T + n), or (B, n) from embeddings
+    new = (sequences if embeds is not None else sequences[:, ids.shape[1] :]).cpu()
     results = []
     for row in new:
         ends = [i for i, token in enumerate(row.tolist()) if token in eos]
@@ -242,3 +264,14 @@ def forced_embeds(asked: list[Asked], answers: list[torch.Tensor],
     for i, row in enumerate(rows):
         padded[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
     return padded, mask
+
+
+def forced_states(decoder: Any, asked: list[Asked], answers: list[torch.Tensor]) -> torch.Tensor:
+    """ONE teacher-forced pass of ``decoder`` (a transformers decoder: ``layers``, ``get_input_embeddings``) over
+    :func:`forced_embeds`' inputs → its layers' raw states captured by hooks, ``(L + 1, B, T, d)``."""
+    from entroprobe.models.hooks import capture_layers
+
+    embeds, mask = forced_embeds(asked, answers, decoder.get_input_embeddings())
+    with capture_layers(decoder, "layers") as capture, torch.no_grad():
+        decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    return capture.calls[0].stacked()

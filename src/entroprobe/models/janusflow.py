@@ -57,6 +57,7 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
+from entroprobe.models.prompt_tokens import prompt_selection
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "JanusFlowAdapter"]
@@ -233,7 +234,7 @@ class JanusFlowAdapter(UpstreamAdapter):
         """:meth:`respond_text` of several prompts: one ``generate`` over their embeddings, left-padded (a sampled
         answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
         right-padded; each answer and its states are those of its prompt alone."""
-        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_embeds
+        from entroprobe.models.hf_generate import Asked, answer_embedded, forced_states
 
         asked = []
         for text, image in prompts:
@@ -251,16 +252,13 @@ class JanusFlowAdapter(UpstreamAdapter):
                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
         answers = answer_embedded(self.model.language_model, asked, seeds=seeds, device=self.device,
                                   generation=settings, use_cache=True)  # fmt: skip
-        embeds, mask = forced_embeds(asked, answers, self.decoder.get_input_embeddings())
-        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
-            self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        states, out = capture.calls[0].stacked(), []  # (L + 1, B, T, d)
+        states, out = forced_states(self.decoder, asked, answers), []  # (L + 1, B, T, d)
         for row, (a, new) in enumerate(zip(asked, answers)):
             n_prompt, mine = a.ids.shape[0], states[:, row, : a.ids.shape[0] + new.shape[0]]
             image_at = torch.nonzero(a.ids.cpu() == self.image_token_id).squeeze(1)
             question = self._question(a.templated, a.text, a.ids, a.item, a.render)
-            keep = torch.unique(torch.cat([image_at, question])).sort().values \
-                if a.image is not None or question.numel() else torch.arange(n_prompt)  # fmt: skip
+            keep = prompt_selection("question", n_prompt, question if question.numel() else None,
+                                    image_at if a.image is not None else None)  # fmt: skip
             every = torch.cat([a.ids.cpu(), new])
             out.append(Response(
                 prompt=self._states(mine, keep, every),

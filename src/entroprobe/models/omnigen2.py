@@ -52,6 +52,7 @@ from entroprobe.models.hf import (
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
+from entroprobe.models.prompt_tokens import prompt_selection
 from entroprobe.models.upstream import Upstream, UpstreamAdapter
 
 __all__ = ["IMAGE_DEFAULTS", "TEXT_DEFAULTS", "OmniGen2Adapter"]
@@ -208,8 +209,8 @@ class OmniGen2Adapter(UpstreamAdapter):
     def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
                            seeds: list[int]) -> list[Response]:  # fmt: skip
         """:meth:`respond_text` of several prompts, as ``generate_text`` takes a list: the processor's left-padded batch
-        in one ``generate`` (its stop strings, each one token, end a row as its end-of-sequence ids do; a sampled
-        answer draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
+        in one ``generate`` with its stop strings (each answer cut where its stop string ends it; a sampled answer
+        draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
         right-padded; each answer and its states are those of its prompt alone."""
         from entroprobe.models.hf_batch import pad_right
         from entroprobe.models.hf_generate import generate_rows
@@ -228,24 +229,14 @@ class OmniGen2Adapter(UpstreamAdapter):
         rows = [ids[mask.bool()].cpu() for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
         budgets = [room_to_generate(ids.shape[0], max_new_tokens, self.context, item) for ids, (_, _, item, _) in
                    zip(rows, asked)]  # fmt: skip
-        stops = [self.tokenizer.convert_tokens_to_ids(s) for s in self.text["stop_strings"]]
-        if len(asked) > 1 and any(not isinstance(t, int) or t == self.tokenizer.unk_token_id for t in stops):
-            return [r for p, s in zip(prompts, seeds) for r in self.respond_text_batch([p], max_new_tokens=max_new_tokens,
-                                                                                     seeds=[s])]  # fmt: skip
         images = {k: inputs[k] for k in ("pixel_values", "image_grid_thw") if k in inputs}
-        if len(asked) == 1:  # generate_text's own call: its stop strings, whatever tokens they are
-            extra = {"tokenizer": self.tokenizer, "stop_strings": list(self.text["stop_strings"])}
-            settings = {}
-        else:
-            eos = getattr(self.mllm.generation_config, "eos_token_id", None)
-            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-            extra, settings = {}, {"eos_token_id": sorted({*eos, *stops})}
+        stops = list(self.text["stop_strings"])
         answers = generate_rows(self.mllm, rows, seeds=seeds, max_new_tokens=max(budgets), device=self.device,
-                                generation=settings, **images, **extra)  # fmt: skip
+                                tokenizer=self.tokenizer, stop_strings=stops, **images)  # generate_text's call
         placeholders = {self.image_token_id, int(self.mllm.config.video_token_id)}
         out = []
         for (text, picture, item, templated), ids, budget, new in zip(asked, rows, budgets, answers):
-            new = new[:budget]
+            new = _through_stop(self.tokenizer, new[:budget], stops)  # a finished row's padding goes
             if any(int(t) in placeholders for t in new):
                 raise ItemError(item, "the answer holds an image/video placeholder token; it cannot be read back")
             out.append((new, torch.cat([ids, new])))
@@ -258,9 +249,9 @@ class OmniGen2Adapter(UpstreamAdapter):
             mine, n_prompt = states[:, row, : every.shape[0]], ids.shape[0]
             image_at = torch.nonzero(ids == self.image_token_id).squeeze(1)
             render = lambda q, picture=picture: self.chat._apply_chat_template(q, None if picture is None else [picture])
-            keep = torch.unique(torch.cat([image_at, self._question(templated, text, ids, item, render)])).sort().values
-            if not keep.numel():
-                keep = torch.arange(n_prompt)
+            question = self._question(templated, text, ids, item, render)
+            keep = prompt_selection("question", n_prompt, question if question.numel() else None,
+                                    image_at if image_at.numel() else None)  # fmt: skip
             answer = self.processor.batch_decode([new], skip_special_tokens=False, clean_up_tokenization_spaces=False)[0]
             responses.append(Response(
                 prompt=self._mllm_states(mine, keep, every),
@@ -372,6 +363,16 @@ class OmniGen2Adapter(UpstreamAdapter):
                 "mllm_sampling": {"do_sample": bool(getattr(generation, "do_sample", False)),
                                   "source": "mllm/generation_config.json"},
                 "image_token_id": self.image_token_id}  # fmt: skip
+
+
+def _through_stop(tokenizer: Any, ids: torch.Tensor, stops: list[str]) -> torch.Tensor:
+    """``ids`` through the first token whose text completes a stop string (``generate``'s stop-string criterion
+    ends a row there; in a batch the finished row is then padded to the others' length), or all of them."""
+    for k in range(1, ids.shape[0] + 1):
+        text = tokenizer.decode(ids[:k].tolist(), skip_special_tokens=False)
+        if any(stop in text for stop in stops):
+            return ids[:k]
+    return ids
 
 
 def _no_reference_images(count: int, image_guidance_scale: float) -> dict[str, Any]:

@@ -229,10 +229,10 @@ class ShowOAdapter(UpstreamAdapter):
 
     def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One decoder pass → ``(L + 1, T, d)`` captured (last entry before the final norm)."""
-        return self._states_of(embeds, mask)[:, 0]
+        return self._pass(embeds, mask)[:, 0]
 
-    def _states_of(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One decoder pass over a padded batch → ``(L + 1, B, T, d)`` captured (last entry before the final norm)."""
+    def _pass(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One decoder pass over a (padded) batch → ``(L + 1, B, T, d)`` captured (last entry before the final norm)."""
         with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
             self.model.showo(inputs_embeds=embeds, attention_mask=mask)
         return cap.calls[-1].stacked()

@@ -253,14 +253,6 @@ class ShowO2Adapter(UpstreamAdapter):
         """One decoder pass → ``(L + 1, T, d)`` of its one row."""
         return self._pass(embeds, mask)[:, 0]
 
-    def _states_of(self, rows: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """One decoder pass over sequences ``(T_i, d)`` under their additive masks ``(1, 1, T_i, T_i)``, right-padded
-        (:func:`~entroprobe.models.growing_mask.padded`) → each row's ``(L + 1, T_i, d)``."""
-        from entroprobe.models.growing_mask import padded
-
-        states = self._pass(*padded(rows, [m[0, 0] for m in masks]))  # (L + 1, B, T, d)
-        return [states[:, k, : row.shape[0]] for k, row in enumerate(rows)]
-
     def _select(self, states: torch.Tensor, positions: Any, ids: list[int] | None) -> LayerStates:
         index = torch.as_tensor(positions, dtype=torch.long)
         tokens = None if ids is None else torch.tensor([ids[i] for i in index.tolist()], dtype=torch.long)
@@ -312,7 +304,7 @@ class ShowO2Adapter(UpstreamAdapter):
         """:meth:`respond_text` of several prompts: ``mmu_generate``'s loop over them at once, then one teacher-forced
         pass, right-padded (see :mod:`entroprobe.models.growing_mask`); each answer and its states are those of
         its prompt alone."""
-        from entroprobe.models.growing_mask import generate
+        from entroprobe.models.growing_mask import forced, generate
 
         asked = []
         for (text, image), seed in zip(prompts, seeds):
@@ -325,7 +317,11 @@ class ShowO2Adapter(UpstreamAdapter):
             budget = room_to_generate(embeds.shape[1], max_new_tokens, self.context, item)
             asked.append((text, embeds, ids, where, block, budget))
         showo = self.model.showo
-        news = generate(lambda e, m: showo(inputs_embeds=e, attention_mask=m)["logits"],
+        def logits_of(embeds: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+            hidden = showo.model(inputs_embeds=embeds, attention_mask=mask)[0]  # what Qwen2ForCausalLM gives lm_head
+            return showo.lm_head(hidden[torch.arange(hidden.shape[0], device=ends.device), ends])  # (b, V)
+
+        news = generate(logits_of,
                         lambda token: self._embed([token])[0, 0],
                         [(a[1][0], self._mask(a[1].shape[1], a[4])[0, 0]) for a in asked], [a[5] for a in asked], seeds,
                         top_k=self.text_settings["top_k"], temperature=float(self.text_settings["temperature"]),
@@ -333,7 +329,7 @@ class ShowO2Adapter(UpstreamAdapter):
         with torch.no_grad():
             joined = [torch.cat([embeds, self._embed(new).to(embeds.dtype)], dim=1)[0] if new else embeds[0]
                       for (_, embeds, *_), new in zip(asked, news)]  # (P + G, d) each  # fmt: skip
-            states = self._states_of(joined, [self._mask(j.shape[0], a[4]) for j, a in zip(joined, asked)])
+            states = forced(self._pass, joined, [self._mask(j.shape[0], a[4])[0, 0] for j, a in zip(joined, asked)])
         out = []
         for (text, embeds, ids, where, _, _), new, mine in zip(asked, news, states):
             n_prompt = embeds.shape[1]

@@ -24,9 +24,10 @@ from entroprobe.models.hooks import capture_layers
 __all__ = ["FIXED_STEP", "generate_images"]
 
 
-# torchdiffeq's fixed-grid solvers: each row's steps are its own. An adaptive solver sizes its steps by the error of
-# the whole batch, so under one a prompt's image would depend on its batch: such prompts go one at a time.
-FIXED_STEP = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+# torchdiffeq's fixed-grid solvers without a convergence test: each row's steps are its own. An adaptive solver
+# sizes its steps by the error of the whole batch, and implicit_adams iterates its corrector until the whole batch
+# converges, so under those a prompt's image would depend on its batch: such prompts go one at a time.
+FIXED_STEP = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams")
 
 
 def generate_images(adapter: Any, texts: list[str], items: list[str], seeds: list[int],

@@ -29,15 +29,12 @@ __all__ = ["generate_image", "generate_texts"]
 def generate_texts(adapter: Any, prompts: list[dict[str, Any]], budgets: list[int], seeds: list[int]) -> list[Response]:
     """``mmu_generate`` on each prompt (from ``ShowOAdapter._understanding``), the prompts at once (see
     :mod:`entroprobe.models.growing_mask`), then one teacher-forced pass over them all, right-padded."""
-    from entroprobe.models.growing_mask import generate, padded
+    from entroprobe.models.growing_mask import forced, generate
 
     model, device = adapter.model, adapter.device
-    # inference_mmu.py: the MAGVIT branch generates over ids and ends at <|eot|>, the CLIP-ViT one over embeddings
-    # and ends at the tokenizer's end of sequence (feeding ids or their embeddings is the same pass)
-    ends = {adapter.tokenizer.eos_token_id if isinstance(p["kind"], tuple) or adapter.w_clip_vit
-            else adapter.ids["<|eot|>"] for p in prompts}  # fmt: skip
-    if len(ends) > 1:
-        return [r for p, b, s in zip(prompts, budgets, seeds) for r in generate_texts(adapter, [p], [b], [s])]
+    # inference_mmu.py: the MAGVIT checkpoint generates over ids and ends at <|eot|>, the CLIP-ViT one over
+    # embeddings and ends at the tokenizer's end of sequence (feeding ids or their embeddings is the same pass)
+    eos = adapter.tokenizer.eos_token_id if adapter.w_clip_vit else adapter.ids["<|eot|>"]
     top_k, temperature = int(adapter.text_settings["top_k"]), float(adapter.text_settings["temperature"])
 
     def mask_of(ids: list[int | None], embeds: torch.Tensor, kind: Any) -> torch.Tensor:
@@ -45,20 +42,23 @@ def generate_texts(adapter: Any, prompts: list[dict[str, Any]], budgets: list[in
         return adapter._mask(tokens, embeds, kind)[0, 0]  # (T, T), the authors' mask of the whole sequence
 
     with torch.no_grad():
-        news = generate(lambda e, m: model(None, input_embeddings=e, attention_mask=m),
+        def logits_of(embeds: torch.Tensor, mask: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+            hidden = model.showo.model(inputs_embeds=embeds, attention_mask=mask)[0]  # what PhiForCausalLM gives lm_head
+            return model.showo.lm_head(hidden[torch.arange(hidden.shape[0], device=ends.device), ends]).float()
+
+        news = generate(logits_of,
                         lambda token: adapter._embed([token])[0, 0],
                         [(p["embeds"][0], mask_of(p["ids"], p["embeds"], p["kind"])) for p in prompts], budgets, seeds,
-                        top_k=top_k, temperature=temperature, eos=ends.pop())  # fmt: skip
+                        top_k=top_k, temperature=temperature, eos=eos)  # fmt: skip
         rows, masks = [], []
         for p, new in zip(prompts, news):
             joined = torch.cat([p["embeds"], adapter._embed(new).to(p["embeds"].dtype)], dim=1) if new else p["embeds"]
             rows.append(joined[0])
             masks.append(mask_of([*p["ids"], *new], joined, p["kind"]))  # the same rows the growing mask gave
-        embeds, mask = padded(rows, masks)
-        states = adapter._states_of(embeds, mask)  # (L + 1, B, T, d)
+        states = forced(adapter._pass, rows, masks)  # (L + 1, T_i, d) each
     out = []
-    for k, (p, new, row) in enumerate(zip(prompts, news, rows)):
-        mine, every, n_prompt = states[:, k, : row.shape[0]], [*p["ids"], *new], p["embeds"].shape[1]
+    for p, new, mine in zip(prompts, news, states):
+        every, n_prompt = [*p["ids"], *new], p["embeds"].shape[1]
         out.append(Response(
             prompt=adapter._select(mine, torch.cat([p["image"], p["question"]]), every),
             response=adapter._select(mine, torch.arange(n_prompt, n_prompt + len(new)), every),

@@ -315,6 +315,8 @@ class OmniGen2Adapter(UpstreamAdapter):
                                                                   for s in seeds]  # fmt: skip
         side, tokenizer.padding_side = tokenizer.padding_side, "right"  # the transformer reads row i's first tokens
         try:
+            # the noise comes from the generators; the global RNG is only held steady (the schedulers offered,
+            # Euler and DPM-Solver++, draw nothing from it)
             with seeded(int(seeds[0]), self.device), torch.no_grad(), \
                     capture_layers(self.transformer, "layers", keep=lambda s, c: s == last and c == 0) as capture:  # fmt: skip
                 result = self.pipe(

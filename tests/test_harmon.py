@@ -360,7 +360,7 @@ def test_a_whole_run_records_defaults_and_the_checkout(harmon_root, tiny_dir, tm
 
     frame, manifest = run_all_tasks(f"harmon:{tiny_dir}", {"repo": str(harmon_root),
                                                            "config": str(tiny_dir / "tiny_config.py"), **ARGS},
-                                    tmp_path / "run")  # fmt: skip
+                                    tmp_path / "run", batch_size=2)  # fmt: skip
     model = manifest["model"]
     assert model["upstream"]["repository"] == "wusize/Harmon" and model["upstream"]["path"] == str(harmon_root)
     assert model["defaults"]["image-gen"]["cfg"] == {"value": 3.0, "source": IMAGE_DEFAULTS["cfg"].source}

@@ -401,7 +401,8 @@ def test_errors_name_the_item(flow, tmp_path):
 
 
 def test_a_whole_run_records_defaults_and_the_checkout(janus_root, tiny_dir, tmp_path):
-    frame, manifest = run_all_tasks(f"janusflow:{tiny_dir}", {"repo": str(janus_root), **ARGS}, tmp_path / "run")
+    frame, manifest = run_all_tasks(f"janusflow:{tiny_dir}", {"repo": str(janus_root), **ARGS}, tmp_path / "run",
+                                    batch_size=2)  # fmt: skip
     model = manifest["model"]
     head = subprocess.run(["git", "-C", str(janus_root), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout
     assert model["upstream"]["commit"] == head.strip() and model["upstream"]["repository"] == "deepseek-ai/Janus"

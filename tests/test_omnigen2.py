@@ -422,7 +422,8 @@ def test_errors_name_the_item(og2, tmp_path):
 
 
 def test_a_whole_run_records_defaults_and_the_checkout(og2_root, tiny_dir, tmp_path):
-    frame, manifest = run_all_tasks(f"omnigen2:{tiny_dir}", {"repo": str(og2_root), **ARGS}, tmp_path / "run")
+    frame, manifest = run_all_tasks(f"omnigen2:{tiny_dir}", {"repo": str(og2_root), **ARGS}, tmp_path / "run",
+                                    batch_size=2)  # fmt: skip
     model = manifest["model"]
     head = subprocess.run(["git", "-C", str(og2_root), "rev-parse", "HEAD"], check=True, capture_output=True,
                           text=True).stdout  # fmt: skip

@@ -452,7 +452,7 @@ def test_a_whole_run_records_defaults_and_commit(show_o_root, tiny, tmp_path):
 
     args = {"repo": str(show_o_root), "device": "cpu", **MODEL_ARGS, "max_seq_length": "192"}  # byte-level prompts
     frame, manifest = run_all_tasks(f"show-o2:{tiny}", args,
-                                    tmp_path / "run", limit=1, max_new_tokens=3)  # fmt: skip
+                                    tmp_path / "run", limit=2, max_new_tokens=3, batch_size=2)  # fmt: skip
     model = manifest["model"]
     assert model["upstream"]["commit"] == ShowO2Adapter.upstream.tested[0][0]
     image = model["defaults"]["image-gen"]

@@ -41,7 +41,8 @@ def needs(*modules: str) -> None:
 def run_all_tasks(spec: str, model_args: dict[str, Any], out: Path, *, limit: int = 2,
                   max_new_tokens: int = 4, **config: Any) -> tuple[pd.DataFrame, dict[str, Any]]:  # fmt: skip
     """``entroprobe run`` of ``spec`` on the built-in samples (text and image prompts), every task; asserts no unit
-    failed and every (task, modality) the paper measures has rows. Returns ``(results, manifest)``."""
+    failed, no batch (``batch_size=`` in ``config``) fell back to one prompt at a time, and every (task, modality)
+    the paper measures has rows. Returns ``(results, manifest)``."""
     from entroprobe.probe import ProbeConfig, run_probe
 
     settings = dict(model=spec, out=out, model_args=model_args, text_prompts="samples", image_prompts="samples",
@@ -51,6 +52,7 @@ def run_all_tasks(spec: str, model_args: dict[str, Any], out: Path, *, limit: in
     summary = run_probe(ProbeConfig(**settings))
     errors = out / "errors.jsonl"
     assert summary.failed == 0, errors.read_text() if errors.exists() else summary.describe()
+    assert not [n for n in summary.notices if "one prompt at a time" in n], summary.notices  # batches stayed batches
     frame = pd.read_parquet(out / "results.parquet")
     seen = set(zip(frame["task"], frame["modality"]))
     wanted = {("encode", "text"), ("encode", "image"), ("text-gen", "text"), ("text-gen", "image"), ("image-gen", "text")}

@@ -501,7 +501,8 @@ def test_a_whole_run_records_defaults_and_commit(show_o_root, tiny, tmp_path):
     from upstream_checks import run_all_tasks
 
     args = {**_args(tiny, show_o_root), "generation_timesteps": "3", "max_seq_length": "256"}  # byte-level prompts
-    frame, manifest = run_all_tasks(f"show-o:{tiny / 'show-o'}", args, tmp_path / "run", limit=1, max_new_tokens=3)
+    frame, manifest = run_all_tasks(f"show-o:{tiny / 'show-o'}", args, tmp_path / "run", limit=2, max_new_tokens=3,
+                                    batch_size=2)  # fmt: skip
     model = manifest["model"]
     assert model["upstream"]["commit"] == ShowOAdapter.upstream.tested[0][0]
     image = model["defaults"]["image-gen"]
@@ -536,3 +537,26 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(request,
     if not top_k:
         answers = {tuple(showo.respond_text("a cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
         assert len(answers) > 1
+
+
+@pytest.mark.parametrize("guidance", ["5.0", "0"])
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(showo, guidance):
+    """One unmasking loop for prompts of different lengths (the script's padded layout), the conditional rows then
+    the unconditional ones, each prompt drawing from its own seed."""
+    from upstream_checks import captured, stacked
+
+    texts, seeds = ["a red cat", "the blue dog sat on a mat", "a cube"], [4, 5, 6]
+    with captured(list(showo.model.showo.model.layers)) as calls:
+        batched = showo.respond_image_batch(texts, seeds=seeds, guidance_scale=guidance)
+    rows = 2 * len(texts) if float(guidance) > 0 else len(texts)
+    assert {stacked(c).shape[1] for c in calls[:-1]} == {rows} and stacked(calls[-1]).shape[1] == len(texts)
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = showo.respond_image(text, seed=seed, guidance_scale=guidance)
+        assert torch.equal(response.output_ids, alone.output_ids)
+        for side in ("prompt", "response"):
+            mine, theirs = getattr(response, side), getattr(alone, side)
+            assert torch.equal(mine.positions, theirs.positions)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        assert np.array_equal(np.asarray(response.output), np.asarray(alone.output))
+    with pytest.raises(ItemError, match="empty"):
+        showo.respond_image_batch(["a cat", " "], seeds=[1, 2])

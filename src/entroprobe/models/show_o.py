@@ -311,20 +311,26 @@ class ShowOAdapter(UpstreamAdapter):
 
         Args:
             text: the image description.
-            seed: seeds the sampling (the script's global RNG); the same seed gives the same image.
+            seed: seeds the sampling; the same seed gives the same image.
             **generation: :data:`IMAGE_DEFAULTS` keys over the load-time settings.
 
         Raises:
             InputError: an unknown or unparsable setting.
             ItemError: an empty prompt, or one longer than ``max_seq_length`` leaves room for.
         """
-        from entroprobe.models.show_o_generate import generate_image
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts in one unmasking loop, as ``inference_t2i.py`` batches them, each
+        drawing from its own seed; each image and its states are its prompt's alone."""
+        from entroprobe.models.show_o_generate import generate_images
 
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        require_text(text, item)
+        items = [prompt_item(text) for text in texts]
+        for text, item in zip(texts, items):
+            require_text(text, item)
         values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="Show-o image-generation")
-        return generate_image(self, text, item, seed, values)
+        return generate_images(self, texts, items, seeds, values)
 
     def read(self, text: str) -> Reading | None:
         """The text's Phi tokens (byte-level BPE: no unknown tokens; Phi's ``unk_token`` is its ``<|endoftext|>``)."""

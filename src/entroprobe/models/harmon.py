@@ -258,9 +258,7 @@ class HarmonAdapter(UpstreamAdapter):
         from entroprobe.models.hf_generate import Asked, answer_embedded, forced_states
 
         asked = []
-        for text, image in prompts:
-            self.require("text-gen", "image" if image is not None else "text")
-            item = prompt_item(text, image)
+        for text, image, item in self._replies(prompts):
             if image is not None:
                 templated, ids, embeds = self._image_prompt(image, text, item)
                 count = int((ids == self.image_token_id).sum())

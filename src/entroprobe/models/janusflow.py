@@ -49,7 +49,6 @@ from entroprobe.models.base import (
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
     require_text,
-    require_prompt,
     load_image,
     prompt_item,
     room_to_generate,
@@ -237,11 +236,7 @@ class JanusFlowAdapter(UpstreamAdapter):
         from entroprobe.models.hf_generate import Asked, answer_embedded, forced_states
 
         asked = []
-        for text, image in prompts:
-            self.require("text-gen", "image" if image is not None else "text")
-            require_prompt(text, image)
-            item = prompt_item(text, image)
-            picture = None if image is None else load_image(image, item)
+        for text, picture, item in self._replies(prompts):
             ids, embeds, templated = self._understanding(text, picture, item)
             tag = f"{self.processor.image_tag}\n" if picture is not None else ""
             render = lambda q, tag=tag: self._template(tag + q, self.processor.system_prompt)  # noqa: E731

@@ -44,7 +44,6 @@ from entroprobe.models.base import (
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
     require_text,
-    require_prompt,
     load_image,
     prompt_item,
     room_to_generate,
@@ -216,11 +215,7 @@ class OmniGen2Adapter(UpstreamAdapter):
         from entroprobe.models.hf_generate import generate_rows
 
         asked = []
-        for text, image in prompts:
-            self.require("text-gen", "image" if image is not None else "text")
-            require_prompt(text, image)
-            item = prompt_item(text, image)
-            picture = None if image is None else load_image(image, item)
+        for text, picture, item in self._replies(prompts):
             asked.append((text, picture, item, self.chat._apply_chat_template(text or "", None if picture is None
                                                                               else [picture])))  # fmt: skip
         pictures = [picture for _, picture, _, _ in asked if picture is not None]

@@ -46,7 +46,7 @@ from entroprobe.models.base import (
     tokenizer_reading,
     weights_fingerprint,
 )
-from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
+from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.show_o_load import (
@@ -296,11 +296,7 @@ class ShowOAdapter(UpstreamAdapter):
         from entroprobe.models.show_o_generate import generate_texts
 
         built, budgets = [], []
-        for text, image in prompts:
-            self.require("text-gen", "image" if image is not None else "text")
-            require_prompt(text, image)
-            item = prompt_item(text, image)
-            picture = None if image is None else load_image(image, item)
+        for text, picture, item in self._replies(prompts):
             with torch.no_grad():
                 built.append(self._understanding(text, picture))
             budgets.append(room_to_generate(built[-1]["embeds"].shape[1], max_new_tokens, self.context, item))

@@ -38,7 +38,7 @@ import torch
 from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype, seeded
 from entroprobe.models.defaults import Default
-from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
+from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from, settings
@@ -307,11 +307,7 @@ class ShowO2Adapter(UpstreamAdapter):
         from entroprobe.models.growing_mask import forced, generate
 
         asked = []
-        for (text, image), seed in zip(prompts, seeds):
-            self.require("text-gen", "image" if image is not None else "text")
-            require_prompt(text, image)
-            item = prompt_item(text, image)
-            picture = None if image is None else load_image(image, item)
+        for (text, picture, item), seed in zip(self._replies(prompts), seeds):
             with seeded(seed, self.device), torch.no_grad():  # the image path samples its VAE latent
                 embeds, ids, where, block = self._understanding(text, picture)
             budget = room_to_generate(embeds.shape[1], max_new_tokens, self.context, item)

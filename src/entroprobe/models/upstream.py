@@ -324,6 +324,25 @@ class UpstreamAdapter(ModelAdapter):
         _, given = settings(table, generation, what=what)
         return {**current, **given}
 
+    def _replies(self, prompts: list[tuple[str | None, Any]]) -> list[tuple[str | None, Any, str]]:
+        """The ``(text, image)`` prompts of a batch of text replies, checked: ``(text, picture or None, item)``
+        each, the picture read.
+
+        Raises:
+            CapabilityError: a prompt modality the family does not answer.
+            InputError: a prompt with neither text nor image.
+            ItemError: an image that cannot be read (naming it).
+        """
+        from entroprobe.models.hf import load_image, prompt_item, require_prompt
+
+        checked = []
+        for text, image in prompts:
+            self.require("text-gen", "image" if image is not None else "text")
+            require_prompt(text, image)
+            item = prompt_item(text, image)
+            checked.append((text, None if image is None else load_image(image, item), item))
+        return checked
+
     def _question(self, templated: str, text: str | None, ids: torch.Tensor, item: str, render: Any) -> torch.Tensor:
         """The positions of the question ``text`` in ``ids``, the tokens of ``templated`` (``render(q)`` gives the
         template around any question; see :mod:`.prompt_tokens`); none for an empty question."""

@@ -21,9 +21,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -c "import entroprobe.probe, entroprobe.report, pandas, pyarrow, torch, transformers
-from transformers import JanusForConditionalGeneration, JanusImageProcessorPil
 print('torch', torch.__version__, 'transformers', transformers.__version__,
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" 2>&1 | tee "$out/env.txt" || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$out/env.txt"
@@ -31,4 +30,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 timeout 120 python3 -m pytest -q -rs -p no:cacheprovider tests/test_entropy.py tests/test_hooks.py \
     tests/test_placement.py -k "cuda or gpu" 2>&1 | tee "$out/gpu_tests.txt"
 timeout 90 python3 benchmarks/bench_entropy.py --device cuda --sizes 2048 --rounds 1 2>&1 | tee "$out/bench_entropy.txt"
+python3 -c "from transformers import JanusForConditionalGeneration, JanusImageProcessorPil" 2>&1 \
+    | tee -a "$out/env.txt"  # bench_gpu's classes (transformers 5.23 has them: carry .whl where the machine lacks them)
 timeout 300 python3 benchmarks/bench_gpu.py --out "$out" 2>&1 | tee "$out/bench_gpu.log"

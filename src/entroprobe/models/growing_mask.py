@@ -5,7 +5,8 @@ under the authors' additive attention mask, grown by one row and one column a st
 previous last token saw, and itself); the last position's logits are divided by the temperature, cut to the top
 k, and sampled with ``torch.multinomial``. :func:`generate` is that loop for a batch: each step one pass over the
 rows still answering, right-padded (positions count from 0 in every row, and no position sees the padding), each
-row's draw from its own generator, so that an answer does not depend on its batch.
+row's draw from its own generator on the model's device, so that an answer does not depend on its batch (and a
+text prompt alone draws what ``mmu_generate`` draws from torch's global generator under the same seed).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from entroprobe.errors import InputError
 
 __all__ = ["padded", "generate", "forced"]
 
@@ -44,7 +47,10 @@ def generate(logits_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
         seeds: one per prompt: what it draws depends on its seed alone.
         top_k, temperature, eos: ``mmu_generate``'s ``top_k``, ``temperature`` and end token.
     """
-    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    if len(seeds) != len(prompts) or len(budgets) != len(prompts):
+        raise InputError(f"{len(prompts)} prompts need as many seeds and budgets; got {len(seeds)} and {len(budgets)}")
+    device = prompts[0][0].device
+    generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
     seqs = [embeds for embeds, _ in prompts]
     masks = [mask for _, mask in prompts]
     answers: list[list[int]] = [[] for _ in prompts]
@@ -55,10 +61,10 @@ def generate(logits_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
         with torch.no_grad():
             logits = logits_of(inputs, mask, ends)  # (b, V)
         for k, i in enumerate(list(live)):
-            last = logits[k] / temperature  # (V,), in the model's dtype as mmu_generate
+            last = logits[k] / temperature  # (V,), in the dtype mmu_generate sees (the model's head's)
             if top_k is not None:
                 last[last < torch.topk(last, min(int(top_k), last.shape[-1])).values[-1]] = -float("inf")
-            token = int(torch.multinomial(torch.softmax(last, -1).float().cpu(), 1, generator=generators[i]))
+            token = int(torch.multinomial(torch.softmax(last, -1)[None], 1, generator=generators[i])[0, 0])
             answers[i].append(token)
             n, floor = seqs[i].shape[0], torch.finfo(masks[i].dtype).min
             grown = torch.full((n + 1, n + 1), floor, dtype=masks[i].dtype, device=masks[i].device)

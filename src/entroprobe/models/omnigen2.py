@@ -231,7 +231,7 @@ class OmniGen2Adapter(UpstreamAdapter):
         placeholders = {self.image_token_id, int(self.mllm.config.video_token_id)}
         out = []
         for (text, picture, item, templated), ids, budget, new in zip(asked, rows, budgets, answers):
-            new = _through_stop(self.tokenizer, new[:budget], stops)  # a finished row's padding goes
+            new = _through_stop(self.tokenizer, ids, new[:budget], stops)  # a finished row's padding goes
             if any(int(t) in placeholders for t in new):
                 raise ItemError(item, "the answer holds an image/video placeholder token; it cannot be read back")
             out.append((new, torch.cat([ids, new])))
@@ -362,12 +362,15 @@ class OmniGen2Adapter(UpstreamAdapter):
                 "image_token_id": self.image_token_id}  # fmt: skip
 
 
-def _through_stop(tokenizer: Any, ids: torch.Tensor, stops: list[str]) -> torch.Tensor:
-    """``ids`` through the first token whose text completes a stop string (``generate``'s stop-string criterion
-    ends a row there; in a batch the finished row is then padded to the others' length), or all of them."""
+def _through_stop(tokenizer: Any, prompt: torch.Tensor, ids: torch.Tensor, stops: list[str]) -> torch.Tensor:
+    """``ids`` through the first token at which ``generate``'s own stop-string test (``StopStringCriteria``, over
+    the prompt and the answer so far) ends the row, or all of them: in a batch a finished row is padded to the
+    others' length, and alone it stops there."""
+    from transformers.generation.stopping_criteria import StopStringCriteria
+
+    test = StopStringCriteria(tokenizer, stops)
     for k in range(1, ids.shape[0] + 1):
-        text = tokenizer.decode(ids[:k].tolist(), skip_special_tokens=False)
-        if any(stop in text for stop in stops):
+        if bool(test(torch.cat([prompt, ids[:k]])[None], None)[0]):
             return ids[:k]
     return ids
 

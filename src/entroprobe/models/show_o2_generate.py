@@ -35,6 +35,8 @@ def generate_images(adapter: Any, texts: list[str], items: list[str], seeds: lis
     """One image per text (see the module), the texts in one batch as ``inference_t2i.py`` batches its prompts: every
     row has the same padded layout, the conditional rows first, then the unconditional ones; each row's noise comes
     from its own seed. ``values`` are the image-generation settings."""
+    if len(seeds) != len(texts):
+        raise InputError(f"{len(texts)} prompts need as many seeds; got {len(seeds)}")
     if len(texts) > 1 and str(values["sampling_method"]) not in FIXED_STEP:
         return [r for t, i, s in zip(texts, items, seeds) for r in generate_images(adapter, [t], [i], [s], values)]
     model, ids, device = adapter.model, adapter.ids, adapter.device
@@ -90,7 +92,7 @@ def generate_images(adapter: Any, texts: list[str], items: list[str], seeds: lis
         raise EntroprobeError(f"Show-o2's sampler failed under the settings {values}: {type(exc).__name__}: {exc}") from exc
     if not capture.calls:
         raise InputError(f"num_inference_steps={values['num_inference_steps']} made no model call; give at least 2")
-    states = capture.calls[-1].stacked()  # (L + 1, B, T, d): the conditional rows
+    states = capture.calls[-1].stacked()  # (L + 1, B, T, d): the conditional rows (first-half of 2B under guidance)
     samples = torch.chunk(samples, 2)[0] if guidance > 0 else samples
     with torch.no_grad():
         pixels = adapter.vae.batch_decode(samples.unsqueeze(2)).squeeze(2)  # (B, 3, H, W) in [-1, 1]

@@ -73,6 +73,8 @@ def generate_images(adapter: Any, texts: list[str], items: list[str], seeds: lis
                     values: dict[str, Any]) -> list[Response]:  # fmt: skip
     """One image per text (see the module), the texts in one batch: every row has the script's padded layout, and
     each draws from its own generator (:func:`_unmask`); ``values`` are the image-generation settings."""
+    if len(seeds) != len(texts):
+        raise InputError(f"{len(texts)} prompts need as many seeds; got {len(seeds)}")
     model, device, prompting = adapter.model, adapter.device, adapter.prompting
     code, sp = adapter.code, adapter.ids
     n = adapter.num_image_tokens
@@ -160,7 +162,6 @@ def _unmask(model: Any, sampling: Any, input_ids: torch.Tensor, uncond: torch.Te
     current = input_ids[:, -(n + 1) : -1].clone()
     current = torch.where(current == mask_id, mask_id, current - offset)
     prefix = None if uncond is None else uncond[:, :width]
-    sampled_ids = current
     for step in range(timesteps):
         if uncond is not None and guidance > 0:
             model_input = torch.cat([input_ids, torch.cat([prefix, input_ids[:, width:]], dim=1)])

@@ -404,3 +404,11 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(harmon_r
     if sampled:  # the seed decides what is drawn
         answers = {tuple(harmon.respond_text("a red cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
         assert len(answers) > 1
+
+
+def test_a_batch_of_prompts_is_encoded_in_one_pass(harmon):
+    from upstream_checks import check_encode_batches
+
+    check_encode_batches(harmon, list(harmon.model.llm.model.layers), ["a red cat", "the blue dog sat on the mat", "x"],
+                         [random_image((32, 32), seed=4), random_image((20, 40), seed=5), random_image((32, 32), seed=6)],
+                         ["what is this", None, "and this one here"])  # fmt: skip

@@ -470,3 +470,11 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(janus_ro
         assert len(answers) > 1
     with pytest.raises(InputError, match="needs a text prompt, an image, or both"):
         flow.respond_text_batch([("a cat", None), (" ", None)], max_new_tokens=2, seeds=[1, 2])
+
+
+def test_a_batch_of_prompts_is_encoded_in_one_pass(flow):
+    from upstream_checks import check_encode_batches
+
+    check_encode_batches(flow, list(flow.decoder.layers), ["a red cube", "the blue dog sat on the mat", "a cat"],
+                         [random_image((20, 30)), random_image(seed=2), random_image((40, 40), seed=3)],
+                         ["what is this", None, "and this one here"])  # fmt: skip

@@ -434,3 +434,11 @@ def test_a_whole_run_records_defaults_and_the_checkout(og2_root, tiny_dir, tmp_p
     assert defaults["text-gen"]["stop_strings"]["source"] == TEXT_DEFAULTS["stop_strings"].source
     image_rows = frame[frame["task"] == "image-gen"]
     assert len(image_rows) > 0 and set(frame[frame["task"] != "image-gen"]["num_layers"]) == {2}
+
+
+def test_a_batch_of_prompts_is_encoded_in_one_pass(og2):
+    from upstream_checks import check_encode_batches
+
+    check_encode_batches(og2, list(og2.decoder.layers), ["a red cube", "the blue dog sat on the mat", "a cat"],
+                         [random_image((32, 32)), random_image((48, 32), seed=2), random_image((32, 32), seed=3)],
+                         ["what is this", None, "and this one here"], atol=1e-4)  # fmt: skip

@@ -560,3 +560,14 @@ def test_a_batch_of_images_draws_what_each_prompt_draws_alone(showo, guidance):
         assert np.array_equal(np.asarray(response.output), np.asarray(alone.output))
     with pytest.raises(ItemError, match="empty"):
         showo.respond_image_batch(["a cat", " "], seeds=[1, 2])
+
+
+@pytest.mark.parametrize("variant", ["magvit", "clip"])
+def test_a_batch_of_prompts_is_encoded_in_one_pass(request, variant):
+    from tiny_models import random_image
+    from upstream_checks import check_encode_batches
+
+    showo = request.getfixturevalue("showo" if variant == "magvit" else "showo_clip")
+    check_encode_batches(showo, list(showo.model.showo.model.layers), ["a red cat", "the blue dog sat on a mat", "x"],
+                         [random_image((64, 64), seed=3), random_image((40, 64), seed=4), random_image((64, 64), seed=5)],
+                         ["what is this", None, "and this one here"])  # fmt: skip

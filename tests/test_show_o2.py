@@ -460,3 +460,12 @@ def test_a_whole_run_records_defaults_and_commit(show_o_root, tiny, tmp_path):
     assert image["num_inference_steps"] == {"value": 4, "source": "--model-args", "default": 50}
     assert model["defaults"]["text-gen"]["top_k"]["value"] == 1
     assert len(frame) > 0
+
+
+def test_a_batch_of_prompts_is_encoded_in_one_pass(showo2):
+    from tiny_models import random_image
+    from upstream_checks import check_encode_batches
+
+    check_encode_batches(showo2, list(showo2.model.showo.model.layers), ["a red cat", "the blue dog sat on a mat", "x"],
+                         [random_image((64, 64), seed=3), random_image((40, 64), seed=4), random_image((64, 64), seed=5)],
+                         ["what is this", None, "and this one here"])  # fmt: skip

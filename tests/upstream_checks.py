@@ -100,3 +100,22 @@ def captured(layers: list[torch.nn.Module], first_input: Callable[[tuple, dict],
 def stacked(call: dict[str, Any]) -> torch.Tensor:
     """One captured call → ``(layers + 1, ..., d)`` float32: the first layer's input, then every layer's output."""
     return torch.stack([call["input"], *call["outputs"]]).float()
+
+
+def check_encode_batches(adapter: Any, layers: list[torch.nn.Module], texts: list[str], images: list[Any],
+                         instructions: list[str | None], atol: float = 1e-4) -> None:  # fmt: skip
+    """``encode_text_batch`` and ``encode_image_batch`` make one pass through ``layers`` for the whole batch, and each
+    prompt's states, positions and token ids are those it has alone."""
+    cases = (("text", lambda: adapter.encode_text_batch(texts), [adapter.encode_text(t) for t in texts]),
+             ("image", lambda: adapter.encode_image_batch(images, instructions),
+              [adapter.encode_image(i, t) for i, t in zip(images, instructions)]))  # fmt: skip
+    for kind, batch, alone in cases:
+        with captured(layers) as calls:
+            batched = batch()
+        assert len(calls) == 1 and stacked(calls[0]).shape[1] == len(alone), kind  # one pass, every prompt in it
+        for mine, theirs in zip(batched, alone):
+            assert torch.equal(mine.positions, theirs.positions), kind
+            assert (mine.token_ids is None) == (theirs.token_ids is None), kind
+            assert mine.token_ids is None or torch.equal(mine.token_ids, theirs.token_ids), kind
+            assert mine.final_norm == theirs.final_norm, kind
+            torch.testing.assert_close(mine.states, theirs.states, atol=atol, rtol=atol)

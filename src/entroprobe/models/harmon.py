@@ -39,6 +39,7 @@ from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate, tokenize_checked
+from entroprobe.models.hf_batch import pad_embeds_right
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
@@ -230,20 +231,39 @@ class HarmonAdapter(UpstreamAdapter):
     # -- the four operations -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> LayerStates:
         """Layer states of every token of ``text`` (no template), from one pass of the LLM."""
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts in one pass, right-padded."""
         self.require("encode", "text")
-        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text)).to(self.device)
-        with self._layers() as cap, torch.no_grad():
-            self.model.llm.model(input_ids=ids, use_cache=False)
-        return self._states(cap.calls[0].stacked(), slice(None), ids[0])
+        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+        with torch.no_grad():
+            embeds = [self.model.llm.get_input_embeddings()(ids.to(self.device)) for ids in rows]
+        return [self._states(states, slice(None), ids) for ids, states in zip(rows, self._passes(embeds))]
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of the ``<image>`` positions of image2text.py's prompt (``instruction`` after the image)."""
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several image prompts in one pass, right-padded."""
         self.require("encode", "image")
-        _, ids, embeds = self._image_prompt(image, instruction, prompt_item(instruction, image))
+        prompts = [self._image_prompt(image, instruction, prompt_item(instruction, image))[1:]
+                   for image, instruction in zip(images, instructions or [None] * len(images))]  # fmt: skip
+        out = []
+        for (ids, _), states in zip(prompts, self._passes([embeds[0] for _, embeds in prompts])):
+            where = self._patches(ids)
+            out.append(self._states(states, where, ids[0, where]))
+        return out
+
+    def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """ONE pass of the LLM over input embeddings ``(T_i, d)``, right-padded → each row's raw states."""
+        embeds, mask = pad_embeds_right(rows)
         with self._layers() as cap, torch.no_grad():
-            self.model.llm.model(inputs_embeds=embeds, use_cache=False)
-        where = self._patches(ids)
-        return self._states(cap.calls[0].stacked(), where, ids[0, where])
+            self.model.llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        states = cap.calls[0].stacked()  # (L + 1, B, T, d)
+        return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip

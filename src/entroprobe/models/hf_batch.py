@@ -18,7 +18,7 @@ import torch
 from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
-__all__ = ["pad_right", "padded_states", "encode_rows", "encode_text_batch"]
+__all__ = ["pad_right", "pad_embeds_right", "padded_states", "encode_rows", "encode_text_batch"]
 
 
 def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +29,17 @@ def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torc
     for i, row in enumerate(rows):
         ids[i, : row.shape[0]], mask[i, : row.shape[0]] = row.cpu(), 1
     return ids, mask
+
+
+def pad_embeds_right(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs_embeds (B, T, d), attention_mask (B, T))`` from embeddings ``(T_i, d)`` of different lengths, on
+    their device: each row first, zeros after it (the mask hides them)."""
+    width = max(int(r.shape[0]) for r in rows)
+    padded = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+    for i, row in enumerate(rows):
+        padded[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
+    return padded, mask
 
 
 def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: Callable[[str], torch.Tensor],

@@ -255,15 +255,12 @@ def forced_embeds(asked: list[Asked], answers: list[torch.Tensor],
                   embed_tokens: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The teacher-forced pass's inputs: each prompt's embeddings then its answer's token embeddings, right-padded
     (a row's tokens never see what follows them) → ``(inputs_embeds (B, T, d), attention_mask (B, T))``."""
+    from entroprobe.models.hf_batch import pad_embeds_right
+
     with torch.no_grad():
         rows = [torch.cat([a.embeds, embed_tokens(new.to(a.embeds.device)).to(a.embeds.dtype)])
                 for a, new in zip(asked, answers)]  # fmt: skip
-    width = max(r.shape[0] for r in rows)
-    padded = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
-    for i, row in enumerate(rows):
-        padded[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
-    return padded, mask
+    return pad_embeds_right(rows)
 
 
 def forced_states(decoder: Any, asked: list[Asked], answers: list[torch.Tensor]) -> torch.Tensor:

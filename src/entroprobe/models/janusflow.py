@@ -54,6 +54,7 @@ from entroprobe.models.hf import (
     room_to_generate,
     tokenize_checked,
 )
+from entroprobe.models.hf_batch import pad_embeds_right
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import prompt_selection
@@ -182,11 +183,14 @@ class JanusFlowAdapter(UpstreamAdapter):
         check_length(ids.shape[0], self.context, item)
         return ids, embeds, templated
 
-    def _pass(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """One decoder pass, row 0's raw states ``(L + 1, T, d)`` captured by hooks."""
-        with capture_layers(self.decoder, "layers", rows=[0]) as capture, torch.no_grad():
+    def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """ONE decoder pass over input embeddings ``(T_i, d)``, right-padded → each row's raw states ``(L + 1, T_i,
+        d)``, captured by hooks."""
+        embeds, mask = pad_embeds_right(rows)
+        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
             self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        return capture.calls[0].stacked()[:, 0]  # (L + 1, T, d)
+        states = capture.calls[0].stacked()  # (L + 1, B, T, d)
+        return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
 
     def _states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor | None = None) -> LayerStates:
         return to_layer_states(states, positions, token_ids=None if ids is None else ids[positions.to(ids.device)],
@@ -199,11 +203,16 @@ class JanusFlowAdapter(UpstreamAdapter):
         Raises:
             ItemError: an empty prompt or one longer than the model's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts in one pass, right-padded."""
         self.require("encode", "text")
-        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0].to(self.device)
+        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
         with torch.no_grad():
-            embeds = self.decoder.get_input_embeddings()(ids[None])  # (1, T, d)
-        return self._states(self._pass(embeds), torch.arange(ids.shape[0]), ids.cpu())
+            embeds = [self.decoder.get_input_embeddings()(ids.to(self.device)) for ids in rows]
+        return [self._states(states, torch.arange(ids.shape[0]), ids.cpu())
+                for ids, states in zip(rows, self._passes(embeds))]  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of an image prompt's image-token positions (``instruction`` is context only).
@@ -211,11 +220,22 @@ class JanusFlowAdapter(UpstreamAdapter):
         Raises:
             ItemError: the image cannot be read, or the prompt is longer than the model's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several image prompts in one pass, right-padded."""
         self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        ids, embeds, _ = self._understanding(instruction, load_image(image, item), item)
-        where = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)  # (num_image_tokens,)
-        return self._states(self._pass(embeds), where, ids.cpu())
+        prompts = []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            ids, embeds, _ = self._understanding(instruction, load_image(image, item), item)
+            prompts.append((ids.cpu(), embeds[0]))
+        out = []
+        for (ids, _), states in zip(prompts, self._passes([embeds for _, embeds in prompts])):
+            where = torch.nonzero(ids == self.image_token_id).squeeze(1)  # (num_image_tokens,)
+            out.append(self._states(states, where, ids))
+        return out
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip

@@ -158,14 +158,18 @@ class OmniGen2Adapter(UpstreamAdapter):
             inputs = self.chat.prepare_inputs_for_text_generation(templated, images, self.device)
         return templated, inputs
 
-    def _mllm_pass(self, ids: torch.Tensor, inputs: Any = None) -> torch.Tensor:
-        """One pass of the MLLM over ``ids`` (with an image batch's pixels), raw states ``(L + 1, T, d)``."""
-        extra = {} if inputs is None or "pixel_values" not in inputs else \
-            {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"]}  # fmt: skip
-        with capture_layers(self.decoder, "layers", rows=[0]) as capture, torch.no_grad():
-            self.mllm.model(input_ids=ids[None].to(self.device), attention_mask=torch.ones_like(ids[None]).to(self.device),
-                            use_cache=False, **extra)  # fmt: skip
-        return capture.calls[0].stacked()[:, 0]  # (L + 1, T, d)
+    def _mllm_passes(self, rows: list[torch.Tensor], images: dict[str, torch.Tensor] | None = None,
+                     ) -> list[torch.Tensor]:  # fmt: skip
+        """ONE pass of the MLLM over the ids ``(T_i,)``, right-padded, with the batch's images (``pixel_values`` and
+        ``image_grid_thw`` of every image, in the rows' order) → each row's raw states ``(L + 1, T_i, d)``."""
+        from entroprobe.models.hf_batch import pad_right
+
+        ids, mask = pad_right([row.cpu() for row in rows], 0)
+        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
+            self.mllm.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False,
+                            **(images or {}))  # fmt: skip
+        states = capture.calls[0].stacked()  # (L + 1, B, T, d)
+        return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
 
     def _mllm_states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor) -> LayerStates:
         return to_layer_states(states, positions, token_ids=ids.cpu()[positions], final_norm=self.decoder.norm)
@@ -176,9 +180,14 @@ class OmniGen2Adapter(UpstreamAdapter):
         Raises:
             ItemError: an empty prompt or one longer than the MLLM's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts in one pass, right-padded."""
         self.require("encode", "text")
-        ids = tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0]
-        return self._mllm_states(self._mllm_pass(ids), torch.arange(ids.shape[0]), ids)
+        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+        return [self._mllm_states(states, torch.arange(ids.shape[0]), ids)
+                for ids, states in zip(rows, self._mllm_passes(rows))]  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """The MLLM's states of the ``<|image_pad|>`` positions of ``inference_chat.py``'s prompt.
@@ -186,13 +195,24 @@ class OmniGen2Adapter(UpstreamAdapter):
         Raises:
             ItemError: the image cannot be read, or the prompt is longer than the MLLM's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several image prompts in one pass, right-padded: each prompt as the processor
+        gives it alone, their images' patches one after the other."""
         self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        _, inputs = self._understanding(instruction, load_image(image, item))
-        ids = inputs["input_ids"][0]
-        check_length(ids.shape[0], self.context, item)
-        where = torch.nonzero(ids.cpu() == self.image_token_id).squeeze(1)  # (image tokens,)
-        return self._mllm_states(self._mllm_pass(ids, inputs), where, ids)
+        rows, pixels, grids = [], [], []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            _, inputs = self._understanding(instruction, load_image(image, item))
+            rows.append(inputs["input_ids"][0].cpu())
+            check_length(rows[-1].shape[0], self.context, item)
+            pixels.append(inputs["pixel_values"])
+            grids.append(inputs["image_grid_thw"])
+        images_of = {"pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)}
+        return [self._mllm_states(states, torch.nonzero(ids == self.image_token_id).squeeze(1), ids)
+                for ids, states in zip(rows, self._mllm_passes(rows, images_of))]  # fmt: skip
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip
@@ -211,7 +231,6 @@ class OmniGen2Adapter(UpstreamAdapter):
         in one ``generate`` with its stop strings (each answer cut where its stop string ends it; a sampled answer
         draws from its own seed, see :mod:`entroprobe.models.hf_generate`), then one teacher-forced pass,
         right-padded; each answer and its states are those of its prompt alone."""
-        from entroprobe.models.hf_batch import pad_right
         from entroprobe.models.hf_generate import generate_rows
 
         asked = []
@@ -235,13 +254,9 @@ class OmniGen2Adapter(UpstreamAdapter):
             if any(int(t) in placeholders for t in new):
                 raise ItemError(item, "the answer holds an image/video placeholder token; it cannot be read back")
             out.append((new, torch.cat([ids, new])))
-        padded, mask = pad_right([every for _, every in out], 0)
-        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
-            self.mllm.model(input_ids=padded.to(self.device), attention_mask=mask.to(self.device), use_cache=False,
-                            **images)  # fmt: skip
-        states, responses = capture.calls[0].stacked(), []  # (L + 1, B, T, d)
-        for row, ((text, picture, item, templated), ids, (new, every)) in enumerate(zip(asked, rows, out)):
-            mine, n_prompt = states[:, row, : every.shape[0]], ids.shape[0]
+        states, responses = self._mllm_passes([every for _, every in out], images), []
+        for (text, picture, item, templated), ids, (new, every), mine in zip(asked, rows, out, states):
+            n_prompt = ids.shape[0]
             image_at = torch.nonzero(ids == self.image_token_id).squeeze(1)
             render = lambda q, picture=picture: self.chat._apply_chat_template(q, None if picture is None else [picture])
             question = self._question(templated, text, ids, item, render)

@@ -227,10 +227,6 @@ class ShowOAdapter(UpstreamAdapter):
         keep = torch.tril(torch.ones(length, length, dtype=torch.bool, device=self.device))
         return torch.zeros(1, 1, length, length, device=self.device).masked_fill(~keep, torch.finfo(torch.float32).min)
 
-    def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One decoder pass → ``(L + 1, T, d)`` captured (last entry before the final norm)."""
-        return self._pass(embeds, mask)[:, 0]
-
     def _pass(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """One decoder pass over a (padded) batch → ``(L + 1, B, T, d)`` captured (last entry before the final norm)."""
         with capture_layers(self.model.showo.model, "layers") as cap, torch.no_grad():
@@ -251,15 +247,24 @@ class ShowOAdapter(UpstreamAdapter):
         Raises:
             ItemError: an empty prompt, or one longer than the decoder's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts in one pass, right-padded."""
+        from entroprobe.models.growing_mask import forced
+
         self.require("encode", "text")
-        item = prompt_item(text)
-        require_text(text, item)
-        ids = [self.ids["<|sot|>"], *self._words(text)]
-        check_length(len(ids), self.context, item)
-        with torch.no_grad():
-            embeds = self._embed(ids)
-            states = self._states(embeds, self._mask(None, embeds, "causal"))
-        return self._select(states, range(len(ids)), ids)
+        rows, embeds = [], []
+        for text in texts:
+            item = prompt_item(text)
+            require_text(text, item)
+            rows.append([self.ids["<|sot|>"], *self._words(text)])
+            check_length(len(rows[-1]), self.context, item)
+            with torch.no_grad():
+                embeds.append(self._embed(rows[-1]))
+        masks = [self._mask(None, e, "causal")[0, 0] for e in embeds]
+        return [self._select(states, range(len(ids)), ids)
+                for ids, states in zip(rows, forced(self._pass, [e[0] for e in embeds], masks))]  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """States of the image positions of ``inference_mmu.py``'s prompt (MAGVIT tokens or CLIP features).
@@ -267,16 +272,25 @@ class ShowOAdapter(UpstreamAdapter):
         Raises:
             ItemError: the image cannot be read, or the prompt is longer than the decoder's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several image prompts in one pass, right-padded."""
+        from entroprobe.models.growing_mask import forced
+
         self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        picture = load_image(image, item)
-        with torch.no_grad():
-            prompt = self._understanding(instruction, picture)
-            embeds = prompt["embeds"]
-            check_length(embeds.shape[1], self.context, item)
+        prompts, masks = [], []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            with torch.no_grad():
+                prompt = self._understanding(instruction, load_image(image, item))
+            check_length(prompt["embeds"].shape[1], self.context, item)
             ids = torch.tensor([[0 if i is None else i for i in prompt["ids"]]], device=self.device)
-            states = self._states(embeds, self._mask(ids, embeds, prompt["kind"]))
-        return self._select(states, prompt["image"], prompt["ids"])
+            prompts.append(prompt)
+            masks.append(self._mask(ids, prompt["embeds"], prompt["kind"])[0, 0])
+        states = forced(self._pass, [p["embeds"][0] for p in prompts], masks)
+        return [self._select(mine, p["image"], p["ids"]) for p, mine in zip(prompts, states)]
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip

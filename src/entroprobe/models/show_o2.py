@@ -249,10 +249,6 @@ class ShowO2Adapter(UpstreamAdapter):
             self.model.showo(inputs_embeds=embeds, attention_mask=mask)
         return cap.calls[-1].stacked()
 
-    def _states(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One decoder pass → ``(L + 1, T, d)`` of its one row."""
-        return self._pass(embeds, mask)[:, 0]
-
     def _select(self, states: torch.Tensor, positions: Any, ids: list[int] | None) -> LayerStates:
         index = torch.as_tensor(positions, dtype=torch.long)
         tokens = None if ids is None else torch.tensor([ids[i] for i in index.tolist()], dtype=torch.long)
@@ -265,14 +261,23 @@ class ShowO2Adapter(UpstreamAdapter):
         Raises:
             ItemError: an empty prompt, or one longer than the decoder's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts in one pass, right-padded."""
+        from entroprobe.models.growing_mask import forced
+
         self.require("encode", "text")
-        item = prompt_item(text)
-        require_text(text, item)
-        ids = [self.ids["bos_id"], *self._words(text)]
-        check_length(len(ids), self.context, item)
+        rows = []
+        for text in texts:
+            item = prompt_item(text)
+            require_text(text, item)
+            rows.append([self.ids["bos_id"], *self._words(text)])
+            check_length(len(rows[-1]), self.context, item)
         with torch.no_grad():
-            states = self._states(self._embed(ids).to(self.dtype), self._mask(len(ids), None))
-        return self._select(states, range(len(ids)), ids)
+            embeds = [self._embed(ids)[0].to(self.dtype) for ids in rows]
+        masks = [self._mask(len(ids), None)[0, 0] for ids in rows]
+        return [self._select(states, range(len(ids)), ids) for ids, states in zip(rows, forced(self._pass, embeds, masks))]
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """States of the image-feature positions of ``inference_mmu.py``'s prompt (``num_image_tokens``).
@@ -280,14 +285,26 @@ class ShowO2Adapter(UpstreamAdapter):
         Raises:
             ItemError: the image cannot be read, or the prompt is longer than the decoder's context.
         """
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several image prompts in one pass, right-padded (each image's VAE latent drawn
+        under seed 0, as alone)."""
+        from entroprobe.models.growing_mask import forced
+
         self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        picture = load_image(image, item)
-        with seeded(0, self.device), torch.no_grad():
-            embeds, _, where, block = self._understanding(instruction, picture)
-            check_length(embeds.shape[1], self.context, item)
-            states = self._states(embeds, self._mask(embeds.shape[1], block))
-        return self._select(states, where, None)
+        embeds, masks, wheres = [], [], []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            picture = load_image(image, item)
+            with seeded(0, self.device), torch.no_grad():
+                prompt, _, where, block = self._understanding(instruction, picture)
+            check_length(prompt.shape[1], self.context, item)
+            embeds.append(prompt[0])
+            masks.append(self._mask(prompt.shape[1], block)[0, 0])
+            wheres.append(where)
+        return [self._select(states, where, None) for where, states in zip(wheres, forced(self._pass, embeds, masks))]
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip

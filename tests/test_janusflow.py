@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import WORDS, random_image
-from upstream_checks import captured, checkout_or_skip, needs, run_all_tasks, stacked
+from upstream_checks import captured, checkout_or_skip, needs, run_all_tasks, same_as_alone, stacked
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models import load_model
@@ -427,12 +427,7 @@ def test_a_batch_of_images_draws_what_each_prompt_draws_alone(flow, monkeypatch)
     batched = flow.respond_image_batch(texts, seeds=seeds)
     assert calls == [2 * len(texts)] * STEPS  # every prompt's two rows in each step's one pass
     for text, seed, response in zip(texts, seeds, batched):
-        alone = flow.respond_image(text, seed=seed)
-        for side in ("prompt", "response"):
-            mine, theirs = getattr(response, side), getattr(alone, side)
-            assert torch.equal(mine.positions, theirs.positions)
-            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
-        assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= 1
+        same_as_alone(response, flow.respond_image(text, seed=seed))
     with pytest.raises(ItemError, match="empty"):
         flow.respond_image_batch(["a cat", " "], seeds=[1, 2])
 
@@ -459,12 +454,7 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(janus_ro
     assert calls[0] == ("generate", 4) and calls[-1] == ("pass", 4)  # the whole batch in each
     assert [kind for kind, _ in calls].count("pass") == 1 and all(n == 4 for _, n in calls)
     for (text, image), seed, response in zip(prompts, seeds, batched):
-        alone = flow.respond_text(text, image, max_new_tokens=4, seed=seed)
-        assert torch.equal(response.output_ids, alone.output_ids) and response.output == alone.output
-        for side in ("prompt", "response"):
-            mine, theirs = getattr(response, side), getattr(alone, side)
-            assert torch.equal(mine.positions, theirs.positions) and torch.equal(mine.token_ids, theirs.token_ids)
-            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+        same_as_alone(response, flow.respond_text(text, image, max_new_tokens=4, seed=seed))
     if sampled:  # the seed decides what is drawn
         answers = {tuple(flow.respond_text("a red cube", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
         assert len(answers) > 1

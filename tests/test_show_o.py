@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from upstream_checks import same_as_alone
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.compat import show_o as compat
@@ -528,12 +529,7 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(request,
     for group in (prompts[:2], prompts[2:]):  # the run batches one prompt modality at a time
         batched = showo.respond_text_batch(group, max_new_tokens=4, seeds=seeds[: len(group)])
         for (text, image), seed, response in zip(group, seeds, batched):
-            alone = showo.respond_text(text, image, max_new_tokens=4, seed=seed)
-            assert response.output_ids.tolist() == alone.output_ids.tolist() and response.output == alone.output
-            for side in ("prompt", "response"):
-                mine, theirs = getattr(response, side), getattr(alone, side)
-                assert torch.equal(mine.positions, theirs.positions)
-                torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+            same_as_alone(response, showo.respond_text(text, image, max_new_tokens=4, seed=seed))
     if not top_k:
         answers = {tuple(showo.respond_text("a cat", max_new_tokens=4, seed=s).output_ids.tolist()) for s in range(6)}
         assert len(answers) > 1
@@ -551,13 +547,7 @@ def test_a_batch_of_images_draws_what_each_prompt_draws_alone(showo, guidance):
     rows = 2 * len(texts) if float(guidance) > 0 else len(texts)
     assert {stacked(c).shape[1] for c in calls[:-1]} == {rows} and stacked(calls[-1]).shape[1] == len(texts)
     for text, seed, response in zip(texts, seeds, batched):
-        alone = showo.respond_image(text, seed=seed, guidance_scale=guidance)
-        assert torch.equal(response.output_ids, alone.output_ids)
-        for side in ("prompt", "response"):
-            mine, theirs = getattr(response, side), getattr(alone, side)
-            assert torch.equal(mine.positions, theirs.positions)
-            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
-        assert np.array_equal(np.asarray(response.output), np.asarray(alone.output))
+        same_as_alone(response, showo.respond_image(text, seed=seed, guidance_scale=guidance), pixels=0)
     with pytest.raises(ItemError, match="empty"):
         showo.respond_image_batch(["a cat", " "], seeds=[1, 2])
 

@@ -119,3 +119,23 @@ def check_encode_batches(adapter: Any, layers: list[torch.nn.Module], texts: lis
             assert mine.token_ids is None or torch.equal(mine.token_ids, theirs.token_ids), kind
             assert mine.final_norm == theirs.final_norm, kind
             torch.testing.assert_close(mine.states, theirs.states, atol=atol, rtol=atol)
+
+
+def same_as_alone(response: Any, alone: Any, *, rtol: float = 1e-4, pixels: int = 1) -> None:
+    """A batched response equals its prompt's alone: the same answer (ids and text), or the same picture within
+    ``pixels`` levels (and the same image ids, where there are any), and on each side the same positions and token
+    ids and the states within 1e-4."""
+    import numpy as np
+
+    if alone.output_ids is not None:
+        assert torch.equal(response.output_ids, alone.output_ids)
+    if isinstance(alone.output, str):
+        assert response.output == alone.output
+    else:
+        assert np.abs(np.asarray(response.output, dtype=int) - np.asarray(alone.output, dtype=int)).max() <= pixels
+    for side in ("prompt", "response"):
+        mine, theirs = getattr(response, side), getattr(alone, side)
+        assert torch.equal(mine.positions, theirs.positions), side
+        assert (mine.token_ids is None) == (theirs.token_ids is None), side
+        assert mine.token_ids is None or torch.equal(mine.token_ids, theirs.token_ids), side
+        torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=rtol)

@@ -39,7 +39,7 @@ from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate, tokenize_checked
-from entroprobe.models.hf_batch import pad_embeds_right
+from entroprobe.models.hf_batch import embedded_passes
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
@@ -183,9 +183,9 @@ class HarmonAdapter(UpstreamAdapter):
     def _layers(self, **options: Any):
         return capture_layers(self.model.llm.model, "layers", **options)
 
-    def _states(self, states: torch.Tensor, positions: Any, token_ids: Any = None, row: int = 0) -> LayerStates:
-        """:class:`LayerStates` of ``positions`` of a captured call's ``stacked()`` states (of batch row ``row``)."""
-        return to_layer_states(states, positions, token_ids=token_ids, row=row, final_norm=self.model.llm.model.norm)
+    def _states(self, states: torch.Tensor, positions: Any, token_ids: Any = None) -> LayerStates:
+        """:class:`LayerStates` of ``positions`` of captured states ``(L + 1, [1,] T, d)``."""
+        return to_layer_states(states, positions, token_ids=token_ids, final_norm=self.model.llm.model.norm)
 
     def _image_prompt(self, image: Any, question: str | None, item: str) -> tuple[str, torch.Tensor, torch.Tensor]:
         """image2text.py's prompt: ``(templated string, ids (1, T), input embeddings (1, T, d))``."""
@@ -259,11 +259,7 @@ class HarmonAdapter(UpstreamAdapter):
 
     def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
         """ONE pass of the LLM over input embeddings ``(T_i, d)``, right-padded → each row's raw states."""
-        embeds, mask = pad_embeds_right(rows)
-        with self._layers() as cap, torch.no_grad():
-            self.model.llm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        states = cap.calls[0].stacked()  # (L + 1, B, T, d)
-        return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
+        return embedded_passes(self.model.llm.model, rows)
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip
@@ -299,14 +295,14 @@ class HarmonAdapter(UpstreamAdapter):
                                       use_cache=True)  # fmt: skip
         except ValueError as exc:
             raise InputError(f"Harmon generation rejected the settings {self.text_settings}: {exc}") from exc
-        states, out = forced_states(self.model.llm.model, asked, answers), []  # (L + 1, B, T, d)
-        for row, (a, new) in enumerate(zip(asked, answers)):
+        out = []
+        for a, new, states in zip(asked, answers, forced_states(self.model.llm.model, asked, answers)):
             n = a.ids.shape[0]
             patches = self._patches(a.ids[None]) if a.image is not None else None
             keep = self._question(a.render, a.templated, a.text, a.ids, a.item, patches)
             out.append(Response(
-                prompt=self._states(states, keep, a.ids[keep.to(a.ids.device)], row=row),
-                response=self._states(states, torch.arange(n, n + new.shape[0]), new, row=row),
+                prompt=self._states(states, keep, a.ids[keep.to(a.ids.device)]),
+                response=self._states(states, torch.arange(n, n + new.shape[0]), new),
                 output=tok.decode(new, skip_special_tokens=True), output_ids=new, extra={"prompt": a.templated},
             ))  # fmt: skip
         return out

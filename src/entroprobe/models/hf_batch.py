@@ -18,7 +18,7 @@ import torch
 from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
-__all__ = ["pad_right", "pad_embeds_right", "padded_states", "encode_rows", "encode_text_batch"]
+__all__ = ["pad_right", "pad_embeds_right", "embedded_passes", "padded_states", "encode_rows", "encode_text_batch"]
 
 
 def pad_right(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +40,19 @@ def pad_embeds_right(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     for i, row in enumerate(rows):
         padded[i, : row.shape[0]], mask[i, : row.shape[0]] = row, 1
     return padded, mask
+
+
+def embedded_passes(decoder: Any, rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """ONE pass of ``decoder`` (a transformers decoder with ``layers``; a family's own language model) over input
+    embeddings ``(T_i, d)``, right-padded → each row's raw layer states ``(L + 1, T_i, d)``, captured by hooks (the
+    last entry before the final norm)."""
+    from entroprobe.models.hooks import capture_layers
+
+    embeds, mask = pad_embeds_right(rows)
+    with capture_layers(decoder, "layers") as capture, torch.no_grad():
+        decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+    states = capture.calls[0].stacked()  # (L + 1, B, T, d)
+    return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
 
 
 def encode_text_batch(model: Any, num_layers: int, texts: list[str], tokenize: Callable[[str], torch.Tensor],

@@ -24,7 +24,7 @@ from entroprobe.errors import EntroprobeError
 from entroprobe.models.base import LayerStates
 
 __all__ = ["RowNoise", "GuidedRowNoise", "sampling_processors", "generate_rows", "teacher_forced_rows", "Asked",
-           "answer_embedded", "forced_embeds", "forced_states"]
+           "answer_embedded", "forced_states"]
 
 _DEFAULT_TOP_K = 50  # what transformers uses when neither the call nor the checkpoint sets top_k
 # generation settings whose processors read the prompt's ids (left padding would change what they do)
@@ -251,24 +251,13 @@ def answer_embedded(model: Any, asked: list[Asked], *, seeds: list[int], device:
     return [new[: a.budget] for new, a in zip(answers, asked)]
 
 
-def forced_embeds(asked: list[Asked], answers: list[torch.Tensor],
-                  embed_tokens: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """The teacher-forced pass's inputs: each prompt's embeddings then its answer's token embeddings, right-padded
-    (a row's tokens never see what follows them) → ``(inputs_embeds (B, T, d), attention_mask (B, T))``."""
-    from entroprobe.models.hf_batch import pad_embeds_right
+def forced_states(decoder: Any, asked: list[Asked], answers: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The teacher-forced pass: ONE pass of ``decoder`` over each prompt's embeddings then its answer's token
+    embeddings, right-padded (a row's tokens never see what follows them) → each row's raw states ``(L + 1, P + n,
+    d)`` (:func:`entroprobe.models.hf_batch.embedded_passes`)."""
+    from entroprobe.models.hf_batch import embedded_passes
 
+    embed = decoder.get_input_embeddings()
     with torch.no_grad():
-        rows = [torch.cat([a.embeds, embed_tokens(new.to(a.embeds.device)).to(a.embeds.dtype)])
-                for a, new in zip(asked, answers)]  # fmt: skip
-    return pad_embeds_right(rows)
-
-
-def forced_states(decoder: Any, asked: list[Asked], answers: list[torch.Tensor]) -> torch.Tensor:
-    """ONE teacher-forced pass of ``decoder`` (a transformers decoder: ``layers``, ``get_input_embeddings``) over
-    :func:`forced_embeds`' inputs → its layers' raw states captured by hooks, ``(L + 1, B, T, d)``."""
-    from entroprobe.models.hooks import capture_layers
-
-    embeds, mask = forced_embeds(asked, answers, decoder.get_input_embeddings())
-    with capture_layers(decoder, "layers") as capture, torch.no_grad():
-        decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-    return capture.calls[0].stacked()
+        rows = [torch.cat([a.embeds, embed(new.to(a.embeds.device)).to(a.embeds.dtype)]) for a, new in zip(asked, answers)]
+    return embedded_passes(decoder, rows)

@@ -54,7 +54,7 @@ from entroprobe.models.hf import (
     room_to_generate,
     tokenize_checked,
 )
-from entroprobe.models.hf_batch import pad_embeds_right
+from entroprobe.models.hf_batch import embedded_passes
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import prompt_selection
@@ -184,13 +184,8 @@ class JanusFlowAdapter(UpstreamAdapter):
         return ids, embeds, templated
 
     def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """ONE decoder pass over input embeddings ``(T_i, d)``, right-padded → each row's raw states ``(L + 1, T_i,
-        d)``, captured by hooks."""
-        embeds, mask = pad_embeds_right(rows)
-        with capture_layers(self.decoder, "layers") as capture, torch.no_grad():
-            self.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        states = capture.calls[0].stacked()  # (L + 1, B, T, d)
-        return [states[:, i, : row.shape[0]] for i, row in enumerate(rows)]
+        """ONE decoder pass over input embeddings ``(T_i, d)``, right-padded → each row's raw states."""
+        return embedded_passes(self.decoder, rows)
 
     def _states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor | None = None) -> LayerStates:
         return to_layer_states(states, positions, token_ids=None if ids is None else ids[positions.to(ids.device)],
@@ -267,9 +262,9 @@ class JanusFlowAdapter(UpstreamAdapter):
                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}  # fmt: skip
         answers = answer_embedded(self.model.language_model, asked, seeds=seeds, device=self.device,
                                   generation=settings, use_cache=True)  # fmt: skip
-        states, out = forced_states(self.decoder, asked, answers), []  # (L + 1, B, T, d)
-        for row, (a, new) in enumerate(zip(asked, answers)):
-            n_prompt, mine = a.ids.shape[0], states[:, row, : a.ids.shape[0] + new.shape[0]]
+        out = []
+        for a, new, mine in zip(asked, answers, forced_states(self.decoder, asked, answers)):
+            n_prompt = a.ids.shape[0]
             image_at = torch.nonzero(a.ids.cpu() == self.image_token_id).squeeze(1)
             question = self._question(a.templated, a.text, a.ids, a.item, a.render)
             keep = prompt_selection("question", n_prompt, question if question.numel() else None,

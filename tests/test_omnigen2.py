@@ -134,6 +134,22 @@ def test_the_layout_check_names_a_missing_file_and_a_wrong_class(tmp_path):
         check_layout(tmp_path / "absent")
 
 
+def test_an_answer_is_cut_where_generate_s_stop_string_test_ends_it():
+    """OmniGen2's batched answers are cut with generate's own stop-string test over prompt + answer: a stop string
+    that begins in the prompt's tail ends the answer at its first token, and one inside the answer at its end."""
+    from tiny_models import byte_level_qwen_tokenizer
+
+    from entroprobe.models.omnigen2 import _through_stop
+
+    tokenizer = byte_level_qwen_tokenizer()
+    prompt = torch.tensor(tokenizer("what is this\n")["input_ids"])
+    answer = torch.tensor(tokenizer("\na cat<|im_end|><|endoftext|><|endoftext|>")["input_ids"])
+    assert _through_stop(tokenizer, prompt, answer, ["\n\n"]).tolist() == answer[:1].tolist()  # "\n" + "\n"
+    cut = _through_stop(tokenizer, prompt, answer, ["<|im_end|>"])
+    assert tokenizer.decode(cut.tolist()) == "\na cat<|im_end|>"  # the padding after it goes
+    assert _through_stop(tokenizer, prompt, answer, ["dog"]).tolist() == answer.tolist()  # never stopped: all of it
+
+
 def test_the_rmsnorm_shim_switches_off_triton_only_without_cuda():
     fake = types.SimpleNamespace(_triton_available=True)
     assert torch_rmsnorm_without_cuda(fake, cuda_available=True) is False and fake._triton_available is True

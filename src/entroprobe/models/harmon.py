@@ -235,11 +235,11 @@ class HarmonAdapter(UpstreamAdapter):
 
     def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
         """:meth:`encode_text` of several texts in one pass, right-padded."""
-        self.require("encode", "text")
-        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+        rows = self._text_rows(texts)
         with torch.no_grad():
             embeds = [self.model.llm.get_input_embeddings()(ids.to(self.device)) for ids in rows]
-        return [self._states(states, slice(None), ids) for ids, states in zip(rows, self._passes(embeds))]
+        return [self._states(states, slice(None), ids) for ids, states in
+                zip(rows, embedded_passes(self.model.llm.model, embeds))]  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of the ``<image>`` positions of image2text.py's prompt (``instruction`` after the image)."""
@@ -248,18 +248,13 @@ class HarmonAdapter(UpstreamAdapter):
     def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
                            ) -> list[LayerStates]:  # fmt: skip
         """:meth:`encode_image` of several image prompts in one pass, right-padded."""
-        self.require("encode", "image")
-        prompts = [self._image_prompt(image, instruction, prompt_item(instruction, image))[1:]
-                   for image, instruction in zip(images, instructions or [None] * len(images))]  # fmt: skip
+        prompts = [self._image_prompt(picture, instruction, item)[1:]
+                   for picture, instruction, item in self._image_prompts(images, instructions)]  # fmt: skip
         out = []
-        for (ids, _), states in zip(prompts, self._passes([embeds[0] for _, embeds in prompts])):
+        for (ids, _), states in zip(prompts, embedded_passes(self.model.llm.model, [e[0] for _, e in prompts])):
             where = self._patches(ids)
             out.append(self._states(states, where, ids[0, where]))
         return out
-
-    def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """ONE pass of the LLM over input embeddings ``(T_i, d)``, right-padded → each row's raw states."""
-        return embedded_passes(self.model.llm.model, rows)
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip

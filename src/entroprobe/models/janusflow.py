@@ -49,10 +49,8 @@ from entroprobe.models.base import (
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
     require_text,
-    load_image,
     prompt_item,
     room_to_generate,
-    tokenize_checked,
 )
 from entroprobe.models.hf_batch import embedded_passes
 from entroprobe.models.hf_loading import check_length, context_limit
@@ -183,10 +181,6 @@ class JanusFlowAdapter(UpstreamAdapter):
         check_length(ids.shape[0], self.context, item)
         return ids, embeds, templated
 
-    def _passes(self, rows: list[torch.Tensor]) -> list[torch.Tensor]:
-        """ONE decoder pass over input embeddings ``(T_i, d)``, right-padded → each row's raw states."""
-        return embedded_passes(self.decoder, rows)
-
     def _states(self, states: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor | None = None) -> LayerStates:
         return to_layer_states(states, positions, token_ids=None if ids is None else ids[positions.to(ids.device)],
                                final_norm=self.decoder.norm)  # fmt: skip
@@ -202,12 +196,11 @@ class JanusFlowAdapter(UpstreamAdapter):
 
     def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
         """:meth:`encode_text` of several texts in one pass, right-padded."""
-        self.require("encode", "text")
-        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+        rows = self._text_rows(texts)
         with torch.no_grad():
             embeds = [self.decoder.get_input_embeddings()(ids.to(self.device)) for ids in rows]
         return [self._states(states, torch.arange(ids.shape[0]), ids.cpu())
-                for ids, states in zip(rows, self._passes(embeds))]  # fmt: skip
+                for ids, states in zip(rows, embedded_passes(self.decoder, embeds))]  # fmt: skip
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of an image prompt's image-token positions (``instruction`` is context only).
@@ -220,14 +213,12 @@ class JanusFlowAdapter(UpstreamAdapter):
     def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
                            ) -> list[LayerStates]:  # fmt: skip
         """:meth:`encode_image` of several image prompts in one pass, right-padded."""
-        self.require("encode", "image")
         prompts = []
-        for image, instruction in zip(images, instructions or [None] * len(images)):
-            item = prompt_item(instruction, image)
-            ids, embeds, _ = self._understanding(instruction, load_image(image, item), item)
+        for picture, instruction, item in self._image_prompts(images, instructions):
+            ids, embeds, _ = self._understanding(instruction, picture, item)
             prompts.append((ids.cpu(), embeds[0]))
         out = []
-        for (ids, _), states in zip(prompts, self._passes([embeds for _, embeds in prompts])):
+        for (ids, _), states in zip(prompts, embedded_passes(self.decoder, [embeds for _, embeds in prompts])):
             where = torch.nonzero(ids == self.image_token_id).squeeze(1)  # (num_image_tokens,)
             out.append(self._states(states, where, ids))
         return out

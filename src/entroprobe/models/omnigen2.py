@@ -44,10 +44,8 @@ from entroprobe.models.base import (
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import (
     require_text,
-    load_image,
     prompt_item,
     room_to_generate,
-    tokenize_checked,
 )
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
@@ -184,8 +182,7 @@ class OmniGen2Adapter(UpstreamAdapter):
 
     def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
         """:meth:`encode_text` of several texts in one pass, right-padded."""
-        self.require("encode", "text")
-        rows = [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+        rows = self._text_rows(texts)
         return [self._mllm_states(states, torch.arange(ids.shape[0]), ids)
                 for ids, states in zip(rows, self._mllm_passes(rows))]  # fmt: skip
 
@@ -201,11 +198,9 @@ class OmniGen2Adapter(UpstreamAdapter):
                            ) -> list[LayerStates]:  # fmt: skip
         """:meth:`encode_image` of several image prompts in one pass, right-padded: each prompt as the processor
         gives it alone, their images' patches one after the other."""
-        self.require("encode", "image")
         rows, pixels, grids = [], [], []
-        for image, instruction in zip(images, instructions or [None] * len(images)):
-            item = prompt_item(instruction, image)
-            _, inputs = self._understanding(instruction, load_image(image, item))
+        for picture, instruction, item in self._image_prompts(images, instructions):
+            _, inputs = self._understanding(instruction, picture)
             rows.append(inputs["input_ids"][0].cpu())
             check_length(rows[-1].shape[0], self.context, item)
             pixels.append(inputs["pixel_values"])

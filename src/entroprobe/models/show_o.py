@@ -46,7 +46,7 @@ from entroprobe.models.base import (
     tokenizer_reading,
     weights_fingerprint,
 )
-from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate
+from entroprobe.models.hf import prompt_item, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.show_o_load import (
@@ -279,12 +279,10 @@ class ShowOAdapter(UpstreamAdapter):
         """:meth:`encode_image` of several image prompts in one pass, right-padded."""
         from entroprobe.models.growing_mask import forced
 
-        self.require("encode", "image")
         prompts, masks = [], []
-        for image, instruction in zip(images, instructions or [None] * len(images)):
-            item = prompt_item(instruction, image)
+        for picture, instruction, item in self._image_prompts(images, instructions):
             with torch.no_grad():
-                prompt = self._understanding(instruction, load_image(image, item))
+                prompt = self._understanding(instruction, picture)
             check_length(prompt["embeds"].shape[1], self.context, item)
             ids = torch.tensor([[0 if i is None else i for i in prompt["ids"]]], device=self.device)
             prompts.append(prompt)

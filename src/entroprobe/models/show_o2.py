@@ -38,7 +38,7 @@ import torch
 from entroprobe.errors import InputError, LoadError
 from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype, seeded
 from entroprobe.models.defaults import Default
-from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate
+from entroprobe.models.hf import prompt_item, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.upstream import Upstream, UpstreamAdapter, import_from, settings
@@ -293,11 +293,8 @@ class ShowO2Adapter(UpstreamAdapter):
         under seed 0, as alone)."""
         from entroprobe.models.growing_mask import forced
 
-        self.require("encode", "image")
         embeds, masks, wheres = [], [], []
-        for image, instruction in zip(images, instructions or [None] * len(images)):
-            item = prompt_item(instruction, image)
-            picture = load_image(image, item)
+        for picture, instruction, item in self._image_prompts(images, instructions):
             with seeded(0, self.device), torch.no_grad():
                 prompt, _, where, block = self._understanding(instruction, picture)
             check_length(prompt.shape[1], self.context, item)

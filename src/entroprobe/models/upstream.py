@@ -324,6 +324,34 @@ class UpstreamAdapter(ModelAdapter):
         _, given = settings(table, generation, what=what)
         return {**current, **given}
 
+    def _text_rows(self, texts: list[str]) -> list[torch.Tensor]:
+        """The ids ``(T,)`` of each text to encode (no template), each checked: not empty, within the context.
+
+        Raises:
+            CapabilityError: a family that does not encode text.
+            ItemError: an empty text, or one longer than the context (naming it).
+        """
+        from entroprobe.models.hf import prompt_item, tokenize_checked
+
+        self.require("encode", "text")
+        return [tokenize_checked(self.tokenizer, text, limit=self.context, item=prompt_item(text))[0] for text in texts]
+
+    def _image_prompts(self, images: list[Any], instructions: list[str | None] | None) -> list[tuple[Any, str | None, str]]:
+        """The image prompts of a batch to encode, checked: ``(picture, instruction, item)`` each, the picture read.
+
+        Raises:
+            CapabilityError: a family that does not encode images.
+            ItemError: an image that cannot be read (naming it).
+        """
+        from entroprobe.models.hf import load_image, prompt_item
+
+        self.require("encode", "image")
+        checked = []
+        for image, instruction in zip(images, instructions or [None] * len(images)):
+            item = prompt_item(instruction, image)
+            checked.append((load_image(image, item), instruction, item))
+        return checked
+
     def _replies(self, prompts: list[tuple[str | None, Any]]) -> list[tuple[str | None, Any, str]]:
         """The ``(text, image)`` prompts of a batch of text replies, checked: ``(text, picture or None, item)``
         each, the picture read.

@@ -123,6 +123,77 @@ def test_the_cache_shim_gives_pairs_that_cut_the_cache_in_place():
     assert swapped == compat.cache_needs_shim(DynamicCache)
 
 
+class _Head:
+    """A stand-in for MAR's diffusion head: a per-token net, its guided form as DiffLoss writes it, and a diffusion
+    whose mean and variance depend on the net's output and the step."""
+
+    in_channels, num_timesteps = 3, 4
+
+    def __init__(self):
+        self.gen_diffusion = self
+        self.net = types.SimpleNamespace(forward=self.forward, forward_with_cfg=self.forward_with_cfg)
+
+    @staticmethod
+    def forward(x, t, c):
+        eps = torch.tanh(x * 0.7 + c[:, :3] + t[:, None] * 0.1)
+        return torch.cat([eps, eps * 0.5], dim=1)
+
+    def forward_with_cfg(self, x, t, c, cfg_scale):
+        half = x[: len(x) // 2]
+        out = self.forward(torch.cat([half, half]), t, c)
+        cond, uncond = out[:, :3].chunk(2)
+        eps = uncond + cfg_scale * (cond - uncond)
+        return torch.cat([torch.cat([eps, eps]), out[:, 3:]], dim=1)
+
+    @staticmethod
+    def p_mean_variance(model, x, t, clip_denoised, denoised_fn, model_kwargs):
+        out = model(x, t, **model_kwargs)
+        return {"mean": x - 0.3 * out[:, :3], "log_variance": out[:, 3:] - t[:, None].float()}
+
+
+def _sample_alone(head, z, cfg, temperature):
+    """DiffLoss.sample and p_sample_loop as the checkout runs them, written out: torch's global generator."""
+    if cfg != 1.0:
+        noise = torch.randn(z.shape[0] // 2, head.in_channels)
+        x, net, kwargs = torch.cat([noise, noise]), head.net.forward_with_cfg, {"c": z, "cfg_scale": cfg}
+    else:
+        x, net, kwargs = torch.randn(z.shape[0], head.in_channels), head.net.forward, {"c": z}
+    for i in list(range(head.num_timesteps))[::-1]:
+        t = torch.tensor([i] * x.shape[0])
+        out = head.p_mean_variance(net, x, t, False, None, kwargs)
+        noise = torch.randn_like(x)
+        x = out["mean"] + (t != 0).float().view(-1, 1) * torch.exp(0.5 * out["log_variance"]) * noise * temperature
+    return x
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.5])
+def test_a_batch_draws_each_prompts_order_and_noise_as_alone(cfg):
+    """per_prompt_draws: prompt i of a batch gets the order numpy's global generator gives it alone after
+    np.random.seed(seed_i), and the diffusion noise torch's gives it alone after torch.manual_seed(seed_i)."""
+    from entroprobe.models.harmon_sample import per_prompt_draws
+
+    head, seeds, k = _Head(), [11, 2**32 + 5, 7], 2
+    model = types.SimpleNamespace(mar=types.SimpleNamespace(seq_len=9, diffloss=head))
+    halves = 2 if cfg != 1.0 else 1
+    z = torch.randn(halves * len(seeds) * k, 5, generator=torch.Generator().manual_seed(0))  # rows: cond, then uncond
+    with per_prompt_draws(model, seeds, torch.device("cpu")):
+        orders = model.mar.sample_orders(2 * len(seeds))
+        tokens = model.mar.diffloss.sample(z, 0.8, cfg)
+    assert not hasattr(model.mar, "sample_orders") and not hasattr(head, "sample")
+    for i, seed in enumerate(seeds):
+        np.random.seed(seed % 2**32)
+        order = np.array(list(range(9)))
+        np.random.shuffle(order)  # MAR.sample_orders' first row
+        assert orders[i].tolist() == orders[len(seeds) + i].tolist() == order.tolist()
+        rows = [z[h * len(seeds) * k + i * k:][:k] for h in range(halves)]  # the prompt's rows of z
+        torch.manual_seed(seed)
+        alone = _sample_alone(head, torch.cat(rows), cfg, 0.8)
+        for h in range(halves):
+            torch.testing.assert_close(tokens[h * len(seeds) * k + i * k:][:k], alone[h * k:][:k], rtol=0, atol=0)
+    with per_prompt_draws(model, seeds, torch.device("cpu")), pytest.raises(RuntimeError, match="5 generation orders"):
+        model.mar.sample_orders(5)
+
+
 def test_cuda_calls_go_to_the_models_device_only_off_the_gpu():
     original = torch.Tensor.cuda
     with cuda_calls_to("cpu") as redirected:
@@ -335,6 +406,69 @@ def test_image_response_is_one_pass_over_prompt_and_final_tokens(harmon):
     torch.testing.assert_close(response.response.states[-1:], final)
     words = harmon.tokenizer("a red cat", add_special_tokens=False)["input_ids"]
     assert response.prompt.token_ids.tolist() == words
+
+
+@pytest.mark.parametrize("cfg, schedule", [("3.0", "constant"), ("2.0", "linear"), ("1.0", "constant")])
+def test_an_image_alone_is_the_one_the_script_samples(harmon_root, tiny_dir, cfg, schedule):
+    """At B = 1 the tokens and picture are those of the checkout's own Harmon.sample under np.random.seed and
+    torch.manual_seed, as text2image.py calls it (its rows from prepare_text_conditions)."""
+    from entroprobe.models import load_model
+    from entroprobe.models.compat.harmon import legacy_cache
+
+    harmon = load_model(f"harmon:{tiny_dir}", repo=str(harmon_root), config=str(tiny_dir / "tiny_config.py"),
+                        **ARGS, cfg=cfg, cfg_schedule=schedule)  # fmt: skip
+    response = harmon.respond_image("a red cat on a mat", seed=9)
+    model = harmon.model
+    cond = model.prepare_text_conditions("Generate an image: a red cat on a mat", "Generate an image.")
+    ids, mask = cond["input_ids"], cond["attention_mask"]
+    if cfg == "1.0":
+        ids, mask = ids[:1], mask[:1]
+    grabbed, decode = [], model.decode
+    state = np.random.get_state()
+    try:
+        model.decode = lambda z: grabbed.append(z.clone()) or decode(z)
+        np.random.seed(9)
+        with torch.random.fork_rng(), legacy_cache(harmon.module), cuda_calls_to("cpu"), torch.no_grad():
+            torch.manual_seed(9)
+            pixels = model.sample(input_ids=ids, attention_mask=mask, num_iter=2, cfg=float(cfg), cfg_schedule=schedule,
+                                  temperature=1.0, progress=False, image_shape=(GRID, GRID))  # fmt: skip
+    finally:
+        del model.decode
+        np.random.set_state(state)
+    assert torch.equal(response.extra["tokens"], grabbed[-1][0].float())
+    picture = torch.clamp(127.5 * pixels[0] + 128.0, 0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(np.array(response.output), picture)
+
+
+@pytest.mark.parametrize("cfg", ["3.0", "1.0"])
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(harmon_root, tiny_dir, cfg, monkeypatch):
+    """One Harmon.sample over every prompt's rows (text2image.py's layout) and one teacher-forced pass, prompts of
+    different lengths; each picture, its tokens and its states are those of its prompt alone."""
+    from entroprobe.models import load_model
+
+    harmon = load_model(f"harmon:{tiny_dir}", repo=str(harmon_root), config=str(tiny_dir / "tiny_config.py"), **ARGS,
+                        cfg=cfg)  # fmt: skip
+    texts, seeds = ["a red cat", "the blue dog sat on the mat in the sun", "x"], [3, 4, 5]
+    calls = []
+    sample, encoder = harmon.model.sample, harmon.model.forward_mae_encoder
+    monkeypatch.setattr(harmon.model, "sample", lambda **kw: calls.append(("sample", kw["input_ids"].shape[0]))
+                        or sample(**kw))  # fmt: skip
+
+    def forced(x, mask, **kw):
+        if kw.get("past_key_values") is None:
+            calls.append(("pass", x.shape[0]))
+        return encoder(x, mask, **kw)
+
+    monkeypatch.setattr(harmon.model, "forward_mae_encoder", forced)
+    batched = harmon.respond_image_batch(texts, seeds=seeds)
+    assert calls == [("sample", 3 * (2 if cfg == "3.0" else 1)), ("pass", 3)]
+    for text, seed, response in zip(texts, seeds, batched):
+        alone = harmon.respond_image(text, seed=seed)
+        same_as_alone(response, alone)
+        torch.testing.assert_close(response.extra["tokens"], alone.extra["tokens"], atol=1e-4, rtol=1e-4)
+    assert not np.array_equal(np.array(batched[0].output), np.array(harmon.respond_image(texts[0], seed=4).output))
+    with pytest.raises(InputError, match="3 prompts need as many seeds"):
+        harmon.respond_image_batch(texts, seeds=[1, 2])
 
 
 def test_the_same_seed_draws_the_same_image(harmon):

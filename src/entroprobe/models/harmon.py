@@ -21,7 +21,8 @@ Layer states come from the LLM's decoder layers (``llm.model.layers``), the last
 - ``respond_image``: ``scripts/text2image.py`` (``"Generate an image: {text}"``, CFG against ``cfg_prompt``,
   ``harmon.sample``) for one image; sample() returns pixels, so its final MAE tokens are taken at its
   ``decode`` call; then one teacher-forced pass (docs/upstream.md): ``forward_mae_encoder`` of every token,
-  nothing masked, with the conditional prompt in the same call. Prompt = the user's words, response = the
+  nothing masked, with the conditional prompt in the same call. A batch of prompts is one ``sample`` in the
+  script's layout, each prompt drawing from its own seed (:mod:`.harmon_sample`). Prompt = the user's words, response = the
   ``m·n`` image positions ``[P, P + m·n)`` (the 64 buffer positions after them are not measured).
 """
 
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 
 from entroprobe.errors import InputError, ItemError
-from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype, seeded
+from entroprobe.models.base import LayerStates, Response, resolve_device, resolve_dtype
 from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
@@ -61,19 +62,6 @@ IMAGE_DEFAULTS = {
 }
 LOAD_KEYS = ("dtype", "device", "llm", "checkpoint", "config")
 IMAGE_TOKEN = "<image>"  # scripts/image2text.py adds it as a special token
-
-
-@contextlib.contextmanager
-def numpy_seeded(seed: int) -> Iterator[None]:
-    """Seed numpy's global RNG (MAR draws its generation order with ``np.random.shuffle``), restored afterwards."""
-    import numpy as np
-
-    state = np.random.get_state()
-    np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 @contextlib.contextmanager
@@ -305,40 +293,70 @@ class HarmonAdapter(UpstreamAdapter):
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """text2image.py's image for ``text`` (one image, not its 2×2 grid) under ``seed``; states of the final
         tokens from one teacher-forced pass (see the module docstring)."""
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts in one ``Harmon.sample``, laid out as text2image.py lays out its
+        batch (the conditional rows, then the unconditional ones, right-padded), each prompt drawing its order and
+        noise from its own seed (:mod:`.harmon_sample`); then one teacher-forced pass, right-padded. Each image
+        and its states are its prompt's alone."""
+        from entroprobe.models.harmon_sample import per_prompt_draws
+
         self.require("image-gen", "text")
-        item = prompt_item(text)
-        require_text(text, item)
+        if len(seeds) != len(texts):
+            raise InputError(f"{len(texts)} prompts need as many seeds; got {len(seeds)}")
         values = self.for_call(IMAGE_DEFAULTS, self.image_settings, generation, what="harmon image-gen")
         if values["cfg_schedule"] not in ("constant", "linear"):
             raise InputError(f"cfg_schedule must be constant or linear; got {values['cfg_schedule']!r}")
         m = n = int(values["image_size"]) // 16
-        asked = f"Generate an image: {text}"
-        cond = self.model.prepare_text_conditions(asked, values["cfg_prompt"])
-        ids, mask = cond["input_ids"], cond["attention_mask"]  # (2, T): [prompt, cfg_prompt], right-padded
-        length = int(mask[0].sum())
-        check_length(length + m * n + self.model.mar.buffer_size, self.context, item)
-        if values["cfg"] == 1.0:
-            ids, mask = ids[:1], mask[:1]
-        with seeded(seed, self.device), numpy_seeded(seed), legacy_cache(self.module), cuda_calls_to(self.device), \
-                final_tokens(self.model) as grabbed, torch.no_grad():  # fmt: skip
+        asked, prompts, items = [], [], [prompt_item(text) for text in texts]
+        for text, item in zip(texts, items):
+            require_text(text, item)
+            asked.append(f"Generate an image: {text}")
+            cond = self.model.prepare_text_conditions(asked[-1], values["cfg_prompt"])  # [prompt, cfg_prompt]
+            rows = [ids[: int(mask.sum())] for ids, mask in zip(cond["input_ids"], cond["attention_mask"])]
+            check_length(rows[0].shape[0] + m * n + self.model.mar.buffer_size, self.context, item)
+            prompts.append(rows)
+        guided = values["cfg"] != 1.0
+        rows = [p[0] for p in prompts] + ([p[1] for p in prompts] if guided else [])
+        ids, mask = self._right_padded(rows)
+        with per_prompt_draws(self.model, seeds, self.device), legacy_cache(self.module), \
+                cuda_calls_to(self.device), final_tokens(self.model) as grabbed, torch.no_grad():  # fmt: skip
             pixels = self.model.sample(input_ids=ids, attention_mask=mask, num_iter=int(values["num_iter"]),
                                        cfg=float(values["cfg"]), cfg_schedule=values["cfg_schedule"],
                                        temperature=float(values["temperature"]), progress=False, image_shape=(m, n))
-        tokens = grabbed[-1][:1]  # (1, m, n, c): the conditional row
-        prompt_ids = ids[:1, :length]
+        count = len(texts)
+        tokens = grabbed[-1][:count]  # (B, m, n, c): the conditional rows
+        prompt_ids, prompt_mask = self._right_padded([p[0] for p in prompts])
         with self._layers() as cap, torch.no_grad():
-            self.model.forward_mae_encoder(tokens, torch.zeros(1, m * n, device=self.device, dtype=self.model.dtype),
-                                           input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids))
+            self.model.forward_mae_encoder(tokens, tokens.new_zeros(count, m * n), input_ids=prompt_ids,
+                                           attention_mask=prompt_mask)  # fmt: skip
+        states = cap.calls[0].stacked()  # (L + 1, B, T + m·n + buffer, d)
+        widest = prompt_ids.shape[1]
         render = lambda q: self._render(f"Generate an image: {q}")  # noqa: E731
-        keep = self._question(render, self._render(asked), text, prompt_ids[0], item)
-        picture = torch.clamp(127.5 * pixels[0].float() + 128.0, 0, 255).to(torch.uint8)  # (3, H, W)
         from PIL import Image
 
-        states = cap.calls[0].stacked()
-        return Response(prompt=self._states(states, keep, prompt_ids[0, keep.to(ids.device)]),
-                        response=self._states(states, torch.arange(length, length + m * n)),
-                        output=Image.fromarray(picture.permute(1, 2, 0).cpu().numpy()),
-                        extra={"prompt": self._render(asked), "tokens": tokens[0].float().cpu(), **values})  # fmt: skip
+        out = []
+        for b, (text, item, words, (own, _)) in enumerate(zip(texts, items, asked, prompts)):
+            length = own.shape[0]
+            alone = torch.cat([states[:, b, :length], states[:, b, widest:]], dim=1)  # as the prompt alone has them
+            keep = self._question(render, self._render(words), text, own, item)
+            picture = torch.clamp(127.5 * pixels[b].float() + 128.0, 0, 255).to(torch.uint8)  # (3, H, W)
+            out.append(Response(prompt=self._states(alone, keep, own[keep.to(own.device)]),
+                                response=self._states(alone, torch.arange(length, length + m * n)),
+                                output=Image.fromarray(picture.permute(1, 2, 0).cpu().numpy()),
+                                extra={"prompt": self._render(words), "tokens": tokens[b].float().cpu(), **values}))
+        return out
+
+    def _right_padded(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` of ids padded on the right as ``prepare_text_conditions`` pads them: ``(ids, mask)`` ``(R, T)``."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        ids = pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.eos_token_id)
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            mask[i, : row.shape[0]] = True
+        return ids.to(self.device), mask.to(self.device)
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the checkpoint's key counts and the image-patch count of a prompt."""

@@ -372,8 +372,9 @@ def test_image_response_is_the_last_steps_conditional_call(bagel):
     with captured(layers, _first) as calls:
         response = bagel.respond_image("a red cube", seed=3)
     n_image = (SIZE // 16) ** 2
-    # two text context updates, then per step the conditional call and the text-CFG call (both t in (0.4, 1])
-    assert len(calls) == 2 + 2 * (STEPS - 1) and all(stacked(c).shape[1] == n_image + 2 for c in calls[2:])
+    # one text context update (the image-CFG context is a copy of it), then per step the conditional call and the
+    # text-CFG call (both t in (0.4, 1])
+    assert len(calls) == 1 + 2 * (STEPS - 1) and all(stacked(c).shape[1] == n_image + 2 for c in calls[1:])
     last = stacked(calls[-2])  # the last step's conditional call
     ids = bagel.tokenizer.encode("a red cube")
     start = len(ids) + 2
@@ -423,19 +424,35 @@ def test_outputs_equal_the_authors_interleave_inference(bagel):
     assert answer == bagel.respond_text("what is this", picture, max_new_tokens=3).output
 
 
-def test_generate_image_gets_the_settings(bagel, monkeypatch):
-    seen = {}
-    original = bagel.model.generate_image
+def _authors_image(bagel, text, seed, **settings):
+    """``InterleaveInferencer.__call__``'s image for ``text`` under ``seed``, with the adapter's settings over which
+    ``settings`` are written (the inferencer's own names)."""
+    from entroprobe.models.base import seeded
+    from entroprobe.models.compat.bagel import autocast
 
-    def recording(**kwargs):
-        seen.update({k: kwargs[k] for k in ("num_timesteps", "cfg_text_scale", "cfg_img_scale", "cfg_interval",
-                                             "timestep_shift", "cfg_renorm_min", "cfg_renorm_type")})  # fmt: skip
-        return original(**kwargs)
+    hyper = {k: bagel.image[k] for k in ("cfg_text_scale", "cfg_img_scale", "timestep_shift", "num_timesteps",
+                                          "cfg_renorm_min", "cfg_renorm_type")}  # fmt: skip
+    hyper.update(cfg_interval=list(bagel.image["cfg_interval"]), image_shapes=tuple(bagel.image["image_size"]))
+    hyper.update(settings)
+    with seeded(seed), torch.no_grad(), autocast(bagel.device), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return bagel.inferencer(text=text, **hyper)["image"]
 
-    monkeypatch.setattr(bagel.model, "generate_image", recording)
-    bagel.respond_image("a red cube", cfg_renorm_type="channel", cfg_interval="0,1")
-    assert seen == {"num_timesteps": STEPS, "cfg_text_scale": 4.0, "cfg_img_scale": 1.0, "cfg_interval": [0.0, 1.0],
-                    "timestep_shift": 3.0, "cfg_renorm_min": 0.0, "cfg_renorm_type": "channel"}  # fmt: skip
+
+@pytest.mark.parametrize("settings", [
+    {"cfg_renorm_type": "channel", "cfg_interval": [0.0, 1.0]},
+    {"cfg_renorm_type": "global", "cfg_renorm_min": 0.9, "cfg_img_scale": 2.0, "num_timesteps": 4},
+    {"cfg_renorm_type": "text_channel", "cfg_renorm_min": 0.5, "cfg_img_scale": 1.5, "timestep_shift": 1.0},
+    {"cfg_text_scale": 1.0, "cfg_img_scale": 2.0},
+])  # fmt: skip
+def test_each_setting_draws_the_image_the_authors_generate_image_draws(bagel, settings):
+    """The adapter writes generate_image's loop out for a batch; under each setting (renormalisations, image CFG,
+    the interval, the grid) its image is the inferencer's own."""
+    given = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in settings.items()}
+    mine = bagel.respond_image("a red cube", seed=6, **given)
+    theirs = _authors_image(bagel, "a red cube", 6, **settings)
+    assert np.array_equal(np.asarray(mine.output), np.asarray(theirs))
+    assert mine.extra["step"] == settings.get("num_timesteps", STEPS) - 2
     with pytest.raises(InputError, match="multiple of 16"):
         bagel.respond_image("a red cube", image_size="60x64")
     with pytest.raises(InputError, match="Unknown image-gen setting"):
@@ -456,7 +473,8 @@ def test_errors_name_the_item(bagel, tmp_path):
 
 
 def test_a_whole_run_records_defaults_and_the_checkout(bagel_root, tiny_dir, tmp_path):
-    frame, manifest = run_all_tasks(f"bagel:{tiny_dir}", {"repo": str(bagel_root), **_args(tiny_dir)}, tmp_path / "run")
+    frame, manifest = run_all_tasks(f"bagel:{tiny_dir}", {"repo": str(bagel_root), **_args(tiny_dir)}, tmp_path / "run",
+                                    batch_size=2)  # fmt: skip
     model = manifest["model"]
     head = subprocess.run(["git", "-C", str(bagel_root), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout
     assert model["upstream"]["commit"] == head.strip() and model["upstream"]["repository"] == "ByteDance-Seed/Bagel"
@@ -465,3 +483,100 @@ def test_a_whole_run_records_defaults_and_the_checkout(bagel_root, tiny_dir, tmp
     assert defaults["image-gen"]["num_timesteps"] == {"value": STEPS, "source": "--model-args", "default": 50}
     assert defaults["text-gen"]["do_sample"]["value"] is False
     assert len(frame) > 0
+
+
+# -- batches: several prompts packed side by side in each call ----------------------------------------------------
+
+
+def test_a_batch_of_prompts_is_encoded_in_one_packed_call(bagel):
+    texts = ["a red cube", "the blue dog sat on the mat in the sun", "x"]
+    pictures = [random_image((40, 30), seed=1), random_image((64, 64), seed=2), random_image((30, 30), seed=3)]
+    for batch, alone in ((lambda: bagel.encode_text_batch(texts), [bagel.encode_text(t) for t in texts]),
+                         (lambda: bagel.encode_image_batch(pictures, ["what", None, "this"]),
+                          [bagel.encode_image(p) for p in pictures])):  # fmt: skip
+        with captured(list(bagel.llm.layers), _first) as calls:
+            batched = batch()
+        assert len(calls) == 1  # one packed call holds every prompt (and each image's two markers)
+        assert stacked(calls[0]).shape[1] >= sum(a.num_tokens for a in alone)
+        for mine, theirs in zip(batched, alone):
+            assert torch.equal(mine.positions, theirs.positions)
+            assert (mine.token_ids is None) == (theirs.token_ids is None)
+            assert mine.token_ids is None or torch.equal(mine.token_ids, theirs.token_ids)
+            torch.testing.assert_close(mine.states, theirs.states, atol=1e-4, rtol=1e-4)
+
+
+class _StopsAt(torch.nn.Module):
+    """An lm_head whose logits pick ``<|im_end|>`` wherever the model's would pick ``token``: answers then end at
+    different steps, as a real model's do. Ids from ``words`` on (the tiny LLM's rows the tokenizer has no token
+    for, which the inferencer could not decode) are never drawn."""
+
+    def __init__(self, head, token, end, words):
+        super().__init__()
+        self.head, self.token, self.end, self.words = head, token, end, words
+
+    def forward(self, x):
+        logits = self.head(x)
+        logits[..., self.words :] = -math.inf
+        hit = logits.argmax(-1) == self.token
+        logits[hit, self.end] = logits[hit].max(-1).values + 50.0
+        return logits
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(bagel_root, tiny_dir, sampled, monkeypatch):
+    """Prompts of each kind (text, image and question, image alone), answers that end at different steps; a sampled
+    answer draws from its own seed, and alone is what the inferencer's own gen_text draws under that seed."""
+    from entroprobe.models.base import seeded
+    from entroprobe.models.compat.bagel import autocast
+
+    adapter = BagelAdapter.load(str(tiny_dir), repo=str(bagel_root), **_args(tiny_dir, do_sample=str(sampled).lower(),
+                                                                                  text_temperature="1.0"))  # fmt: skip
+    pictures = [random_image((30, 30), seed=4), random_image((40, 30), seed=5)]
+    prompts = [("what is this", pictures[0]), ("a red cube on a table", None), (None, pictures[1]),
+               ("and this one", pictures[1]), ("x", None)]  # fmt: skip
+    seeds = [3, 4, 5, 6, 7]
+    head = _StopsAt(adapter.model.language_model.lm_head, -1, adapter.new_token_ids["eos_token_id"], len(adapter.tokenizer))
+    monkeypatch.setattr(adapter.model.language_model, "lm_head", head)
+    first = adapter.respond_text(*prompts[1], max_new_tokens=5, seed=4).output_ids.tolist()
+    head.token = first[1]  # the second prompt's answer now ends after one token
+    with captured(list(adapter.llm.layers), _first) as calls:
+        batched = adapter.respond_text_batch(prompts, max_new_tokens=5, seeds=seeds)
+    alone = [adapter.respond_text(text, image, max_new_tokens=5, seed=seed) for (text, image), seed in zip(prompts, seeds)]
+    if not sampled:  # a sampled answer draws past the argmax; greedy ones end at different steps
+        assert len({len(a.output_ids) for a in alone}) > 1
+        assert alone[1].output_ids.tolist() == [first[0], adapter.new_token_ids["eos_token_id"]]
+    # three kinds: per kind its context calls, then each step one call for the kind's prompts, then one forced call
+    steps = [c for c in calls if stacked(c).shape[1] in (1, 2)]
+    assert len(calls) - len(steps) <= 3 * 3 and len(steps) <= 3 * 6
+    for mine, theirs in zip(batched, alone):
+        from upstream_checks import same_as_alone
+
+        same_as_alone(mine, theirs)
+    if sampled:  # alone is the inferencer's own draw under the seed
+        with seeded(6), torch.no_grad(), autocast(adapter.device), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            theirs = adapter.inferencer(image=pictures[1], text="and this one", understanding_output=True,
+                                        max_think_token_n=6, do_sample=True, text_temperature=1.0)["text"]  # fmt: skip
+        assert theirs == alone[3].output
+        assert len({tuple(adapter.respond_text("x", max_new_tokens=5, seed=s).output_ids.tolist()) for s in range(6)}) > 1
+    with pytest.raises(InputError, match="5 prompts need as many seeds"):
+        adapter.respond_text_batch(prompts, max_new_tokens=2, seeds=[1])
+
+
+def test_a_batch_of_images_draws_what_each_prompt_draws_alone(bagel):
+    """One packed call per step and branch for every prompt; each image its own noise and its own renormalisation
+    (the default global norm over a batch would mix the images)."""
+    texts, seeds = ["a red cube", "the blue dog sat on the mat in the sun", "x"], [3, 4, 5]
+    with captured(list(bagel.llm.layers), _first) as calls:
+        batched = bagel.respond_image_batch(texts, seeds=seeds, cfg_img_scale="2.0")
+    n_image = (SIZE // 16) ** 2
+    assert len(calls) == 1 + 3 * (STEPS - 1)  # the texts, then each step's conditional, text-CFG and image-CFG calls
+    assert all(stacked(c).shape[1] == 3 * (n_image + 2) for c in calls[1:])
+    for text, seed, mine in zip(texts, seeds, batched):
+        theirs = bagel.respond_image(text, seed=seed, cfg_img_scale="2.0")
+        from upstream_checks import same_as_alone
+
+        same_as_alone(mine, theirs, pixels=0)
+    assert not np.array_equal(np.asarray(batched[0].output), np.asarray(bagel.respond_image(texts[0], seed=4).output))
+    with pytest.raises(InputError, match="3 prompts need as many seeds"):
+        bagel.respond_image_batch(texts, seeds=[1])

@@ -9,8 +9,9 @@ BAGEL's own KV cache (``NaiveCache``): every prompt segment is one call of ``lan
 adds it to the cache (``forward_cache_update_text`` causal; ``forward_cache_update_vit`` non-causal over
 ``<|vision_start|>`` + ViT tokens + ``<|vision_end|>``), and generation runs on that cache.
 
-Loading follows ``app.py`` / ``inference.ipynb`` (:mod:`.bagel_load`); the operations call the checkout's own
-``InterleaveInferencer`` (``update_context_text``, ``update_context_image``, ``gen_text``, ``gen_image``) over the model.
+Loading follows ``app.py`` / ``inference.ipynb`` (:mod:`.bagel_load`). The operations do what the checkout's own
+``InterleaveInferencer`` does (``update_context_text``, ``update_context_image``, ``gen_text``, ``gen_image``), for
+a batch of prompts packed side by side (:mod:`.bagel_batch`): with one prompt, the same calls on the same inputs.
 
 States (layout in :mod:`entroprobe.models.base`) are the residual stream after each of ``language_model.model.layers``
 (hooked; input ``packed_query_sequence``, output element 0), i.e. the sum of whichever expert each token went
@@ -50,10 +51,8 @@ the answer or image) and editing (an image prompt to image generation); TaylorSe
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +72,10 @@ from entroprobe.models.base import (
     Response,
     resolve_device,
     resolve_dtype,
-    seeded,
     weights_fingerprint,
 )
 from entroprobe.models.defaults import Default, prompt_tokens_choice, record
-from entroprobe.models.hf import load_image, prompt_item, require_prompt, require_text, room_to_generate
+from entroprobe.models.hf import prompt_item, require_text, room_to_generate
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.upstream import Upstream, UpstreamAdapter
@@ -180,14 +178,6 @@ class BagelAdapter(UpstreamAdapter):
     def _capture(self, **options: Any) -> Any:
         return capture_layers(self.llm, "layers", input_name="packed_query_sequence", **options)
 
-    def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """An ``InterleaveInferencer`` method under ``inferencer.py``'s bfloat16 autocast, on the adapter's device."""
-        from entroprobe.models.compat.bagel import autocast
-
-        with warnings.catch_warnings(), torch.no_grad(), autocast(self.device):
-            warnings.simplefilter("ignore", UserWarning)
-            return getattr(self.inferencer, method)(*args, **kwargs)
-
     def _text_ids(self, text: str, item: str) -> list[int]:
         """The ids ``Bagel.prepare_prompts`` packs for ``text``: ``<|im_start|>`` + its tokens + ``<|im_end|>``."""
         require_text(text, item)
@@ -209,24 +199,29 @@ class BagelAdapter(UpstreamAdapter):
             return torch.arange(first - around, first + n + around)
         return torch.arange(first, first + n)
 
-    def _understanding(self, text: str | None, picture: Any, item: str, own: bool = False
-                       ) -> tuple[dict[str, Any], list[LayerStates], Any]:  # fmt: skip
-        """The understanding context (image, then text, as ``interleave_inference``) → ``(context, [ViT tokens'
-        states, question tokens' states] of what was given (see :meth:`_keep`), the resized image or None)``."""
-        context, pieces, resized = self.inferencer.init_gen_context(), [], None
-        ids = self._text_ids(text, item) if isinstance(text, str) and text.strip() else None
-        with self._capture() as capture:
-            if picture is not None:
-                resized = self.parts.vae_transform.resize_transform(picture)  # inferencer.py:249
-                context = self._run("update_context_image", resized, context, vae=False)
-                n = int(context["kv_lens"][0]) - 2
-                pieces.append(self._states(capture.calls[-1].stacked(), self._keep(1, n, 1, own), 0))
-            if ids is not None:
-                start = int(context["kv_lens"][0])
-                check_length(start + len(ids), self.context, item)
-                context = self._run("update_context_text", text, context)
-                pieces.append(self._states(capture.calls[-1].stacked(), self._keep(1, len(ids) - 2, 1, own), start, ids))
-        return context, pieces, resized
+    def _understanding(self, prompts: list[tuple[str | None, Any, str]], own: bool = False
+                       ) -> tuple[dict[str, Any], list[list[LayerStates]]]:  # fmt: skip
+        """The understanding contexts of ``(text, picture or None, item)`` prompts of one kind (all with a picture or
+        none, all with a question or none), image first, then text, as ``interleave_inference`` builds them, packed
+        in one call per part (:mod:`.bagel_batch`) → ``(context, per prompt [ViT tokens' states, question tokens'
+        states] of what it has, see :meth:`_keep`)``."""
+        from entroprobe.models.bagel_batch import add_images, add_texts, empty
+
+        context, pieces = empty(self, len(prompts)), [[] for _ in prompts]
+        if prompts[0][1] is not None:
+            resized = [self.parts.vae_transform.resize_transform(picture) for _, picture, _ in prompts]  # inferencer.py:249
+            context, states = add_images(self, context, resized)
+            for piece, state in zip(pieces, states):
+                piece.append(self._states(state, self._keep(1, state.shape[1] - 2, 1, own), 0))
+        if _asks(prompts[0][0]):
+            ids = [self._text_ids(text, item) for text, _, item in prompts]
+            starts = list(context["kv_lens"])
+            for start, row, (_, _, item) in zip(starts, ids, prompts):
+                check_length(start + len(row), self.context, item)
+            context, states = add_texts(self, context, [text for text, _, _ in prompts])
+            for piece, state, start, row in zip(pieces, states, starts, ids):
+                piece.append(self._states(state, self._keep(1, len(row) - 2, 1, own), start, row))
+        return context, pieces
 
     # -- the four operations -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> LayerStates:
@@ -235,11 +230,16 @@ class BagelAdapter(UpstreamAdapter):
         Raises:
             ItemError: an empty prompt or one longer than the model's context.
         """
+        return self.encode_text_batch([text])[0]
+
+    def encode_text_batch(self, texts: list[str]) -> list[LayerStates]:
+        """:meth:`encode_text` of several texts, packed in one call."""
+        from entroprobe.models.bagel_batch import add_texts, empty
+
         self.require("encode", "text")
-        ids = self._text_ids(text, prompt_item(text))
-        with self._capture() as capture:
-            self._run("update_context_text", text, self.inferencer.init_gen_context())
-        return self._states(capture.calls[0].stacked(), torch.arange(len(ids)), 0, ids)
+        ids = [self._text_ids(text, prompt_item(text)) for text in texts]
+        _, states = add_texts(self, empty(self, len(texts)), texts)
+        return [self._states(state, torch.arange(len(row)), 0, row) for state, row in zip(states, ids)]
 
     def encode_image(self, image: Any, instruction: str | None = None) -> LayerStates:
         """Layer states of an image's ViT tokens in the understanding context (``instruction``: see the module).
@@ -247,10 +247,13 @@ class BagelAdapter(UpstreamAdapter):
         Raises:
             ItemError: the image cannot be read.
         """
-        self.require("encode", "image")
-        item = prompt_item(instruction, image)
-        _, pieces, _ = self._understanding(None, load_image(image, item), item, own=True)
-        return pieces[0]
+        return self.encode_image_batch([image], [instruction])[0]
+
+    def encode_image_batch(self, images: list[Any], instructions: list[str | None] | None = None,
+                           ) -> list[LayerStates]:  # fmt: skip
+        """:meth:`encode_image` of several images, packed in one call."""
+        prompts = [(None, picture, item) for picture, _, item in self._image_prompts(images, instructions)]
+        return [pieces[0] for pieces in self._understanding(prompts, own=True)[1]]
 
     def respond_text(self, text: str | None = None, image: Any = None, *, max_new_tokens: int = 64,
                      seed: int = 0) -> Response:  # fmt: skip
@@ -261,44 +264,54 @@ class BagelAdapter(UpstreamAdapter):
             InputError: neither text nor image, or ``max_new_tokens`` < 1.
             ItemError: an unreadable image, or a prompt that leaves no room in the context.
         """
-        self.require("text-gen", "image" if image is not None else "text")
-        require_prompt(text, image)
-        item = prompt_item(text, image)
-        picture = None if image is None else load_image(image, item)
-        context, pieces, _ = self._understanding(text, picture, item)
-        start = int(context["kv_lens"][0])
-        budget = room_to_generate(start + 1, max_new_tokens, self.context, item)
-        with seeded(seed, self.device):  # generate_text stops at max_length tokens, its start token included
-            output = self._run("gen_text", context, max_length=budget + 1, do_sample=bool(self.text["do_sample"]),
-                               temperature=float(self.text["text_temperature"]))  # fmt: skip
-        made = self.parts.proxy.last_text[:, 0].cpu()  # (steps,): <|im_start|>, then the answer
-        new = made[1:].tolist() + ([self.new_token_ids["eos_token_id"]] if made.shape[0] < budget + 1 else [])
-        forced = [int(made[0]), *new]
-        states = self._forced(context, forced)
-        if self.prompt_tokens == "template":  # the answer's <|im_start|>, which generate_text starts from
-            pieces.append(self._states(states, torch.arange(1), start, forced))
-        return Response(
-            prompt=_join(pieces),
-            response=self._states(states, torch.arange(1, len(forced)), start, forced),
-            output=output, output_ids=torch.tensor(new, dtype=torch.long),
-            extra={"prompt": text or "", "prompt_tokens": self.prompt_tokens},
-        )  # fmt: skip
+        return self.respond_text_batch([(text, image)], max_new_tokens=max_new_tokens, seeds=[seed])[0]
 
-    def _forced(self, context: dict[str, Any], ids: list[int]) -> torch.Tensor:
-        """One causal call over ``ids`` after the cached context (a copy), as ``forward_cache_update_text`` packs a
-        prompt; its raw states ``(L + 1, len(ids), d)``."""
-        start, rope = int(context["kv_lens"][0]), int(context["ropes"][0])
-        n = len(ids)
-        inputs = {"packed_text_ids": torch.tensor(ids, dtype=torch.long), "text_token_lens": torch.tensor([n], dtype=torch.int),
-                  "packed_text_position_ids": torch.arange(rope, rope + n, dtype=torch.long),
-                  "packed_text_indexes": torch.arange(start, start + n, dtype=torch.long),
-                  "packed_key_value_indexes": torch.arange(0, start, dtype=torch.long),
-                  "key_values_lens": torch.tensor([start], dtype=torch.int)}  # fmt: skip
-        from entroprobe.models.compat.bagel import autocast
+    def respond_text_batch(self, prompts: list[tuple[str | None, Any]], *, max_new_tokens: int = 64,
+                           seeds: list[int]) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text` of several prompts: those of one kind (with or without an image, with or without a
+        question) packed together in each call, a sampled answer drawn from its own seed (:mod:`.bagel_batch`);
+        each answer and its states are its prompt's alone."""
+        if len(seeds) != len(prompts):
+            raise InputError(f"{len(prompts)} prompts need as many seeds; got {len(seeds)}")
+        checked = self._replies(prompts)
+        kinds: dict[tuple[bool, bool], list[int]] = {}
+        for i, (text, picture, _) in enumerate(checked):
+            kinds.setdefault((picture is not None, _asks(text)), []).append(i)
+        out: list[Response | None] = [None] * len(prompts)
+        for members in kinds.values():
+            group = [checked[i] for i in members]
+            for i, response in zip(members, self._answer(group, max_new_tokens, [seeds[i] for i in members])):
+                out[i] = response
+        return out  # type: ignore[return-value]
 
-        with self._capture() as capture, torch.no_grad(), autocast(self.device):
-            self.parts.proxy.forward_cache_update_text(copy.deepcopy(context["past_key_values"]), **inputs)
-        return capture.calls[0].stacked()
+    def _answer(self, prompts: list[tuple[str | None, Any, str]], max_new_tokens: int, seeds: list[int]
+                ) -> list[Response]:  # fmt: skip
+        """:meth:`respond_text_batch` of prompts of one kind."""
+        from entroprobe.models.bagel_batch import answers, forced
+
+        context, pieces = self._understanding(prompts)
+        starts = [int(n) for n in context["kv_lens"]]
+        budgets = [room_to_generate(start + 1, max_new_tokens, self.context, item)
+                   for start, (_, _, item) in zip(starts, prompts)]  # fmt: skip
+        # generate_text stops at max_length tokens, its start token included
+        made = answers(self, context, [b + 1 for b in budgets], seeds, do_sample=bool(self.text["do_sample"]),
+                       temperature=float(self.text["text_temperature"]))  # fmt: skip
+        end = self.new_token_ids["eos_token_id"]
+        news = [row[1:] + ([end] if len(row) < budget + 1 else []) for row, budget in zip(made, budgets)]
+        rows = [[row[0], *new] for row, new in zip(made, news)]
+        out = []
+        for (text, _, _), piece, start, row, new, sequence, states in zip(prompts, pieces, starts, rows, news, made,
+                                                                          forced(self, context, rows)):  # fmt: skip
+            if self.prompt_tokens == "template":  # the answer's <|im_start|>, which generate_text starts from
+                piece = [*piece, self._states(states, torch.arange(1), start, row)]
+            said = self.tokenizer.decode(sequence).split("<|im_end|>")[0].split("<|im_start|>")[1]  # as gen_text
+            out.append(Response(
+                prompt=_join(piece),
+                response=self._states(states, torch.arange(1, len(row)), start, row),
+                output=said, output_ids=torch.tensor(new, dtype=torch.long),
+                extra={"prompt": text or "", "prompt_tokens": self.prompt_tokens},
+            ))  # fmt: skip
+        return out
 
     def respond_image(self, text: str, *, seed: int = 0, **generation: Any) -> Response:
         """Generate an image as ``interleave_inference`` does for a text prompt, under ``seed``.
@@ -310,40 +323,35 @@ class BagelAdapter(UpstreamAdapter):
             InputError: an unknown or invalid setting.
             ItemError: an empty prompt, or prompt + image tokens longer than the model's context.
         """
+        return self.respond_image_batch([text], seeds=[seed], **generation)[0]
+
+    def respond_image_batch(self, texts: list[str], *, seeds: list[int], **generation: Any) -> list[Response]:
+        """:meth:`respond_image` of several prompts, packed together in each call, each image drawn from its own
+        seed and guided on its own tokens (:mod:`.bagel_batch`); each image and its states are its prompt's alone."""
+        from entroprobe.models.bagel_batch import images
+
         self.require("image-gen", "text")
-        item = prompt_item(text)
+        if len(seeds) != len(texts):
+            raise InputError(f"{len(texts)} prompts need as many seeds; got {len(seeds)}")
         options = self.for_call(IMAGE_DEFAULTS, self.image, generation)
         _check_image_settings(options)
-        ids = self._text_ids(text, item)
         height, width = (int(v) for v in options["image_size"])
         self._check_size(height, width)
         n_image = (height // self.model.latent_downsample) * (width // self.model.latent_downsample)
-        check_length(len(ids) + n_image + 2, self.context, item)
+        ids = []
+        for text in texts:
+            item = prompt_item(text)
+            ids.append(self._text_ids(text, item))
+            check_length(len(ids[-1]) + n_image + 2, self.context, item)
+        pictures, prompts, calls, starts = images(self, texts, (height, width), options, seeds)
         last = int(options["num_timesteps"]) - 2  # generate_image runs num_timesteps - 1 Euler steps
-        keep = lambda step, call: call == 0 and step in (-1, last)
-        with self._capture(step_method=(self.model, "_forward_flow"), keep=keep) as capture:
-            gen_context = self.inferencer.init_gen_context()
-            cfg_text_context = copy.deepcopy(gen_context)  # inferencer.py:230,244: the context before the text
-            gen_context = self._run("update_context_text", text, gen_context)
-            cfg_img_context = self._run("update_context_text", text, self.inferencer.init_gen_context())
-            with seeded(seed, self.device):  # prepare_vae_latent draws the noise with torch.randn on the CPU
-                picture = self._run("gen_image", (height, width), gen_context, cfg_text_precontext=cfg_text_context,
-                                    cfg_img_precontext=cfg_img_context, cfg_text_scale=float(options["cfg_text_scale"]),
-                                    cfg_img_scale=float(options["cfg_img_scale"]),
-                                    cfg_interval=[float(v) for v in options["cfg_interval"]],
-                                    timestep_shift=float(options["timestep_shift"]),
-                                    num_timesteps=int(options["num_timesteps"]),
-                                    cfg_renorm_min=float(options["cfg_renorm_min"]),
-                                    cfg_renorm_type=str(options["cfg_renorm_type"]))  # fmt: skip
-        prompt_call, image_call = capture.select(step=-1)[0], capture.select(step=last)[0]
-        start = len(ids)
-        return Response(
-            prompt=self._states(prompt_call.stacked(), self._keep(1, len(ids) - 2, 1), 0, ids),
-            response=self._states(image_call.stacked(), torch.arange(1, n_image + 1), start, norm=self.gen_norm),
+        return [Response(
+            prompt=self._states(prompt, self._keep(1, len(row) - 2, 1), 0, row),
+            response=self._states(call, torch.arange(1, n_image + 1), start, norm=self.gen_norm),
             output=picture, output_ids=None,
             extra={"prompt": text, "prompt_tokens": self.prompt_tokens, "step": last,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}},
-        )  # fmt: skip
+        ) for text, row, picture, prompt, call, start in zip(texts, ids, pictures, prompts, calls, starts)]  # fmt: skip
 
     def _check_size(self, height: int, width: int) -> None:
         down, most = int(self.model.latent_downsample), int(self.model.max_latent_size)
@@ -373,6 +381,11 @@ class BagelAdapter(UpstreamAdapter):
                                         else {"prompt_tokens": self.prompt_tokens})["prompt_tokens"],
                 "states": "language_model.model.layers outputs; text/ViT tokens via the understanding experts "
                           "(final norm `norm`), VAE tokens via the generation experts (final norm `norm_moe_gen`)"}  # fmt: skip
+
+
+def _asks(text: str | None) -> bool:
+    """Whether a prompt has a question: text that is not blank."""
+    return isinstance(text, str) and bool(text.strip())
 
 
 def _join(pieces: list[LayerStates]) -> LayerStates:

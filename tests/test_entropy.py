@@ -572,3 +572,23 @@ def test_nan_error_in_y_names_y_and_its_first_bad_layer():
     y[1, 2, 4, 0] = float("nan")
     with pytest.raises(ValueError, match=r"y contains NaN or Inf at leading index \(1, 2\)"):
         conditional_entropy(x, y)
+
+
+def test_the_spread_threads_are_kept_and_a_forked_child_gets_its_own():
+    """spread keeps its threads for later calls; a child forked after a call (as a DataLoader worker or a torchrun
+    launcher may fork) has none of them and must start its own, not wait on threads it does not have."""
+    import multiprocessing
+
+    assert spectrum_module.spread(lambda i: i * i, 4) == [0, 1, 4, 9]
+    pool = spectrum_module._pool
+    assert spectrum_module.spread(lambda i: -i, 3) == [0, -1, -2] and spectrum_module._pool is pool
+    child = multiprocessing.get_context("fork").Process(target=_spread_in_a_child)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0, "the forked child's spread did not finish"
+
+
+def _spread_in_a_child():
+    import sys
+
+    sys.exit(0 if spectrum_module.spread(lambda i: i + 1, 3) == [1, 2, 3] else 1)

@@ -12,8 +12,9 @@ For ``A = K / tr K`` with eigenvalues ``λ`` the entropy of order α is
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -101,23 +102,44 @@ def saturation(kernel: torch.Tensor) -> torch.Tensor:
     return 1.0 - 2.0 * total / (n * (n - 1))
 
 
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, the pool), made on first use
+
+
+def _threads(count: int) -> ThreadPoolExecutor:
+    """A pool of ``count`` threads or more, kept for the process's later calls: starting threads for every call cost
+    about 3.5 ms, as much as the eigenvalues of a few hundred tokens. A forked child gets a pool of its own."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] < count:
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)
+        _pool = (os.getpid(), count, ThreadPoolExecutor(count, thread_name_prefix="entroprobe-spread"))
+    return _pool[2]
+
+
 def spread(work: Callable[[int], T], items: int) -> list[T]:
     """``[work(i) for i in range(items)]`` on torch's number of CPU threads, each running torch single-threaded.
 
     On a 2-core machine MKL's multithreaded symmetric eigensolver was measured 2–3× slower than its
     single-threaded one at n = 512, and 2–20× slower at n = 512–2048 while other processes load the machine
     (OpenMP threads spinning against them); independent matrices solved one per thread, several at once, avoid
-    that. A failure (or Ctrl-C) cancels the items not yet started.
+    that. A failure (or Ctrl-C) cancels the items not yet started, and waits for those running.
 
     torch's thread count is process-wide state: while this runs, a thread that starts using torch elsewhere in
     the process starts with one thread, and the caller's count is written back at the end.
     """
     threads = torch.get_num_threads()
-    pool = ThreadPoolExecutor(min(threads, items), initializer=torch.set_num_threads, initargs=(1,))
+
+    def alone(i: int) -> T:
+        torch.set_num_threads(1)
+        return work(i)
+
+    futures = [_threads(threads).submit(alone, i) for i in range(items)]
     try:
-        return list(pool.map(work, range(items)))
+        return [future.result() for future in futures]
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            future.cancel()
+        wait(futures)
         torch.set_num_threads(threads)
 
 

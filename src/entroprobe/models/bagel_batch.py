@@ -118,21 +118,21 @@ def answers(adapter: Any, context: dict[str, Any], lengths: list[int], seeds: li
                 packed_query_indexes=first + kv_lens, past_key_values=cache, key_values_lens=kv_lens,
                 packed_key_value_indexes=cached, update_past_key_values=True, is_causal=True, **extra)  # fmt: skip
             logits = model.language_model.lm_head(output.packed_query_sequence)  # (B, V)
+            picked = tokens.clone()
+            for i in range(count):  # under the autocast, as generate_text: CUDA's softmax then runs in float32
+                if not active[i]:
+                    continue
+                if do_sample:
+                    probs = torch.nn.functional.softmax(logits[i : i + 1] / temperature, dim=-1)
+                    choice = int(torch.multinomial(probs, num_samples=1, generator=generators[i]))
+                else:
+                    choice = int(torch.argmax(logits[i], dim=-1))
+                if choice == end or len(made[i]) == lengths[i]:
+                    active[i] = False
+                else:
+                    made[i].append(choice)
+                    picked[i] = choice
         cache = output.past_key_values
-        picked = tokens.clone()
-        for i in range(count):
-            if not active[i]:
-                continue
-            if do_sample:
-                probs = torch.nn.functional.softmax(logits[i : i + 1] / temperature, dim=-1)
-                choice = int(torch.multinomial(probs, num_samples=1, generator=generators[i]))
-            else:
-                choice = int(torch.argmax(logits[i], dim=-1))
-            if choice == end or len(made[i]) == lengths[i]:
-                active[i] = False
-            else:
-                made[i].append(choice)
-                picked[i] = choice
         tokens, kv_lens, positions = picked, kv_lens + 1, positions + 1
     return made
 

@@ -107,8 +107,15 @@ def per_prompt_draws(model: Any, seeds: list[int], device: torch.device) -> Iter
             x = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise * temperature
         return x
 
-    mar.sample_orders, head.sample = sample_orders, sample
+    swapped = [(mar, "sample_orders", sample_orders), (head, "sample", sample)]
+    before = [vars(owner).get(name) for owner, name, _ in swapped]  # an attribute already set on the instance
+    for owner, name, replacement in swapped:
+        setattr(owner, name, replacement)
     try:
         yield
     finally:
-        del mar.sample_orders, head.sample
+        for (owner, name, _), old in zip(swapped, before):
+            if old is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)

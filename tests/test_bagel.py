@@ -174,7 +174,7 @@ def test_the_stand_in_module_exists_only_while_the_checkout_imports(monkeypatch)
         assert not installed and "flash_attn" not in sys.modules  # a real flash-attn is left to be imported
 
 
-def test_on_device_moves_inputs_of_the_running_methods_and_keeps_generated_ids():
+def test_on_device_moves_inputs_of_the_running_methods():
     seen = {}
 
     class Model:
@@ -190,7 +190,7 @@ def test_on_device_moves_inputs_of_the_running_methods_and_keeps_generated_ids()
     proxy = compat.OnDevice(Model(), torch.device("meta"))
     out = proxy.generate_text("cache", torch.arange(3), steps=torch.tensor(2))
     assert seen["past"] == "cache" and seen["ids"].device.type == "meta" and seen["steps"].device.type == "meta"
-    assert proxy.last_text is out and proxy.config == "config"
+    assert out.shape == (3, 1) and out.device.type == "meta" and proxy.config == "config"  # the result as it is
     assert proxy.prepare_prompts(torch.arange(2)).device.type == "cpu"  # preparing stays where the authors' does
 
 

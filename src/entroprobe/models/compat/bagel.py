@@ -24,8 +24,7 @@ the model on one device without accelerate's dispatch hooks).
   move them to the GPU. entroprobe loads the model on one device without hooks and gives the inferencer this
   stand-in for the model instead: every attribute is the model's own, and the methods that run the network
   (``forward_cache_update_*``, ``generate_image``, ``generate_text``) first move their tensor arguments to the
-  model's device, as ``Bagel.chat`` does (``generation_input[k] = v.to(device)``). It also keeps the last
-  ``generate_text`` result (the inferencer decodes it to a string; entroprobe needs the token ids).
+  model's device, as ``Bagel.chat`` does (``generation_input[k] = v.to(device)``).
 - ``pad_token_id`` (:func:`legacy_llm_config`) — transformers 5's ``PretrainedConfig`` no longer sets
   ``pad_token_id = None`` on every config; BAGEL's ``Qwen2Model.__init__`` reads ``config.pad_token_id`` and the
   released ``llm_config.json`` (a Qwen2.5 config) need not set one. Set to None (4.x's default) only when missing.
@@ -132,17 +131,13 @@ def provide_flash_attn() -> Iterator[bool]:
 
 
 class OnDevice:
-    """The model as ``InterleaveInferencer`` sees it, moving inputs to ``device`` (see the module docstring).
-
-    Attributes:
-        last_text: what the last ``generate_text`` call returned (``(steps, 1)`` token ids), None before.
-    """
+    """The model as ``InterleaveInferencer`` sees it, moving inputs to ``device`` (see the module docstring)."""
 
     RUNS = ("forward_cache_update_text", "forward_cache_update_vit", "forward_cache_update_vae", "generate_image",
             "generate_text")  # fmt: skip
 
     def __init__(self, model: Any, device: torch.device):
-        self._model, self._device, self.last_text = model, device, None
+        self._model, self._device = model, device
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._model, name)
@@ -151,10 +146,7 @@ class OnDevice:
 
         def run(*args: Any, **kwargs: Any) -> Any:
             move = lambda v: v.to(self._device) if torch.is_tensor(v) else v
-            out = value(*[move(a) for a in args], **{k: move(v) for k, v in kwargs.items()})
-            if name == "generate_text":
-                self.last_text = out
-            return out
+            return value(*[move(a) for a in args], **{k: move(v) for k, v in kwargs.items()})
 
         return run
 

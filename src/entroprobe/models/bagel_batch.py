@@ -110,7 +110,8 @@ def answers(adapter: Any, context: dict[str, Any], lengths: list[int], seeds: li
     while any(active):
         # sequence i's block in the packed call: its cached keys and values, then its new token
         first = torch.cumsum(kv_lens, dim=0) - kv_lens + offsets
-        cached = torch.cat([torch.arange(int(f), int(f) + int(n), device=device) for f, n in zip(first, kv_lens)])
+        within = torch.arange(int(kv_lens.sum()), device=device) - torch.repeat_interleave(first - offsets, kv_lens)
+        cached = torch.repeat_interleave(first, kv_lens) + within  # each sequence's cached positions, in order
         with running(device):
             output = model.language_model.forward_inference(
                 packed_query_sequence=model.language_model.model.embed_tokens(tokens),
@@ -118,21 +119,22 @@ def answers(adapter: Any, context: dict[str, Any], lengths: list[int], seeds: li
                 packed_query_indexes=first + kv_lens, past_key_values=cache, key_values_lens=kv_lens,
                 packed_key_value_indexes=cached, update_past_key_values=True, is_causal=True, **extra)  # fmt: skip
             logits = model.language_model.lm_head(output.packed_query_sequence)  # (B, V)
-            picked = tokens.clone()
-            for i in range(count):  # under the autocast, as generate_text: CUDA's softmax then runs in float32
-                if not active[i]:
-                    continue
-                if do_sample:
-                    probs = torch.nn.functional.softmax(logits[i : i + 1] / temperature, dim=-1)
-                    choice = int(torch.multinomial(probs, num_samples=1, generator=generators[i]))
-                else:
-                    choice = int(torch.argmax(logits[i], dim=-1))
-                if choice == end or len(made[i]) == lengths[i]:
-                    active[i] = False
-                else:
-                    made[i].append(choice)
-                    picked[i] = choice
+            if do_sample:  # under the autocast, as generate_text: CUDA's softmax then runs in float32
+                probs = torch.nn.functional.softmax(logits / temperature, dim=-1)
+                choices = torch.cat([torch.multinomial(probs[i : i + 1], num_samples=1, generator=generators[i])[0]
+                                     if active[i] else tokens[i : i + 1] for i in range(count)])  # fmt: skip
+            else:
+                choices = torch.argmax(logits, dim=-1)
         cache = output.past_key_values
+        picked = tokens.clone()
+        for i, choice in enumerate(choices.tolist()):  # one copy to the host per step
+            if not active[i]:
+                continue
+            if choice == end or len(made[i]) == lengths[i]:
+                active[i] = False
+            else:
+                made[i].append(choice)
+                picked[i] = choice
         tokens, kv_lens, positions = picked, kv_lens + 1, positions + 1
     return made
 
@@ -166,8 +168,8 @@ def guided(v: torch.Tensor, text: torch.Tensor | None, image: torch.Tensor | Non
     if not text_scale > 1.0:
         return v
     out = []
-    for i, (c, t) in enumerate(zip(v.split(sizes), text.split(sizes))):
-        g = image.split(sizes)[i] if image_scale > 1.0 else None
+    images = image.split(sizes) if image_scale > 1.0 else [None] * len(sizes)
+    for c, t, g in zip(v.split(sizes), text.split(sizes), images):
         mixed = t + text_scale * (c - t)
         if renorm_type == "text_channel":
             scale = (torch.norm(c, dim=-1, keepdim=True) / (torch.norm(mixed, dim=-1, keepdim=True) + 1e-8))

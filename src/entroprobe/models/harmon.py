@@ -40,7 +40,7 @@ from entroprobe.models.compat.devices import cuda_calls_to
 from entroprobe.models.compat.harmon import legacy_cache
 from entroprobe.models.defaults import Default
 from entroprobe.models.hf import load_image, prompt_item, require_text, room_to_generate, tokenize_checked
-from entroprobe.models.hf_batch import embedded_passes
+from entroprobe.models.hf_batch import embedded_passes, pad_right
 from entroprobe.models.hf_loading import check_length, context_limit
 from entroprobe.models.hooks import capture_layers, to_layer_states
 from entroprobe.models.prompt_tokens import locate, prompt_selection, question_positions
@@ -349,14 +349,9 @@ class HarmonAdapter(UpstreamAdapter):
         return out
 
     def _right_padded(self, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``rows`` of ids padded on the right as ``prepare_text_conditions`` pads them: ``(ids, mask)`` ``(R, T)``."""
-        from torch.nn.utils.rnn import pad_sequence
-
-        ids = pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.eos_token_id)
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            mask[i, : row.shape[0]] = True
-        return ids.to(self.device), mask.to(self.device)
+        """``rows`` of ids padded on the right with ``eos`` as ``prepare_text_conditions`` pads them: ``(ids, mask)``."""
+        ids, mask = pad_right(rows, self.tokenizer.eos_token_id)
+        return ids.to(self.device), mask.bool().to(self.device)
 
     def describe(self) -> dict[str, Any]:
         """The common description plus the checkpoint's key counts and the image-patch count of a prompt."""

@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from upstream_checks import same_as_alone
+from upstream_checks import count_embedded_calls, same_as_alone
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models.compat import harmon as compat
@@ -515,17 +515,7 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(harmon_r
     prompts = [("a red cat", None), ("what is this", random_image((32, 32), seed=4)),
                ("the blue dog sat on the mat in the sun", None), (None, random_image((32, 32), seed=5))]  # fmt: skip
     seeds = [3, 4, 5, 6]
-    calls = []
-    generate, forward = harmon.model.llm.generate, harmon.model.llm.model.forward
-    monkeypatch.setattr(harmon.model.llm, "generate",
-                        lambda **kw: calls.append(("generate", kw["inputs_embeds"].shape[0])) or generate(**kw))
-
-    def counted(**kw):
-        rows = kw["inputs_embeds"] if kw.get("inputs_embeds") is not None else kw["input_ids"]
-        calls.append(("pass" if kw.get("use_cache") is False else "step", rows.shape[0]))
-        return forward(**kw)
-
-    monkeypatch.setattr(harmon.model.llm.model, "forward", counted)
+    calls = count_embedded_calls(monkeypatch, harmon.model.llm, harmon.model.llm.model)
     batched = harmon.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
     assert calls[0] == ("generate", 4) and calls[-1] == ("pass", 4)  # the whole batch in each
     assert [kind for kind, _ in calls].count("pass") == 1 and all(n == 4 for _, n in calls)

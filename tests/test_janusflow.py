@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import WORDS, random_image
-from upstream_checks import captured, checkout_or_skip, needs, run_all_tasks, same_as_alone, stacked
+from upstream_checks import (
+    captured,
+    checkout_or_skip,
+    count_embedded_calls,
+    needs,
+    run_all_tasks,
+    same_as_alone,
+    stacked,
+)
 
 from entroprobe.errors import InputError, ItemError, LoadError
 from entroprobe.models import load_model
@@ -440,16 +448,7 @@ def test_a_batch_of_text_replies_answers_what_each_prompt_answers_alone(janus_ro
     prompts = [("a red cube", None), ("what is this", random_image()), ("the blue dog sat on the mat", None),
                (None, random_image(seed=2))]  # fmt: skip
     seeds = [3, 4, 5, 6]
-    calls = []
-    generate, forward = flow.model.language_model.generate, flow.decoder.forward
-    monkeypatch.setattr(flow.model.language_model, "generate",
-                        lambda **kw: calls.append(("generate", kw["inputs_embeds"].shape[0])) or generate(**kw))
-    def counted(**kw):
-        rows = kw["inputs_embeds"] if kw.get("inputs_embeds") is not None else kw["input_ids"]
-        calls.append(("pass" if kw.get("use_cache") is False else "step", rows.shape[0]))
-        return forward(**kw)
-
-    monkeypatch.setattr(flow.decoder, "forward", counted)
+    calls = count_embedded_calls(monkeypatch, flow.model.language_model, flow.decoder)
     batched = flow.respond_text_batch(prompts, max_new_tokens=4, seeds=seeds)
     assert calls[0] == ("generate", 4) and calls[-1] == ("pass", 4)  # the whole batch in each
     assert [kind for kind, _ in calls].count("pass") == 1 and all(n == 4 for _, n in calls)

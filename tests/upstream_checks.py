@@ -121,6 +121,24 @@ def check_encode_batches(adapter: Any, layers: list[torch.nn.Module], texts: lis
             torch.testing.assert_close(mine.states, theirs.states, atol=atol, rtol=atol)
 
 
+def count_embedded_calls(monkeypatch: Any, language_model: Any, decoder: Any) -> list[tuple[str, int]]:
+    """Record, in order, each ``language_model.generate`` over input embeddings (``("generate", rows)``) and each
+    ``decoder`` call: ``("pass", rows)`` for a teacher-forced pass (``use_cache=False``), ``("step", rows)`` for a
+    generation step. The list fills as the calls are made."""
+    calls: list[tuple[str, int]] = []
+    generate, forward = language_model.generate, decoder.forward
+    monkeypatch.setattr(language_model, "generate",
+                        lambda **kw: calls.append(("generate", kw["inputs_embeds"].shape[0])) or generate(**kw))
+
+    def counted(**kw: Any) -> Any:
+        rows = kw["inputs_embeds"] if kw.get("inputs_embeds") is not None else kw["input_ids"]
+        calls.append(("pass" if kw.get("use_cache") is False else "step", rows.shape[0]))
+        return forward(**kw)
+
+    monkeypatch.setattr(decoder, "forward", counted)
+    return calls
+
+
 def same_as_alone(response: Any, alone: Any, *, rtol: float = 1e-4, pixels: int = 1) -> None:
     """A batched response equals its prompt's alone: the same answer (ids and text), or the same picture within
     ``pixels`` levels (and the same image ids, where there are any), and on each side the same positions and token

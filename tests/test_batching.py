@@ -202,3 +202,107 @@ def test_emu3_images_are_generated_in_one_call_with_guidance_per_row(tmp_path):
         torch.testing.assert_close(response.response.states, alone.response.states, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(response.prompt.states, alone.prompt.states, atol=1e-5, rtol=1e-5)
         assert np.array_equal(np.asarray(response.output), np.asarray(alone.output))
+
+
+class _Cramped:
+    """micro-ar on a device too small for batches of more than ``fits`` prompts, and for the prompts in ``never``
+    at any size: its batched calls raise CUDA's out-of-memory error there, as a full GPU would."""
+
+    def __init__(self, inner, fits, never=()):
+        self.inner, self.fits, self.never, self.calls = inner, fits, set(never), []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _check(self, name, texts):
+        if len(texts) > self.fits or self.never & {t for t in texts if isinstance(t, str)}:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({name} of {len(texts)})")
+
+    def _batched(self, name, key, items, *args, **kwargs):
+        self.calls.append((key, len(items)))
+        self._check(name, [item[0] if isinstance(item, tuple) else item for item in items])
+        return getattr(self.inner, name)(items, *args, **kwargs)
+
+    def encode_text_batch(self, texts, *args, **kwargs):
+        return self._batched("encode_text_batch", "encode/text", texts, *args, **kwargs)
+
+    def encode_image_batch(self, images, *args, **kwargs):
+        return self._batched("encode_image_batch", "encode/image", images, *args, **kwargs)
+
+    def respond_text_batch(self, prompts, *args, **kwargs):
+        modality = "image" if prompts[0][1] is not None else "text"
+        return self._batched("respond_text_batch", f"text-gen/{modality}", prompts, *args, **kwargs)
+
+    def respond_image_batch(self, texts, *args, **kwargs):
+        return self._batched("respond_image_batch", "image-gen/text", texts, *args, **kwargs)
+
+    def encode_text(self, text, *args, **kwargs):
+        self._check("encode_text", [text])
+        return self.inner.encode_text(text, *args, **kwargs)
+
+    def respond_text(self, text, *args, **kwargs):
+        self._check("respond_text", [text])
+        return self.inner.respond_text(text, *args, **kwargs)
+
+    def respond_image(self, text, *args, **kwargs):
+        self._check("respond_image", [text])
+        return self.inner.respond_image(text, *args, **kwargs)
+
+
+def test_a_batch_that_runs_out_of_memory_is_halved_and_later_batches_stay_small(tmp_path):
+    inner = load_model("micro-ar", device="cpu")
+    cramped = _Cramped(inner, fits=3)
+    configs = {size: ProbeConfig(model="micro-ar", out=tmp_path / f"b{size}", text_prompts="micro-world",
+                                 image_prompts="micro-world", tasks=ALL, limit=12, batch_size=size, progress=False,
+                                 max_new_tokens=8)  # fmt: skip
+               for size in (1, 8)}
+    summary = run_probe(configs[8], adapter=cramped)
+    assert summary.failed == 0  # every unit done, none lost to the failed batches
+    assert run_probe(configs[1], adapter=inner).failed == 0
+    _assert_same_rows(_rows(tmp_path / "b1"), _rows(tmp_path / "b8"))
+    keys = sorted({key for key, _ in cramped.calls})
+    assert keys == ["encode/image", "encode/text", "image-gen/text", "text-gen/image", "text-gen/text"]
+    for key in keys:  # 8 ran out, then 4 of it; from then on batches of 2 only, never 3 or 4 tried again
+        sizes = [n for k, n in cramped.calls if k == key]
+        assert sizes[:2] == [8, 4] and sizes[2:] and set(sizes[2:]) == {2}, (key, sizes)
+    lowered = [n for n in summary.notices if "ran out of memory" in n]
+    assert len(lowered) == 5 and all("a batch of 4 ran out of memory; batches of at most 2" in n for n in lowered)
+    assert not any("one prompt at a time" in n for n in summary.notices)  # halving is not the one-by-one fallback
+    manifest = json.loads((tmp_path / "b8" / "manifest.json").read_text())
+    assert manifest["invocations"][-1]["batch_sizes_lowered"] == dict.fromkeys(keys, 2)
+    assert "batch_sizes_lowered" not in json.loads((tmp_path / "b1" / "manifest.json").read_text())["invocations"][-1]
+
+
+def test_a_prompt_too_big_even_alone_fails_by_itself_and_keeps_the_batch_size(tmp_path):
+    inner = load_model("micro-ar", device="cpu")
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"id": f"ok{i}", "text": f"a red circle at the top {i} . what is in the picture?"} for i in range(9)]
+    lines.insert(2, {"id": "huge", "text": "a blue square . what is in the picture?"})
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cramped = _Cramped(inner, fits=100, never={lines[2]["text"]})
+    runs = {}
+    for size, adapter in ((4, cramped), (1, cramped)):
+        out = tmp_path / f"b{size}"
+        runs[size] = run_probe(ProbeConfig(model="micro-ar", out=out, text_prompts=f"jsonl:{prompts}", tasks=ALL,
+                                           batch_size=size, progress=False, max_new_tokens=8), adapter=adapter)
+    summary = runs[4]
+    assert (summary.succeeded, summary.failed) == (27, 3) and runs[1].failed == 3
+    errors = [json.loads(line) for line in (tmp_path / "b4" / "errors.jsonl").open()]
+    assert {e["item"] for e in errors} == {"huge"} and all("OutOfMemoryError" in e["reason"] for e in errors)
+    assert not any("ran out of memory" in n for n in summary.notices)  # one prompt's size says nothing of B
+    assert "batch_sizes_lowered" not in json.loads((tmp_path / "b4" / "manifest.json").read_text())["invocations"][-1]
+    for key in ("encode/text", "text-gen/text", "image-gen/text"):  # its batch of 4, then its half, then on at 4
+        assert [n for k, n in cramped.calls if k == key] == [4, 2, 2, 4, 2], key
+    _assert_same_rows(_rows(tmp_path / "b1"), _rows(tmp_path / "b4"))
+
+
+def test_out_of_memory_is_told_from_other_failures():
+    from entroprobe.probe.batching import out_of_memory
+
+    assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert out_of_memory(MemoryError())
+    assert out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                      "memory: you tried to allocate 1099511627776 bytes"))  # fmt: skip
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not out_of_memory(ValueError("out of memory"))  # only the allocator's own errors count

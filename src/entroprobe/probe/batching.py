@@ -5,13 +5,17 @@ and prompt modality are batched together, sorted by prompt length so that paddin
 ``results.parquet`` is the units' own, whatever the batches). Each unit keeps its own seed, and the adapters
 pad so that a unit's states do not depend on its batch: its rows equal those at ``B = 1`` up to float tolerance.
 
-When a batch fails (one prompt too long, an unreadable image, out of memory), its units are done again one by
-one, so that only the one at fault is recorded as failed.
+When a batch runs out of memory, it is split in halves and each half tried in turn, down to one unit; later
+batches of that task and modality are then at most the size that fitted (see :class:`BatchLog`). When a batch
+fails otherwise (one prompt too long, an unreadable image), its units are done again one by one, so that only
+the one at fault is recorded as failed. A batch that failed has committed nothing: no unit's work is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gc
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from entroprobe.probe.run import ProbeConfig
     from entroprobe.probe.units import Timer, Unit
 
-__all__ = ["batches", "produce", "outcomes"]
+__all__ = ["BatchLog", "batches", "produce", "outcomes", "out_of_memory", "free_memory"]
 
 
 def _length(unit: Unit) -> int:
@@ -60,33 +64,106 @@ def produce(config: ProbeConfig, adapter: Any, batch: list[Unit]) -> list[tuple[
     return [(None, r) for r in responses]
 
 
+@dataclass
+class BatchLog:
+    """What a run's batches met: the most units per batch for each task and prompt modality (``--batch-size``,
+    lowered where a batch ran out of memory), and in words each batch done one unit at a time and each lowering.
+
+    A batch of n units that runs out of memory lowers its task's size to ⌈n / 2⌉, unless one of its units then
+    runs out of memory alone: a prompt too large for the device on its own says nothing of the batch size.
+    """
+
+    size: int
+    sizes: dict[str, int] = field(default_factory=dict)  # "task/modality" → the most units per batch from now on
+    fallbacks: list[str] = field(default_factory=list)  # why batches were done one unit at a time
+    lowered: list[str] = field(default_factory=list)  # each lowering, in words
+
+    def size_for(self, key: str) -> int:
+        return self.sizes.get(key, self.size)
+
+    def lower(self, key: str, failed: int) -> None:
+        size = (failed + 1) // 2
+        if size < self.size_for(key):
+            self.sizes[key] = size
+            self.lowered.append(f"{key}: a batch of {failed} ran out of memory; batches of at most {size} from then on")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says a device (or the host) ran out of memory."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def free_memory() -> None:
+    """Give back what a failed call left: its tensors (reference cycles included), then CUDA's cached blocks."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer, run_dir: Path,
-             settings: MeasureSettings, fallbacks: list[str] | None = None) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
-    """``(unit, (rows, output, too_short) or the exception it failed with)`` for every unit of the batch; why a
-    batch was done one unit at a time is appended to ``fallbacks``."""
+             settings: MeasureSettings, log: BatchLog | None = None) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
+    """``(unit, (rows, output, too_short) or the exception it failed with)`` for every unit of the batch, in the
+    batch's order; ``log`` (default: a fresh one at the batch's size) keeps the sizes and says what happened."""
+    log = log if log is not None else BatchLog(len(batch))
     with torch.inference_mode():  # no autograd anywhere in a unit: less memory, no version counters
-        yield from _outcomes(config, adapter, batch, timer, run_dir, settings,
-                             fallbacks if fallbacks is not None else [])  # fmt: skip
+        yield from _attempt(_Work(config, adapter, timer, run_dir, settings, log), batch)
 
 
-def _outcomes(config: ProbeConfig, adapter: Any, batch: list[Unit], timer: Timer, run_dir: Path,
-              settings: MeasureSettings, fallbacks: list[str]) -> Iterator[tuple[Unit, Any]]:  # fmt: skip
-    try:
-        with timer.model_work(getattr(adapter, "device", None)):
-            produced = produce(config, adapter, batch) if len(batch) > 1 else None
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # one prompt spoilt the batch: each unit alone, so that only that one fails
-        reason = exc.reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {exc}"
-        fallbacks.append(f"{batch[0].task} of {len(batch)} prompts: {reason}")
-        produced = None
+@dataclass(frozen=True)
+class _Work:
+    config: ProbeConfig
+    adapter: Any
+    timer: Timer
+    run_dir: Path
+    settings: MeasureSettings
+    log: BatchLog
+
+
+def _attempt(work: _Work, batch: list[Unit]) -> Generator[tuple[Unit, Any], None, bool]:
+    """Yield every unit's outcome; return whether one of them ran out of memory alone."""
+    key = f"{batch[0].task}/{batch[0].prompt.modality}"
+    size = work.log.size_for(key)
+    if len(batch) > size:  # a lowered size: the batch's parts in turn (each part reads the size anew)
+        alone_oom = False
+        for start in range(0, len(batch), size):
+            alone_oom |= yield from _attempt(work, batch[start : start + size])
+        return alone_oom
+    produced, failure, oom = _produce(work, batch) if len(batch) > 1 else (None, None, False)
+    if oom:  # the batch committed nothing; its halves are tried in turn
+        free_memory()
+        half = (len(batch) + 1) // 2
+        alone_oom = (yield from _attempt(work, batch[:half])) | (yield from _attempt(work, batch[half:]))
+        if not alone_oom:
+            work.log.lower(key, len(batch))
+        return alone_oom
+    if failure is not None:
+        work.log.fallbacks.append(f"{batch[0].task} of {len(batch)} prompts: {failure}")
+    alone_oom = False
     for i, unit in enumerate(batch):
         try:
             if produced is None:
-                yield unit, unit_work.compute(config, adapter, unit, timer, run_dir, settings)
+                outcome = unit_work.compute(work.config, work.adapter, unit, work.timer, work.run_dir, work.settings)
             else:
-                yield unit, unit_work.measure(config, unit, *produced[i], timer, run_dir, settings)
+                outcome = unit_work.measure(work.config, unit, *produced[i], work.timer, work.run_dir, work.settings)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            yield unit, exc
+            alone_oom |= produced is None and out_of_memory(exc)
+            outcome = exc.with_traceback(None)  # its frames' tensors are freed now, not when the next unit starts
+        yield unit, outcome
+    return alone_oom
+
+
+def _produce(work: _Work, batch: list[Unit]) -> tuple[list[tuple[Any, Any]] | None, str | None, bool]:
+    """``(what the model made for each unit, None, False)``, or ``(None, why it failed, whether it ran out of
+    memory)``: the exception, and with it the tensors its frames held, is gone when this returns."""
+    try:
+        with work.timer.model_work(getattr(work.adapter, "device", None)):
+            return produce(work.config, work.adapter, batch), None, False
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        return None, exc.reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {exc}", out_of_memory(exc)

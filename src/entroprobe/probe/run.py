@@ -329,11 +329,11 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     desc = f"probing {config.model}" + (f" (rank 0's share of {world} ranks)" if world > 1 else "")
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
+    log = batching.BatchLog(config.batch_size)  # sizes lowered where a batch ran out of memory, fallbacks
     try:
-        fallbacks: list[str] = []  # why batches were done one prompt at a time
         for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
                               for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
-                                                            fallbacks)):  # fmt: skip
+                                                            log)):  # fmt: skip
             if isinstance(outcome, Exception):  # one item's failure is recorded; the run goes on
                 exc = outcome
                 if store.disk_full(exc):  # not the item's fault: every later unit would fail alike
@@ -341,8 +341,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                 reason = exc.reason if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"
                 record = {"item": unit.prompt.id, "source": unit.prompt.source, "task": unit.task, "reason": reason}
                 shard.commit_error(unit.key, unit.order, record, unit.content)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()  # after an out-of-memory item, the next ones get the memory back
+                if batching.out_of_memory(exc):
+                    batching.free_memory()  # after an out-of-memory item, the next ones get the memory back
                 try:
                     with open(errors_path, "a") as handle:  # live view; rewritten whole at the end
                         handle.write(json.dumps(record) + "\n")
@@ -356,9 +356,10 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                 summary.rows += len(rows)
                 summary.too_short += too_short
             progress.update(1)
-        if fallbacks:
-            summary.notices.append(f"{len(fallbacks)} batches failed as a batch and were done one prompt at a time "
-                                   f"(first: {fallbacks[0]})")  # fmt: skip
+        if log.fallbacks:
+            summary.notices.append(f"{len(log.fallbacks)} batches failed as a batch and were done one prompt at a "
+                                   f"time (first: {log.fallbacks[0]})")  # fmt: skip
+        summary.notices += log.lowered
     finally:
         progress.close()
         shard.close()
@@ -375,6 +376,8 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         manifest["matched"] = _matched_counts(config, frame)
         manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0,
                               "peak_gpu_bytes": timer.peak_gpu, "state_memory_gib": config.state_memory}
+        if log.sizes:  # rank 0's: where its batches ran out of memory
+            manifest["invocations"][-1]["batch_sizes_lowered"] = dict(log.sizes)
         manifest["invocations"][-1].update(ended=manifest["ended"], seconds=time.perf_counter() - started,
                                            rank0_units=summary.succeeded + summary.failed,
                                            rank0_model_seconds=timer.model, rank0_entropy_seconds=timer.entropy)

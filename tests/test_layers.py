@@ -39,7 +39,9 @@ def test_rows_of_the_kept_layers_equal_the_full_run(tmp_path, sigma):
     assert len(kept) == len(some)
     columns = ["prompt_id", "task", "measure", "layer", "subsample", "subsample_response", "kernel_state"]
     assert kept[columns].values.tolist() == some[columns].values.tolist()
-    np.testing.assert_allclose(some["value"], kept["value"], rtol=0, atol=1e-9)
+    # float rounding only: torch.linalg.eigvalsh of a float32 batch can differ in the last bit with the number of
+    # matrices in the batch (2 layers or 5; MKL on AMD EPYC, about 1e-6 bits here)
+    np.testing.assert_allclose(some["value"], kept["value"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(some["sigma"], kept["sigma"], rtol=1e-12)
 
 

@@ -210,6 +210,7 @@ class _Cramped:
 
     def __init__(self, inner, fits, never=()):
         self.inner, self.fits, self.never, self.calls = inner, fits, set(never), []
+        self.holding = 0  # units whose states the last call returned
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -221,6 +222,7 @@ class _Cramped:
     def _batched(self, name, key, items, *args, **kwargs):
         self.calls.append((key, len(items)))
         self._check(name, [item[0] if isinstance(item, tuple) else item for item in items])
+        self.holding = len(items)
         return getattr(self.inner, name)(items, *args, **kwargs)
 
     def encode_text_batch(self, texts, *args, **kwargs):
@@ -238,14 +240,21 @@ class _Cramped:
 
     def encode_text(self, text, *args, **kwargs):
         self._check("encode_text", [text])
+        self.holding = 1
         return self.inner.encode_text(text, *args, **kwargs)
+
+    def encode_image(self, image, *args, **kwargs):
+        self.holding = 1
+        return self.inner.encode_image(image, *args, **kwargs)
 
     def respond_text(self, text, *args, **kwargs):
         self._check("respond_text", [text])
+        self.holding = 1
         return self.inner.respond_text(text, *args, **kwargs)
 
     def respond_image(self, text, *args, **kwargs):
         self._check("respond_image", [text])
+        self.holding = 1
         return self.inner.respond_image(text, *args, **kwargs)
 
 
@@ -306,3 +315,33 @@ def test_out_of_memory_is_told_from_other_failures():
                                       "memory: you tried to allocate 1099511627776 bytes"))  # fmt: skip
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not out_of_memory(ValueError("out of memory"))  # only the allocator's own errors count
+
+
+def test_a_batch_whose_states_leave_too_little_memory_to_measure_is_made_again_smaller(tmp_path, monkeypatch):
+    """The estimators run beside the states their batch still holds: where that runs out of memory, the units not
+    yet measured are made again in smaller batches, and later batches stay small."""
+    from entroprobe.probe import units
+
+    inner = load_model("micro-ar", device="cpu")
+    cramped = _Cramped(inner, fits=100)
+    measure = units.measure
+
+    def crowded(*args, **kwargs):
+        if cramped.holding > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(units, "measure", crowded)
+    common = dict(model="micro-ar", text_prompts="micro-world", tasks=("encode", "image-gen"), limit=12,
+                  progress=False, max_new_tokens=8)  # fmt: skip
+    summary = run_probe(ProbeConfig(out=tmp_path / "b8", batch_size=8, **common), adapter=cramped)
+    assert summary.failed == 0
+    for key in ("encode/text", "image-gen/text"):  # measuring 8 ran out, then 4; batches of 2 from then on
+        sizes = [n for k, n in cramped.calls if k == key]
+        assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}, (key, sizes)
+    assert [n for n in summary.notices if "ran out of memory" in n] == [
+        f"{key}: a batch of {n} ran out of memory; batches of at most {n // 2} from then on"
+        for key in ("encode/text", "image-gen/text") for n in (8, 4)]  # fmt: skip
+    monkeypatch.setattr(units, "measure", measure)
+    assert run_probe(ProbeConfig(out=tmp_path / "b1", batch_size=1, **common), adapter=inner).failed == 0
+    _assert_same_rows(_rows(tmp_path / "b1"), _rows(tmp_path / "b8"))

@@ -6,7 +6,9 @@ and prompt modality are batched together, sorted by prompt length so that paddin
 pad so that a unit's states do not depend on its batch: its rows equal those at ``B = 1`` up to float tolerance.
 
 When a batch runs out of memory, it is split in halves and each half tried in turn, down to one unit; later
-batches of that task and modality are then at most the size that fitted (see :class:`BatchLog`). When a batch
+batches of that task and modality are then at most the size that fitted (see :class:`BatchLog`). A unit that
+runs out of memory while it is measured beside the states its batch still holds lowers the size too, and the
+batch's units not yet measured are made again in smaller batches. When a batch
 fails otherwise (one prompt too long, an unreadable image), its units are done again one by one, so that only
 the one at fault is recorded as failed. A batch that failed has committed nothing: no unit's work is lost.
 """
@@ -143,16 +145,25 @@ def _attempt(work: _Work, batch: list[Unit]) -> Generator[tuple[Unit, Any], None
         work.log.fallbacks.append(f"{batch[0].task} of {len(batch)} prompts: {failure}")
     alone_oom = False
     for i, unit in enumerate(batch):
+        measuring_oom, mine = False, None
         try:
             if produced is None:
                 outcome = unit_work.compute(work.config, work.adapter, unit, work.timer, work.run_dir, work.settings)
             else:
-                outcome = unit_work.measure(work.config, unit, *produced[i], work.timer, work.run_dir, work.settings)
+                mine, produced[i] = produced[i], None  # held no longer than its unit needs it
+                outcome = unit_work.measure(work.config, unit, *mine, work.timer, work.run_dir, work.settings)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            measuring_oom = produced is not None and out_of_memory(exc)
             alone_oom |= produced is None and out_of_memory(exc)
             outcome = exc.with_traceback(None)  # its frames' tensors are freed now, not when the next unit starts
+        mine = None
+        if measuring_oom:  # the states the batch still holds left too little to measure: the rest made again
+            del outcome, produced
+            free_memory()
+            work.log.lower(key, len(batch))
+            return alone_oom | (yield from _attempt(work, batch[i:]))
         yield unit, outcome
     return alone_oom
 

@@ -339,9 +339,99 @@ def test_a_batch_whose_states_leave_too_little_memory_to_measure_is_made_again_s
     for key in ("encode/text", "image-gen/text"):  # measuring 8 ran out, then 4; batches of 2 from then on
         sizes = [n for k, n in cramped.calls if k == key]
         assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}, (key, sizes)
-    assert [n for n in summary.notices if "ran out of memory" in n] == [
-        f"{key}: a batch of {n} ran out of memory; batches of at most {n // 2} from then on"
-        for key in ("encode/text", "image-gen/text") for n in (8, 4)]  # fmt: skip
+    assert [n for n in summary.notices if "ran out of memory" in n] == [  # 8 → 4 came after 4 → 2: no news
+        f"{key}: a batch of 4 ran out of memory while measured beside its batch's states; batches of at most 2 "
+        "from then on" for key in ("encode/text", "image-gen/text")]  # fmt: skip
     monkeypatch.setattr(units, "measure", measure)
     assert run_probe(ProbeConfig(out=tmp_path / "b1", batch_size=1, **common), adapter=inner).failed == 0
     _assert_same_rows(_rows(tmp_path / "b1"), _rows(tmp_path / "b8"))
+
+
+def _growing_prompts(path, n):
+    """``p0 … p{n-1}``, each longer than the one before: batches sorted by length keep this order."""
+    lines = [{"id": f"p{i}", "text": "a red circle at the top" + " ." * i + " what is in the picture?"}
+             for i in range(n)]  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return lines
+
+
+@pytest.mark.parametrize("alone_too", [False, True], ids=["fits-alone", "too-big-alone"])
+def test_a_unit_that_runs_out_of_memory_measured_inside_its_batch_leaves_the_units_before_it_done(
+        tmp_path, monkeypatch, alone_too):  # fmt: skip
+    """``p5`` is measured second in its batch of 4: beside the states of more than 2 units it runs out of memory.
+    ``p4`` before it stays committed once; ``p5``, ``p6`` and ``p7`` are made again in halves. Where ``p5`` runs out
+    of memory even alone, it alone fails and the batch size stays."""
+    from entroprobe.probe import units
+
+    inner = load_model("micro-ar", device="cpu")
+    lines = _growing_prompts(tmp_path / "p.jsonl", 8)
+    cramped = _Cramped(inner, fits=100)
+    measure = units.measure
+
+    def crowded(config, unit, *args, **kwargs):
+        if unit.prompt.id == "p5" and (alone_too or cramped.holding > 2):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+        return measure(config, unit, *args, **kwargs)
+
+    monkeypatch.setattr(units, "measure", crowded)
+    common = dict(model="micro-ar", text_prompts=f"jsonl:{tmp_path / 'p.jsonl'}", tasks=("encode",),
+                  progress=False)  # fmt: skip
+    summary = run_probe(ProbeConfig(out=tmp_path / "b4", batch_size=4, **common), adapter=cramped)
+    monkeypatch.setattr(units, "measure", measure)
+    assert run_probe(ProbeConfig(out=tmp_path / "b1", batch_size=1, **common), adapter=inner).failed == 0
+    sizes = [n for _, n in cramped.calls]
+    one, four = _rows(tmp_path / "b1"), _rows(tmp_path / "b4")
+    if alone_too:
+        assert (summary.succeeded, summary.failed) == (7, 1)
+        assert sizes == [4, 4, 2] and not [n for n in summary.notices if "ran out of memory" in n]
+        errors = [json.loads(line) for line in (tmp_path / "b4" / "errors.jsonl").open()]
+        assert [e["item"] for e in errors] == ["p5"] and "OutOfMemoryError" in errors[0]["reason"]
+        one = one[one["prompt_id"] != "p5"]
+    else:
+        assert (summary.succeeded, summary.failed) == (8, 0) and sizes == [4, 4, 2]  # p7 alone: no batch call
+        assert summary.notices[-1] == ("encode/text: a batch of 4 ran out of memory while measured beside its "
+                                       "batch's states; batches of at most 2 from then on")  # fmt: skip
+    # every unit's rows once, in the units' order, equal to those made one at a time
+    assert four.groupby("prompt_id").size().to_dict() == one.groupby("prompt_id").size().to_dict()
+    _assert_same_rows(one, four)
+    order = pd.read_parquet(tmp_path / "b4" / "results.parquet")["prompt_id"].drop_duplicates().tolist()
+    assert order == [line["id"] for line in lines if not (alone_too and line["id"] == "p5")]
+
+
+def test_a_failure_other_than_memory_inside_a_half_falls_back_to_one_by_one(tmp_path):
+    """A batch that ran out of memory is halved; a half that then fails otherwise is done prompt by prompt, and
+    only its faulty prompt is recorded."""
+    inner = load_model("micro-ar", device="cpu")
+    lines = _growing_prompts(tmp_path / "p.jsonl", 4)
+    lines.append({"id": "long", "text": " ".join(["red"] * 400)})  # longer than the model's context: last by length
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cramped = _Cramped(inner, fits=3)
+    summary = run_probe(ProbeConfig(model="micro-ar", out=tmp_path / "b5", text_prompts=f"jsonl:{tmp_path / 'p.jsonl'}",
+                                    tasks=("encode",), batch_size=5, progress=False), adapter=cramped)  # fmt: skip
+    assert (summary.succeeded, summary.failed) == (4, 1)
+    assert [n for _, n in cramped.calls] == [5, 3, 2]  # 5 out of memory; 3 fine; [p3, long] fails: one by one
+    errors = [json.loads(line) for line in (tmp_path / "b5" / "errors.jsonl").open()]
+    assert [e["item"] for e in errors] == ["long"] and "too long" in errors[0]["reason"]
+    assert any("one prompt at a time" in n for n in summary.notices)
+    assert any("a batch of 5 ran out of memory; batches of at most 3" in n for n in summary.notices)
+
+
+def test_lowered_batch_sizes_are_in_the_manifest_before_the_run_ends(tmp_path):
+    """Written as they are lowered: a run stopped (Ctrl-C, a job's time limit) still says what fitted."""
+    inner = load_model("micro-ar", device="cpu")
+    cramped = _Cramped(inner, fits=3)
+    stop_at = 4  # batched calls: 8 (out of memory), 4 (out of memory), 2, 2, then the stop
+
+    def respond(texts, *args, **kwargs):
+        if len(cramped.calls) >= stop_at:
+            raise KeyboardInterrupt
+        return cramped._batched("respond_image_batch", "image-gen/text", texts, *args, **kwargs)
+
+    cramped.respond_image_batch = respond
+    config = ProbeConfig(model="micro-ar", out=tmp_path / "run", text_prompts="micro-world", tasks=("image-gen",),
+                         limit=12, batch_size=8, progress=False)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(config, adapter=cramped)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "running" and [n for _, n in cramped.calls] == [8, 4, 2, 2]
+    assert manifest["invocations"][-1]["batch_sizes_lowered"] == {"image-gen/text": 2}

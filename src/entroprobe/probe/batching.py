@@ -7,16 +7,16 @@ pad so that a unit's states do not depend on its batch: its rows equal those at 
 
 When a batch runs out of memory, it is split in halves and each half tried in turn, down to one unit; later
 batches of that task and modality are then at most the size that fitted (see :class:`BatchLog`). A unit that
-runs out of memory while it is measured beside the states its batch still holds lowers the size too, and the
-batch's units not yet measured are made again in smaller batches. When a batch
-fails otherwise (one prompt too long, an unreadable image), its units are done again one by one, so that only
-the one at fault is recorded as failed. A batch that failed has committed nothing: no unit's work is lost.
+runs out of memory while it is measured beside the states its batch still holds has the batch's units not yet
+measured made again in halves, and lowers the size likewise. When a batch fails otherwise (one prompt too
+long, an unreadable image), its units are done again one by one, so that only the one at fault is recorded as
+failed. A batch that failed has committed nothing: no unit's work is lost.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,22 +72,31 @@ class BatchLog:
     lowered where a batch ran out of memory), and in words each batch done one unit at a time and each lowering.
 
     A batch of n units that runs out of memory lowers its task's size to ⌈n / 2⌉, unless one of its units then
-    runs out of memory alone: a prompt too large for the device on its own says nothing of the batch size.
+    runs out of memory alone: a prompt too large for the device on its own says nothing of the batch size. The
+    same holds for a unit that runs out of memory while it is measured beside the states of the units after it
+    (those its batch still holds): the units not yet measured are made again in halves, and the size is
+    lowered only if none of them then runs out of memory alone. The sizes are per task and prompt modality,
+    and they last one invocation: a resumed run finds them anew. ``on_lower`` is called with the sizes each time
+    one is lowered (the run writes them to its manifest there, so that a run stopped mid-batch still says so).
     """
 
     size: int
     sizes: dict[str, int] = field(default_factory=dict)  # "task/modality" → the most units per batch from now on
     fallbacks: list[str] = field(default_factory=list)  # why batches were done one unit at a time
     lowered: list[str] = field(default_factory=list)  # each lowering, in words
+    on_lower: Callable[[dict[str, int]], None] | None = None
 
     def size_for(self, key: str) -> int:
         return self.sizes.get(key, self.size)
 
-    def lower(self, key: str, failed: int) -> None:
+    def lower(self, key: str, failed: int, how: str = "") -> None:
         size = (failed + 1) // 2
         if size < self.size_for(key):
             self.sizes[key] = size
-            self.lowered.append(f"{key}: a batch of {failed} ran out of memory; batches of at most {size} from then on")
+            self.lowered.append(f"{key}: a batch of {failed} ran out of memory{' ' + how if how else ''}; "
+                                f"batches of at most {size} from then on")  # fmt: skip
+            if self.on_lower is not None:
+                self.on_lower(dict(self.sizes))
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -157,15 +166,32 @@ def _attempt(work: _Work, batch: list[Unit]) -> Generator[tuple[Unit, Any], None
         except Exception as exc:
             measuring_oom = produced is not None and out_of_memory(exc)
             alone_oom |= produced is None and out_of_memory(exc)
-            outcome = exc.with_traceback(None)  # its frames' tensors are freed now, not when the next unit starts
+            outcome = _bare(exc)  # its frames' tensors are freed now, not when the next unit starts
         mine = None
         if measuring_oom:  # the states the batch still holds left too little to measure: the rest made again
-            del outcome, produced
+            del outcome
+            produced = None
             free_memory()
-            work.log.lower(key, len(batch))
-            return alone_oom | (yield from _attempt(work, batch[i:]))
+            rest, half = batch[i:], (len(batch) - i + 1) // 2
+            rest_oom = yield from _attempt(work, rest[:half])
+            if rest[half:]:
+                rest_oom |= yield from _attempt(work, rest[half:])
+            if not rest_oom:  # a unit too large to measure even alone says nothing of the batch size
+                work.log.lower(key, len(batch), "while measured beside its batch's states")
+            return alone_oom | rest_oom
         yield unit, outcome
     return alone_oom
+
+
+def _bare(exc: Exception) -> Exception:
+    """``exc`` without the tracebacks of it and of the exceptions it was raised from or during: their frames,
+    and the tensors those hold, are freed now."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.with_traceback(None)
+        link = link.__cause__ or link.__context__
+    return exc
 
 
 def _produce(work: _Work, batch: list[Unit]) -> tuple[list[tuple[Any, Any]] | None, str | None, bool]:

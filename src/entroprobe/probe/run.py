@@ -329,7 +329,12 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
     desc = f"probing {config.model}" + (f" (rank 0's share of {world} ranks)" if world > 1 else "")
     progress = reporting.progress(len(todo), desc, config.progress, rank)
     errors_path = run_dir / "errors.jsonl"
-    log = batching.BatchLog(config.batch_size)  # sizes lowered where a batch ran out of memory, fallbacks
+
+    def lowered(sizes: dict[str, int]) -> None:  # rank 0's, written at once: kept if the run is stopped
+        manifest["invocations"][-1]["batch_sizes_lowered"] = sizes
+        rundir.write_manifest(run_dir, manifest)
+
+    log = batching.BatchLog(config.batch_size, on_lower=lowered if rank == 0 else None)  # sizes, fallbacks
     try:
         for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
                               for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
@@ -376,8 +381,6 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
         manifest["matched"] = _matched_counts(config, frame)
         manifest["timing"] = {"model_seconds": timer.model, "entropy_seconds": timer.entropy, "rank": 0,
                               "peak_gpu_bytes": timer.peak_gpu, "state_memory_gib": config.state_memory}
-        if log.sizes:  # rank 0's: where its batches ran out of memory
-            manifest["invocations"][-1]["batch_sizes_lowered"] = dict(log.sizes)
         manifest["invocations"][-1].update(ended=manifest["ended"], seconds=time.perf_counter() - started,
                                            rank0_units=summary.succeeded + summary.failed,
                                            rank0_model_seconds=timer.model, rank0_entropy_seconds=timer.entropy)

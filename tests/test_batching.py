@@ -244,6 +244,7 @@ class _Cramped:
         return self.inner.encode_text(text, *args, **kwargs)
 
     def encode_image(self, image, *args, **kwargs):
+        self._check("encode_image", [image])
         self.holding = 1
         return self.inner.encode_image(image, *args, **kwargs)
 
@@ -266,7 +267,7 @@ def test_a_batch_that_runs_out_of_memory_is_halved_and_later_batches_stay_small(
                                  max_new_tokens=8)  # fmt: skip
                for size in (1, 8)}
     summary = run_probe(configs[8], adapter=cramped)
-    assert summary.failed == 0  # every unit done, none lost to the failed batches
+    assert (summary.succeeded, summary.failed) == (summary.units, 0)  # each unit done once, none lost
     assert run_probe(configs[1], adapter=inner).failed == 0
     _assert_same_rows(_rows(tmp_path / "b1"), _rows(tmp_path / "b8"))
     keys = sorted({key for key, _ in cramped.calls})
@@ -313,6 +314,10 @@ def test_out_of_memory_is_told_from_other_failures():
     assert out_of_memory(RuntimeError("CUDA error: out of memory"))
     assert out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
                                       "memory: you tried to allocate 1099511627776 bytes"))  # fmt: skip
+    assert out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
+    with pytest.raises(RuntimeError) as too_big:  # the host's allocator, for real: 1 PiB is refused at once
+        torch.empty(2**50, dtype=torch.uint8)
+    assert out_of_memory(too_big.value)
     assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not out_of_memory(ValueError("out of memory"))  # only the allocator's own errors count
 
@@ -435,3 +440,50 @@ def test_lowered_batch_sizes_are_in_the_manifest_before_the_run_ends(tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "running" and [n for _, n in cramped.calls] == [8, 4, 2, 2]
     assert manifest["invocations"][-1]["batch_sizes_lowered"] == {"image-gen/text": 2}
+
+
+def test_a_failed_units_exception_keeps_no_frame_of_the_chain_it_came_from():
+    from entroprobe.probe.batching import _bare
+
+    def frames(exc):
+        return [exc.__traceback__, exc.__cause__.__traceback__, exc.__context__.__traceback__]
+
+    try:
+        try:
+            raise ValueError("first")
+        except ValueError:
+            raise RuntimeError("second") from KeyError("cause")
+    except RuntimeError as exc:
+        exc.__cause__.__traceback__ = exc.__traceback__  # a cause that was raised, as one from a callee is
+        assert all(f is not None for f in frames(exc))
+        assert _bare(exc) is exc and frames(exc) == [None, None, None]
+
+
+def test_a_run_stopped_inside_a_batch_lets_its_states_go(tmp_path, monkeypatch):
+    """Stopped while a batch's states are held (Ctrl-C as its first unit is committed, or a full disk): the
+    traceback, which a notebook keeps, holds none of them."""
+    import gc
+    import weakref
+
+    from entroprobe.probe import store
+
+    inner = load_model("micro-ar", device="cpu")
+    held = []
+
+    class Watched(_Cramped):
+        def encode_text_batch(self, texts, *args, **kwargs):
+            made = super().encode_text_batch(texts, *args, **kwargs)
+            held.extend(weakref.ref(m.states) for m in made)
+            return made
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.ShardStore, "commit_unit", stop)
+    config = ProbeConfig(model="micro-ar", out=tmp_path / "run", text_prompts="micro-world", tasks=("encode",),
+                         limit=8, batch_size=4, progress=False)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_probe(config, adapter=Watched(inner, fits=8))
+    gc.collect()
+    assert stopped.value.__traceback__ is not None and len(held) == 4
+    assert [ref() for ref in held] == [None] * 4

@@ -274,6 +274,21 @@ def test_concat_calls_errors():
         concat_calls(cap.calls)
 
 
+def test_concat_calls_passes_running_out_of_memory_on_as_it_is(monkeypatch):
+    """Not the shapes' fault: a probe run that meets it halves its batch, so it must stay what torch raised."""
+    model = Decoder(TupleLayer)
+    with torch.no_grad(), capture_layers(model, "model.layers") as cap:
+        model(IDS[:, :3])
+        model(IDS[:, 3:])
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch, "cat", full)
+    with pytest.raises(torch.OutOfMemoryError):
+        concat_calls(cap.calls)
+
+
 # -- clean-up and errors ---------------------------------------------------------------------------------------
 
 

@@ -371,6 +371,8 @@ def concat_calls(calls: Sequence[LayerCall]) -> torch.Tensor:
     try:
         return torch.cat(stacked, dim=token_axis)
     except RuntimeError as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "memory" in str(exc).lower():
+            raise  # not the shapes' fault: a run halves its batch on it
         shapes = [tuple(s.shape) for s in stacked]
         raise InputError(f"Cannot join calls with shapes {shapes} along the token axis: {exc}") from None
 

@@ -10,7 +10,8 @@ batches of that task and modality are then at most the size that fitted (see :cl
 runs out of memory while it is measured beside the states its batch still holds has the batch's units not yet
 measured made again in halves, and lowers the size likewise. When a batch fails otherwise (one prompt too
 long, an unreadable image), its units are done again one by one, so that only the one at fault is recorded as
-failed. A batch that failed has committed nothing: no unit's work is lost.
+failed. Only units measured in full are committed, so no unit's work is lost: a batch that failed in the model
+has committed nothing, and one that ran out of memory while measured keeps the units measured before.
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ class BatchLog:
 
     A batch of n units that runs out of memory lowers its task's size to ⌈n / 2⌉, unless one of its units then
     runs out of memory alone: a prompt too large for the device on its own says nothing of the batch size. The
-    same holds for a unit that runs out of memory while it is measured beside the states of the units after it
-    (those its batch still holds): the units not yet measured are made again in halves, and the size is
-    lowered only if none of them then runs out of memory alone. The sizes are per task and prompt modality,
+    same holds for a unit that runs out of memory while it is measured beside the states its batch still holds
+    (the adapters return one tensor for a batch, each unit's states a view of it, so it is held until the batch's
+    last unit is measured): the units not yet measured are made again in halves, and the size is lowered to
+    ⌈n / 2⌉ only if none of them then runs out of memory alone. One prompt too large alone thus keeps the sizes
+    of every batch it is part of: later batches that do not fit are halved again, which costs time, not rows.
+    The sizes are per task and prompt modality,
     and they last one invocation: a resumed run finds them anew. ``on_lower`` is called with the sizes each time
     one is lowered (the run writes them to its manifest there, so that a run stopped mid-batch still says so).
     """
@@ -104,7 +108,8 @@ def out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("out of memory", "can't allocate memory", "alloc_failed"))  # the last: cuBLAS, cuDNN
 
 
 def free_memory() -> None:
@@ -159,7 +164,7 @@ def _attempt(work: _Work, batch: list[Unit]) -> Generator[tuple[Unit, Any], None
             if produced is None:
                 outcome = unit_work.compute(work.config, work.adapter, unit, work.timer, work.run_dir, work.settings)
             else:
-                mine, produced[i] = produced[i], None  # held no longer than its unit needs it
+                mine, produced[i] = produced[i], None  # the batch's tensor goes with the last unit's view
                 outcome = unit_work.measure(work.config, unit, *mine, work.timer, work.run_dir, work.settings)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -184,13 +189,15 @@ def _attempt(work: _Work, batch: list[Unit]) -> Generator[tuple[Unit, Any], None
 
 
 def _bare(exc: Exception) -> Exception:
-    """``exc`` without the tracebacks of it and of the exceptions it was raised from or during: their frames,
+    """``exc`` without the tracebacks of it and of every exception it was raised from or during: their frames,
     and the tensors those hold, are freed now."""
-    seen, link = set(), exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        link.with_traceback(None)
-        link = link.__cause__ or link.__context__
+    seen, todo = set(), [exc]
+    while todo:
+        link = todo.pop()
+        if link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.with_traceback(None)
+            todo += [link.__cause__, link.__context__]
     return exc
 
 

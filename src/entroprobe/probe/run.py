@@ -332,13 +332,13 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
 
     def lowered(sizes: dict[str, int]) -> None:  # rank 0's, written at once: kept if the run is stopped
         manifest["invocations"][-1]["batch_sizes_lowered"] = sizes
-        rundir.write_manifest(run_dir, manifest)
+        rundir.write_manifest(run_dir, manifest)  # a failed write says its path and the cause (LoadError)
 
     log = batching.BatchLog(config.batch_size, on_lower=lowered if rank == 0 else None)  # sizes, fallbacks
+    pairs = (pair for batch in batching.batches(todo, config.batch_size)
+             for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings, log))  # fmt: skip
     try:
-        for unit, outcome in (pair for batch in batching.batches(todo, config.batch_size)
-                              for pair in batching.outcomes(config, adapter, batch, timer, run_dir, settings,
-                                                            log)):  # fmt: skip
+        for unit, outcome in pairs:
             if isinstance(outcome, Exception):  # one item's failure is recorded; the run goes on
                 exc = outcome
                 if store.disk_full(exc):  # not the item's fault: every later unit would fail alike
@@ -366,6 +366,7 @@ def _run(config: ProbeConfig, adapter: Any, prompts: list[Any], run_dir: Path, r
                                    f"time (first: {log.fallbacks[0]})")  # fmt: skip
         summary.notices += log.lowered
     finally:
+        pairs.close()  # a stopped batch's states go now, not with the traceback (which a notebook keeps)
         progress.close()
         shard.close()
     summary.model_seconds, summary.entropy_seconds = timer.model, timer.entropy

@@ -547,7 +547,9 @@ def test_a_batch_of_images_draws_what_each_prompt_draws_alone(showo, guidance):
     rows = 2 * len(texts) if float(guidance) > 0 else len(texts)
     assert {stacked(c).shape[1] for c in calls[:-1]} == {rows} and stacked(calls[-1]).shape[1] == len(texts)
     for text, seed, response in zip(texts, seeds, batched):
-        same_as_alone(response, showo.respond_image(text, seed=seed, guidance_scale=guidance), pixels=0)
+        # the same image ids; MAGVIT's decoder, over a batch of them, may round a pixel to the next level (seen
+        # on an AMD EPYC's MKL, where a convolution's sums depend on the batch's size)
+        same_as_alone(response, showo.respond_image(text, seed=seed, guidance_scale=guidance), pixels=1)
     with pytest.raises(ItemError, match="empty"):
         showo.respond_image_batch(["a cat", " "], seeds=[1, 2])
 

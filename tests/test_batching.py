@@ -238,26 +238,22 @@ class _Cramped:
     def respond_image_batch(self, texts, *args, **kwargs):
         return self._batched("respond_image_batch", "image-gen/text", texts, *args, **kwargs)
 
-    def encode_text(self, text, *args, **kwargs):
-        self._check("encode_text", [text])
+    def _alone(self, name, item, *args, **kwargs):
+        self._check(name, [item])
         self.holding = 1
-        return self.inner.encode_text(text, *args, **kwargs)
+        return getattr(self.inner, name)(item, *args, **kwargs)
+
+    def encode_text(self, text, *args, **kwargs):
+        return self._alone("encode_text", text, *args, **kwargs)
 
     def encode_image(self, image, *args, **kwargs):
-        self._check("encode_image", [image])
-        self.holding = 1
-        return self.inner.encode_image(image, *args, **kwargs)
+        return self._alone("encode_image", image, *args, **kwargs)
 
     def respond_text(self, text, *args, **kwargs):
-        self._check("respond_text", [text])
-        self.holding = 1
-        return self.inner.respond_text(text, *args, **kwargs)
+        return self._alone("respond_text", text, *args, **kwargs)
 
     def respond_image(self, text, *args, **kwargs):
-        self._check("respond_image", [text])
-        self.holding = 1
-        return self.inner.respond_image(text, *args, **kwargs)
-
+        return self._alone("respond_image", text, *args, **kwargs)
 
 def test_a_batch_that_runs_out_of_memory_is_halved_and_later_batches_stay_small(tmp_path):
     inner = load_model("micro-ar", device="cpu")

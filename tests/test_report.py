@@ -116,6 +116,21 @@ def test_table1_at_a_matched_count_equals_direct_pandas_and_counts_who_is_left_o
     assert f"k = {K} tokens per prompt" in tex and "left out" in tex
 
 
+def test_table1_at_a_matched_count_counts_prompts_of_two_sources_with_the_same_ids_apart():
+    from entroprobe.report.analysis import Boot, table1_matched
+
+    rows = []
+    for source in ("set-a", "set-b"):  # ids 0–3 in both sources; all eight prompts reach k
+        for i in range(4):
+            for k, value in ((0, 5.0 + i), (16, 3.0 + i)):
+                rows.append({"label": "m", "model": "m", "source": source, "prompt_id": str(i), "modality": "image",
+                             "prompt_type": "coarse", "task": "encode", "measure": "prompt_entropy", "layer": 0,
+                             "num_layers": 2, "value": value, "n_tokens": 576, "n_response_tokens": 0,
+                             "subsample": k, "subsample_response": 0, "sigma_scale": 1.0, "reference": 9.0})
+    got = table1_matched(pd.DataFrame(rows), {"m": 0}, Boot(n_boot=20))
+    assert got[["n_prompts", "k", "left_out"]].values.tolist() == [[8, 16, 0]]
+
+
 def test_table1_at_the_last_layer(two_runs):
     df, _ = load(two_runs)
     layers = resolve_layers(df, -1)

@@ -15,7 +15,7 @@ import pytest
 
 from entroprobe.report import load_runs, make_report
 from entroprobe.report.control import Comparison, Estimate
-from entroprobe.report.findings import comparison_claim, kernel_warnings, verdict
+from entroprobe.report.findings import comparison_claim, kernel_warnings, rho_interval, verdict
 from synthetic_runs import K, M, matched_rows, raw_rows, write_run
 
 
@@ -66,12 +66,42 @@ def test_the_response_claim_survives_matching_paired_by_prompt(report):
         assert f"It survives token-count control: at {K} prompt and {M} response tokens" in claim["text"]
 
 
-def test_the_length_claim_says_the_rise_is_token_count(report):
+def test_a_rise_gone_at_few_matched_prompts_is_inconclusive(report):
     _, _, summary = report
     (claim,) = [c for c in summary["claims"] if c["kind"] == "length" and c["model"] == "janus:tiny-b"]
     assert claim["spearman"] > 0.5 and claim["r2"] > 0.5
     assert "rises with prompt length at layer 0" in claim["text"] and "log2 n alone explains R² =" in claim["text"]
+    # the matched values do not follow n, but ~20 prompts cannot rule out a rise of a quarter of the raw ρ
+    low, high = claim["matched_interval"]
+    assert max(abs(low), abs(high)) > 0.25 * claim["spearman"]
+    assert claim["verdict"] == "inconclusive"
+    assert f"At {K} tokens each, ρ = {claim['matched_spearman']:.2f} [{low:.2f}, {high:.2f}]: too few prompts " \
+        f"({claim['matched_prompts']}) to tell whether the rise is token count." in claim["text"]
+
+
+def test_the_length_claim_says_the_rise_is_token_count_when_enough_prompts_reach_the_matched_count(tmp_path):
+    run = write_run(tmp_path / "r", "causal-lm:tiny-a", 2, tasks=("encode",), n_text=100, n_image=1)
+    summary = json.loads((make_report([run], tmp_path / "out", n_boot=50).parent / "findings.json").read_text())
+    (claim,) = [c for c in summary["claims"] if c["kind"] == "length"]
+    low, high = claim["matched_interval"]
+    assert claim["matched_prompts"] > 250 and max(abs(low), abs(high)) < 0.25 * claim["spearman"]
     assert claim["verdict"] == "token count" and f"At {K} tokens each" in claim["text"]
+    assert claim["text"].endswith("the rise is token count.")
+
+
+def test_the_matched_rho_interval_covers_the_population_rho_95_times_in_100():
+    # bivariate normal with Pearson r: Spearman's population ρ is (6/π) asin(r/2) (Pearson 1907)
+    r, n, trials = 0.5, 30, 2000
+    population = 6 / np.pi * np.arcsin(r / 2)
+    rng = np.random.default_rng(3)
+    xy = rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=(trials, n))
+    covered = 0
+    for sample in xy:
+        rho = pd.Series(sample[:, 0]).corr(pd.Series(sample[:, 1]), method="spearman")
+        low, high = rho_interval(rho, n)
+        covered += low <= population <= high
+    assert 0.935 <= covered / trials <= 0.965
+    assert rho_interval(0.0, 109) == pytest.approx((-np.tanh(1.96 * 0.1), np.tanh(1.96 * 0.1)))
 
 
 def test_claims_come_in_order_and_the_page_folds_the_layer_by_layer_detail(report):
@@ -161,6 +191,9 @@ def test_sigma_scales_get_a_table_and_say_whether_the_conclusions_hold(tmp_path)
     assert len(main) == 1 and main[0]["sigma_scale"] == 1.0
     page = path.read_text(encoding="utf-8")
     assert "Table 3 — the comparisons at other bandwidths" in page
+    image, text = main[0]["raw"]["n_a"], main[0]["raw"]["n_b"]
+    table3 = page.split('<h2 id="table3">')[1].split("<h2")[0]
+    assert image != text and f"(n = {image}, {text})</td>" in table3  # two groups: both counts
     single = make_report([write_run(tmp_path / "s", n_text=2, n_image=2)], tmp_path / "out2", n_boot=20)
     assert "One bandwidth only: run with --sigma-scale 0.5,1,2" in single.read_text(encoding="utf-8")
 
@@ -173,6 +206,20 @@ def test_runs_without_matched_rows_say_the_comparison_is_unchecked(tmp_path):
     assert "No matched rows: these runs did not measure prompts at a matched token count" in \
         path.read_text(encoding="utf-8")
     assert not (path.parent / "table1_matched.csv").exists()
+
+
+def test_a_run_that_kept_responses_whole_says_so_not_that_it_matched_nothing(tmp_path):
+    run = write_run(tmp_path / "r")
+    df = pd.read_parquet(run / "results.parquet")  # as measured with --match-response-tokens 0
+    df.loc[df["subsample_response"] > 0, "subsample_response"] = 0
+    df.to_parquet(run / "results.parquet", index=False)
+    summary = json.loads((make_report([run], tmp_path / "out", n_boot=50).parent / "findings.json").read_text())
+    (response,) = [c for c in summary["claims"] if c["kind"] == "response"]
+    assert response["verdict"] == "unchecked" and response["matched"] is None
+    assert "the run matched the prompts' tokens but kept every response whole (--match-response-tokens 0)" \
+        in response["text"]
+    (modality,) = [c for c in summary["claims"] if c["kind"] == "modality"]
+    assert modality["verdict"] == "token count"  # the prompts' matched rows are still used
 
 
 def test_fewer_than_five_prompts_is_not_enough_for_a_claim(tmp_path):
@@ -207,3 +254,15 @@ def test_runs_of_one_model_matched_at_different_counts_are_kept_apart(tmp_path):
     df["prompt_id"] = "other-" + df["prompt_id"]
     df.to_parquet(b / "results.parquet")
     assert set(load_runs([a, b])["label"]) == {"causal-lm:tiny-a [a]", "causal-lm:tiny-a [b]"}
+
+
+def test_figure_5_counts_each_models_prompts_and_response_tokens_apart(tmp_path):
+    a = write_run(tmp_path / "a", "causal-lm:tiny-a", seed=0)
+    b = write_run(tmp_path / "b", "causal-lm:tiny-b", seed=1)
+    df = pd.read_parquet(b / "results.parquet")
+    df.loc[df["task"] == "text-gen", "n_response_tokens"] = 240  # b answers in 240 tokens, a in 24
+    df.to_parquet(b / "results.parquet", index=False)
+    page = html.unescape(make_report([a, b], tmp_path / "out", n_boot=20).read_text(encoding="utf-8"))
+    for model, tokens in (("causal-lm:tiny-a", 24), ("causal-lm:tiny-b", 240)):
+        assert f"{model}: text generation, text prompts: 24 prompts; image generation, text prompts: 24 prompts; " \
+            f"text generation, image prompts: 30 prompts; text generation: {tokens} response tokens on average" in page

@@ -179,7 +179,8 @@ def table1_matched(df: pd.DataFrame, layers: dict[str, int], boot: Boot) -> pd.D
         for cell in _cells(rows, df["label"].unique(), boot, f"table1-k{k}", layers):
             everyone = raw[(raw["label"] == cell["model"]) & (raw["modality"] == cell["modality"])
                            & (raw["prompt_type"] == cell["prompt_type"])]  # fmt: skip
-            out.append({**cell, "k": int(k), "left_out": int(everyone["prompt_id"].nunique() - cell["n_prompts"])})
+            prompts = len(everyone.drop_duplicates(["source", "prompt_id"]))  # two sources may share ids
+            out.append({**cell, "k": int(k), "left_out": prompts - int(cell["n_prompts"])})
     return pd.DataFrame(out, columns=columns)
 
 

@@ -17,7 +17,7 @@ prompt counts once; the layer-by-layer numbers are in a table of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,7 @@ class Comparison:
     matched: Estimate | None
     at: str  # the matched counts in words ("16 tokens each"), "" when there are no matched rows
     scale: float = 1.0
+    whole_responses: bool = False  # the run matched the prompts only: no rows to compare at a response count
 
 
 def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -133,9 +134,11 @@ def response_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, s
     tasks = ("text-gen", "image-gen")
     raw = select(raw[raw["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
     matched = select(matched[matched["sigma_scale"] == scale], task=tasks, measure="conditional_entropy")
+    whole = set(matched.loc[matched["subsample_response"] == 0, "label"])  # --match-response-tokens 0
     matched = matched[matched["subsample_response"] > 0]  # whole responses leave the confound in place
-    return _comparisons("response", ("text generation", "image generation"), raw, matched, _paired_estimate, boot,
-                        scale)  # fmt: skip
+    out = _comparisons("response", ("text generation", "image generation"), raw, matched, _paired_estimate, boot,
+                       scale)  # fmt: skip
+    return [replace(c, whole_responses=True) if c.matched is None and c.model in whole else c for c in out]
 
 
 def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot: Boot) -> pd.DataFrame:

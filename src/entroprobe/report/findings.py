@@ -15,7 +15,7 @@ from entroprobe.entropy import STRUCTURELESS_MARGIN
 from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
-__all__ = ["comparison_claim", "verdict", "length_claims", "kernel_warnings", "MAJORITY", "TOKEN_COUNT_SHARE"]
+__all__ = ["comparison_claim", "verdict", "length_claims", "rho_interval", "kernel_warnings", "MAJORITY", "TOKEN_COUNT_SHARE"]
 
 MAJORITY = 0.5  # warn when at least this share of prompts has a kernel in one state
 TOKEN_COUNT_SHARE = 0.25  # a raw difference is token count when matching leaves less than this share of it
@@ -75,6 +75,9 @@ def _second(c: Comparison, kind: str, unit: str) -> str:
     """What token-count control makes of the raw difference, in one sentence."""
     raw, matched = c.raw, c.matched
     if kind == "unchecked":
+        if matched is None and c.whole_responses:
+            return ("Not checked at matched token counts: the run matched the prompts' tokens but kept every "
+                    "response whole (--match-response-tokens 0), so the responses' lengths still differ.")
         if matched is None:
             return ("Not checked at matched token counts: no prompt has matched rows on both sides (its run "
                     "matched none, or no unit reached the matched count).")
@@ -111,10 +114,21 @@ def _trend(rho: float, n: int) -> int:
     return 1 if rho > band else -1 if rho < -band else 0
 
 
+def rho_interval(rho: float, n: int) -> tuple[float, float]:
+    """The 95 % interval of Spearman's ρ over n prompts (n ≥ 4): Fisher's z with the standard error
+    √(1.06 / (n − 3)) of Fieller, Hartley and Pearson (1957)."""
+    z = math.atanh(min(max(rho, -0.999999), 0.999999))
+    half = 1.96 * math.sqrt(1.06 / (n - 3))
+    return math.tanh(z - half), math.tanh(z + half)
+
+
 def length_claims(fits: pd.DataFrame, layers: dict[str, int], at_text: dict[str, str]) -> list[dict]:
     """Per model, at its table layer: how text prompt entropy follows the token count, raw and matched.
 
-    A trend is a Spearman ρ outside the 95 % band of no association, ±1.96/√(n − 1) for n prompts.
+    A trend is a Spearman ρ outside the 95 % band of no association, ±1.96/√(n − 1) for n prompts. A raw trend
+    that matching removes is ``token count`` only when the matched ρ's 95 % interval (:func:`rho_interval`) rules
+    out a trend of ``TOKEN_COUNT_SHARE`` of the raw ρ, as :func:`verdict` asks of a difference; a wider interval
+    is ``inconclusive`` (a few prompts at the matched count cannot show that the trend is gone).
 
     Args:
         fits: from :func:`.control.length_fits`.
@@ -138,24 +152,32 @@ def length_claims(fits: pd.DataFrame, layers: dict[str, int], at_text: dict[str,
         text = (f"{label}: text prompt entropy {trend} with prompt length at layer {layer} (Spearman ρ = {rho:.2f}, "
                 f"{int(r['prompts'])} prompts); log2 n alone explains R² = {r['r2']:.2f} of its spread.")
         matched = r["matched_spearman"]
+        interval = None
         if label not in at_text or math.isnan(matched) or r["matched_prompts"] < MIN_PROMPTS:
             kind = "unchecked"
             text += " Not checked at a matched token count."
         else:
             before, after = _trend(rho, r["prompts"]), _trend(matched, r["matched_prompts"])
-            if after == 0:
-                kind = "token count" if before else "neither"
+            low, high = interval = rho_interval(matched, int(r["matched_prompts"]))
+            if after == 0 and before:
+                gone = max(abs(low), abs(high)) < TOKEN_COUNT_SHARE * abs(rho)
+                kind = "token count" if gone else "inconclusive"
+            elif after == 0:
+                kind = "neither"
             elif before == 0:
                 kind = "appears"
             else:
                 kind = "survives" if after == before else "reverses"
             tail = {"survives": "the trend survives", "neither": "still no trend",
                     "token count": f"the {'rise' if rho > 0 else 'fall'} is token count",
-                    "reverses": "the trend reverses", "appears": "a trend appears"}[kind]
-            text += f" At {at_text[label]}, ρ = {matched:.2f}: {tail}."
+                    "reverses": "the trend reverses", "appears": "a trend appears",
+                    "inconclusive": f"too few prompts ({int(r['matched_prompts'])}) to tell whether the "
+                                    f"{'rise' if rho > 0 else 'fall'} is token count"}[kind]
+            text += f" At {at_text[label]}, ρ = {matched:.2f} [{low:.2f}, {high:.2f}]: {tail}."
         claims.append({"kind": "length", "model": label, "layer": layer, "verdict": kind, "text": text,
                        "spearman": rho, "r2": r["r2"], "matched_spearman": matched,
-                       "prompts": int(r["prompts"])})  # fmt: skip
+                       "matched_interval": None if interval is None else list(interval),
+                       "prompts": int(r["prompts"]), "matched_prompts": int(r["matched_prompts"])})  # fmt: skip
     return claims
 
 

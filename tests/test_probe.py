@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -74,6 +75,7 @@ def test_values_equal_the_estimators_on_the_adapters_states(tmp_path):
     expected = renyi_entropy(adapter.encode_text(prompt.text).states, alpha=2.0, base=10.0, return_details=True)
     assert mine["value"].tolist() == pytest.approx(expected.value.tolist(), abs=1e-12)
     assert mine["sigma"].tolist() == pytest.approx(expected.sigma.tolist(), abs=1e-12)
+    assert mine["max_entropy"].tolist() == pytest.approx([math.log10(n) for n in mine["n_tokens"]], abs=1e-12)
     gen = frame[(frame.prompt_id == prompt.id) & (frame.task == "text-gen")]
     seed_rows = gen[gen.measure == "conditional_entropy"].sort_values("layer")
     n_resp = int(seed_rows["n_response_tokens"].iloc[0])

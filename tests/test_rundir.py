@@ -130,6 +130,31 @@ def test_a_row_cannot_be_committed_twice_and_duplicates_of_an_older_version_are_
     pd.testing.assert_frame_equal(pd.read_parquet(out / "results.parquet"), clean)
 
 
+def test_a_unit_is_committed_all_or_none_and_a_retried_unit_keeps_only_its_new_rows(tmp_path):
+    out = tmp_path / "run"
+    run_probe(config(out))
+    shard_path = out / "shards" / "rank-0.sqlite"
+    with sqlite3.connect(shard_path) as db:
+        db.row_factory = sqlite3.Row
+        unit = db.execute("SELECT unit FROM units WHERE status = 'ok' LIMIT 1").fetchone()["unit"]
+        mine = [dict(r) for r in db.execute("SELECT * FROM rows WHERE unit = ?", (unit,))]
+    rows = [{k: v for k, v in r.items() if k != "unit"} for r in mine]
+    shard = store.ShardStore(out, 0)
+    try:
+        # a retried unit: its old rows go, its new ones stay, in one transaction
+        shard.commit_unit(unit, 0, [{**r, "value": r["value"] + 1.0} for r in rows], None, "c")
+        with pytest.raises(sqlite3.IntegrityError):  # the same row twice: the whole unit is refused
+            shard.commit_unit("other/unit/encode", 1, [rows[0], rows[0]], None, "c")
+    finally:
+        shard.close()
+    with sqlite3.connect(shard_path) as db:
+        values = [v for (v,) in db.execute("SELECT value FROM rows WHERE unit = ?", (unit,))]
+        assert sorted(values) == pytest.approx(sorted(r["value"] + 1.0 for r in rows))
+        assert db.execute("SELECT COUNT(*) FROM rows WHERE unit = 'other/unit/encode'").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM units WHERE unit = 'other/unit/encode'").fetchone()[0] == 0
+    assert "other/unit/encode" not in store.done_units(out)
+
+
 def test_an_edited_prompt_is_measured_again_and_said_so(tmp_path):
     records = [{"id": "a", "text": "a red ball on the grass"}, {"id": "b", "text": "two blue cups"}]
     source = jsonl(tmp_path / "p.jsonl", records)

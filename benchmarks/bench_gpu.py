@@ -36,7 +36,6 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' word-level Janus to
 
 TASKS = ("encode", "text-gen", "image-gen")
 T2I_COREBENCH_PROMPTS = 1080
-KEY = ["prompt_id", "task", "measure", "layer", "subsample", "subsample_response", "sigma_scale"]
 
 # Janus-Pro-1B (deepseek-ai/Janus-Pro-1B, config.json): language model, vision encoder and image tokenizer
 PRO_1B = {
@@ -95,33 +94,6 @@ def prompts(directory: Path, count: int) -> str:
     return f"jsonl:{path}"
 
 
-def _answers(run_dir: Path) -> dict[str, str]:
-    """Each unit's answer: its text, or a digest of its picture's file."""
-    import hashlib
-
-    out = {}
-    for line in open(run_dir / "responses.jsonl"):
-        record = json.loads(line)
-        image = record.get("image")
-        out[record["prompt_id"]] = record.get("text") if image is None else \
-            hashlib.sha256((run_dir / image).read_bytes()).hexdigest()
-    return out
-
-
-def equality(base: Path, other: Path) -> dict:
-    """Rows and answers of run ``other`` against run ``base`` over the units both ran."""
-    import pandas as pd
-
-    rows = [pd.read_parquet(d / "results.parquet") for d in (base, other)]
-    before, after = _answers(base), _answers(other)
-    units = set(rows[0]["prompt_id"]) & set(rows[1]["prompt_id"])
-    same = {u for u in units if before.get(u) == after.get(u)}  # encode units have no answer: the same
-    joined = rows[0].merge(rows[1], on=KEY, suffixes=("_1", "_b"))
-    joined = joined[joined["prompt_id"].isin(same)]
-    delta = (joined["value_1"] - joined["value_b"]).abs()
-    return {"units": len(units), "same_answer": len(same), "max_bits": float(delta.max()) if len(delta) else None}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=("pro-1b", "tiny"), default="pro-1b")
@@ -141,6 +113,7 @@ def main() -> None:
 
     from entroprobe.models import load_model
     from entroprobe.probe import ProbeConfig, run_probe
+    from equality import equality, told
 
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     header = (f"{args.shape} Janus, {args.dtype}, on {gpu}; torch {torch.__version__}, transformers "
@@ -178,13 +151,9 @@ def main() -> None:
                         "model_s": s.model_seconds, "estimators_s": s.entropy_seconds,
                         "peak_gib": s.peak_gpu_bytes / (1 << 30), "equality": same}  # fmt: skip
                 results["cases"].append(case)
-                told = "— | —"
-                if same is not None:
-                    bits = "—" if same["max_bits"] is None else f"{same['max_bits']:.1e}"
-                    told = f"{same['same_answer']} of {same['units']} | {bits}"
                 ratio = f"{rate / base[0]:.2f}×" if base[0] else "—"
                 lines.append(f"| {task} | {size} | {s.succeeded} | {rate:.2f} | {ratio} | {s.model_seconds:.1f} | "
-                             f"{s.entropy_seconds:.1f} | {case['peak_gib']:.2f} | {told} |")  # fmt: skip
+                             f"{s.entropy_seconds:.1f} | {case['peak_gib']:.2f} | {told(same)} |")  # fmt: skip
                 print(lines[-1], flush=True)
                 write(args.out, lines, results)  # what is done survives a kill
     write(args.out, lines, results)

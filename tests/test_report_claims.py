@@ -150,6 +150,46 @@ def test_every_verdict_in_words(raw, matched, expected, words):
     assert words in claim["text"] and claim["verdict"] == expected
 
 
+def _prompt_rows(source, modality, count, n, raw, matched, rng):
+    """Encode rows of ``count`` prompts of ``n`` tokens, 3 layers: ``raw`` every token, ``matched`` at K (None: none)."""
+    rows = []
+    for i in range(count):
+        for k, value in ((0, raw), (K, matched)):
+            if value is None:
+                continue
+            for layer in range(3):
+                rows.append({"label": "m", "model": "m", "source": source, "prompt_id": f"{source}-{i}",
+                             "modality": modality, "prompt_type": "t", "task": "encode", "measure": "prompt_entropy",
+                             "layer": layer, "num_layers": 2, "value": value + rng.normal(0, 0.05), "n_tokens": n,
+                             "n_response_tokens": 0, "subsample": k, "subsample_response": 0, "sigma_scale": 1.0})
+    return rows
+
+
+def test_a_difference_made_by_the_prompts_matching_leaves_out_is_selection_not_token_count():
+    from entroprobe.report.analysis import Boot
+    from entroprobe.report.control import modality_comparisons, split
+
+    rng = np.random.default_rng(0)
+    rows = (_prompt_rows("images", "image", 10, 576, 5.0, 3.0, rng)
+            + _prompt_rows("long", "text", 10, 40, 5.0, 3.0, rng)  # as high as the images, with every token
+            + _prompt_rows("short", "text", 10, 8, 1.0, None, rng))  # lower, and too short to be matched
+    raw, matched = split(pd.DataFrame(rows))
+    (c,) = modality_comparisons(raw, matched, Boot(n_boot=200))
+    assert c.raw.clear and c.raw.mean == pytest.approx(2.0, abs=0.1) and (c.raw.n_a, c.raw.n_b) == (10, 20)
+    assert not c.matched.clear and not c.same.clear and (c.same.n_a, c.same.n_b) == (10, 10)
+    assert verdict(c) == "selection"
+    assert "Matching cannot tell whether it is token count: at 16 tokens each (10 image and 10 text prompts)" in \
+        comparison_claim(c, "bits")["text"]
+    # the long prompts lower too with every token: then matching does show token count, and says so with both
+    rows = [r if r["source"] != "long" or r["subsample"] else {**r, "value": r["value"] - 2.0} for r in rows]
+    raw, matched = split(pd.DataFrame(rows))
+    (c,) = modality_comparisons(raw, matched, Boot(n_boot=200))
+    assert c.same.clear and verdict(c) == "token count"
+    claim = comparison_claim(c, "bits")
+    assert f"while with every token these prompts differ by {c.same.mean:+.2f}" in claim["text"]
+    assert claim["same_prompts_raw"]["n_b"] == 10
+
+
 def test_the_response_claim_names_the_tasks():
     claim = comparison_claim(_comparison((-0.85, -0.98, -0.73, 36, 36), (0.02, -0.05, 0.11, 7, 7), "response"),
                              "bits")  # fmt: skip

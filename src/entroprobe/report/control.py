@@ -30,6 +30,7 @@ __all__ = ["Estimate", "Comparison", "split", "modality_comparisons", "response_
            "length_fits", "MIN_PROMPTS"]
 
 MIN_PROMPTS = 5  # a claim on fewer prompts per side says it has not enough
+_UNIT = ["source", "prompt_id", "task"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Comparison:
     at: str  # the matched counts in words ("16 tokens each"), "" when there are no matched rows
     scale: float = 1.0
     whole_responses: bool = False  # the run matched the prompts only: no rows to compare at a response count
+    same: Estimate | None = None  # raw (every token), on the prompts behind ``matched`` only
 
 
 def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -108,7 +110,13 @@ def _comparisons(kind: str, names: tuple[str, str], raw: pd.DataFrame, matched: 
             continue
         mine = matched[matched["label"] == label]
         at = estimate(mine, label, boot, f"{kind}-matched|{label}|{scale}") if len(mine) else None
-        out.append(Comparison(kind, label, *names, on_raw, at, _counts_text(mine, kind) if at else "", scale))
+        same = None
+        if at is not None:  # the raw rows of the units that have matched rows: which prompts matching keeps
+            units = pd.MultiIndex.from_frame(mine[_UNIT].drop_duplicates())
+            theirs = raw[(raw["label"] == label) & pd.MultiIndex.from_frame(raw[_UNIT]).isin(units)]
+            same = estimate(theirs, label, boot, f"{kind}-same|{label}|{scale}")
+        out.append(Comparison(kind, label, *names, on_raw, at, _counts_text(mine, kind) if at else "", scale,
+                              same=same))  # fmt: skip
     return out
 
 

@@ -41,12 +41,14 @@ def _prompts(c: Comparison, e: Estimate) -> str:
 
 
 def verdict(c: Comparison) -> str:
-    """``survives``, ``token count``, ``inconclusive``, ``reverses``, ``appears``, ``neither``, ``unchecked`` or
-    ``too few``.
+    """``survives``, ``token count``, ``inconclusive``, ``selection``, ``reverses``, ``appears``, ``neither``,
+    ``unchecked`` or ``too few``.
 
     A clear raw difference is ``token count`` only when the matched interval rules out a difference of
     ``TOKEN_COUNT_SHARE`` of the raw one (both its ends closer to 0 than that); a matched interval that holds 0
-    but is wider than that is ``inconclusive``: absence of evidence is not evidence.
+    but is wider than that is ``inconclusive``: absence of evidence is not evidence. It is ``selection`` when the
+    prompts that reach the matched count do not clearly differ even with every token (``c.same``): the raw
+    difference then comes from the prompts matching leaves out, and matching cannot say it is token count.
     """
     if not c.raw.enough:
         return "too few"
@@ -55,6 +57,8 @@ def verdict(c: Comparison) -> str:
     if c.raw.clear:
         if c.matched.clear:
             return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
+        if c.same is not None and c.same.enough and not c.same.clear:
+            return "selection"
         bound = TOKEN_COUNT_SHARE * abs(c.raw.mean)
         return "token count" if max(abs(c.matched.low), abs(c.matched.high)) < bound else "inconclusive"
     return "appears" if c.matched.clear else "neither"
@@ -84,6 +88,14 @@ def _second(c: Comparison, kind: str, unit: str) -> str:
         return f"Not checked at {c.at}: too few prompts reach it ({matched.n_a} and {matched.n_b})."
     where = f"at {c.at} ({_prompts(c, matched).replace('the same ', '')})"
     high, _, size = _direction(matched, c.a, c.b)
+    if kind == "selection":
+        return (f"Matching cannot tell whether it is token count: {where} it is {_signed(matched)} ({c.a} − {c.b}), "
+                f"but these prompts do not clearly differ with every token either ({_signed(c.same)}); the raw "
+                "difference comes from the prompts too short to reach the matched count.")
+    if kind == "token count" and c.same is not None:  # the same prompts with every token: the difference is there
+        return (f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "
+                f"{_signed(matched)} ({c.a} − {c.b}), while with every token these prompts differ by "
+                f"{_signed(c.same)}.")
     return {
         "survives": f"It survives token-count control: {where} {high} {_is(high)} still higher, by {size} {unit}.",
         "token count": f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "
@@ -105,7 +117,8 @@ def comparison_claim(c: Comparison, unit: str) -> dict:
     else:
         text = f"{_lead(c, unit)} {_second(c, kind, unit)}"
     return {"kind": c.kind, "model": c.model, "verdict": kind, "text": text, "sigma_scale": c.scale,
-            "raw": vars(raw), "matched": None if matched is None else vars(matched), "matched_at": c.at}
+            "raw": vars(raw), "matched": None if matched is None else vars(matched), "matched_at": c.at,
+            "same_prompts_raw": None if c.same is None else vars(c.same)}
 
 
 def _trend(rho: float, n: int) -> int:

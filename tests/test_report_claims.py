@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -44,9 +45,16 @@ def test_the_modality_claim_is_token_count_with_the_numbers_of_a_direct_computat
             assert claim[part]["mean"] == pytest.approx(image.mean() - text.mean(), rel=1e-12), part
             assert (claim[part]["n_a"], claim[part]["n_b"]) == (len(image), len(text))
             assert claim[part]["low"] <= claim[part]["mean"] <= claim[part]["high"]
+        # with every token, on only the prompts that reach K: the difference is still there
+        reach = set(matched_rows(mine)["prompt_id"])
+        prompts = _per_prompt_means(raw_rows(mine[mine["prompt_id"].isin(reach)]), "modality")
+        same = prompts.loc[prompts["modality"] == "image", "value"].mean() - \
+            prompts.loc[prompts["modality"] == "text", "value"].mean()
+        assert claim["same_prompts_raw"]["mean"] == pytest.approx(same, rel=1e-12) and same > 1.0
         assert claim["verdict"] == "token count"
         assert f"image prompts score higher than text prompts, by {claim['raw']['mean']:.2f}" in claim["text"]
-        assert f"is token count: at {K} tokens each" in claim["text"]
+        assert f"is token count: with every token these prompts differ by {same:+.2f}" in claim["text"]
+        assert f"bits, and at {K} tokens each" in claim["text"]
         assert html.escape(claim["text"]) in path.read_text(encoding="utf-8")
 
 
@@ -186,8 +194,25 @@ def test_a_difference_made_by_the_prompts_matching_leaves_out_is_selection_not_t
     (c,) = modality_comparisons(raw, matched, Boot(n_boot=200))
     assert c.same.clear and verdict(c) == "token count"
     claim = comparison_claim(c, "bits")
-    assert f"while with every token these prompts differ by {c.same.mean:+.2f}" in claim["text"]
+    assert f"with every token these prompts differ by {c.same.mean:+.2f}" in claim["text"]
     assert claim["same_prompts_raw"]["n_b"] == 10
+
+
+@pytest.mark.parametrize("same, matched, expected", [
+    ((1.9, -0.1, 3.9, 6, 6), (0.1, -1.0, 1.2, 6, 6), "inconclusive"),  # the same prompts: too few to tell
+    ((-1.5, -1.9, -1.1, 30, 20), (0.0, -0.1, 0.1, 30, 20), "selection"),  # the same prompts differ the other way
+    ((0.3, 0.1, 0.5, 30, 20), (0.0, -0.4, 0.4, 30, 20), "inconclusive"),  # matching cannot rule out their 0.3
+    ((0.3, 0.1, 0.5, 30, 20), (0.0, -0.05, 0.05, 30, 20), "token count"),
+    ((0.1, -0.2, 0.4, 30, 20), (0.0, -0.05, 0.05, 30, 20), "selection"),  # they show under a quarter of 2.0
+])
+def test_matching_is_held_to_what_the_same_prompts_show_with_every_token(same, matched, expected):
+    c = replace(_comparison((2.0, 1.6, 2.4, 40, 60), matched), same=Estimate(*same))
+    assert verdict(c) == expected
+    text = comparison_claim(c, "bits")["text"]
+    if expected == "token count":
+        assert "with every token these prompts differ by +0.30 [+0.10, +0.50] bits" in text
+    if expected == "selection":
+        assert f"these prompts already show little of it: {same[0]:+.2f}" in text
 
 
 def test_the_response_claim_names_the_tasks():

@@ -44,11 +44,12 @@ def verdict(c: Comparison) -> str:
     """``survives``, ``token count``, ``inconclusive``, ``selection``, ``reverses``, ``appears``, ``neither``,
     ``unchecked`` or ``too few``.
 
-    A clear raw difference is ``token count`` only when the matched interval rules out a difference of
-    ``TOKEN_COUNT_SHARE`` of the raw one (both its ends closer to 0 than that); a matched interval that holds 0
-    but is wider than that is ``inconclusive``: absence of evidence is not evidence. It is ``selection`` when the
-    prompts that reach the matched count do not clearly differ even with every token (``c.same``): the raw
-    difference then comes from the prompts matching leaves out, and matching cannot say it is token count.
+    A clear raw difference that matching loses is first held to ``c.same``, the raw difference on only the units
+    that reach the matched count. It is ``selection`` when ``c.same`` rules out ``TOKEN_COUNT_SHARE`` of the raw
+    difference in the raw direction (its far end closer to 0, or beyond it): the difference comes from the units
+    matching leaves out. It is ``token count`` only when the matched interval rules out ``TOKEN_COUNT_SHARE`` of
+    what those same units show (of the raw difference when ``c.same`` is unknown), both its ends closer to 0 than
+    that. Anything between is ``inconclusive``: absence of evidence is not evidence.
     """
     if not c.raw.enough:
         return "too few"
@@ -57,9 +58,15 @@ def verdict(c: Comparison) -> str:
     if c.raw.clear:
         if c.matched.clear:
             return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
-        if c.same is not None and c.same.enough and not c.same.clear:
-            return "selection"
-        bound = TOKEN_COUNT_SHARE * abs(c.raw.mean)
+        sign = 1.0 if c.raw.mean > 0 else -1.0
+        shown = abs(c.raw.mean)  # what matching has to explain
+        if c.same is not None and c.same.enough:
+            if max(sign * c.same.low, sign * c.same.high) < TOKEN_COUNT_SHARE * abs(c.raw.mean):
+                return "selection"
+            if sign * c.same.low <= 0:  # the same units may or may not differ: nothing to hold matching to
+                return "inconclusive"
+            shown = abs(c.same.mean)
+        bound = TOKEN_COUNT_SHARE * shown
         return "token count" if max(abs(c.matched.low), abs(c.matched.high)) < bound else "inconclusive"
     return "appears" if c.matched.clear else "neither"
 
@@ -90,12 +97,11 @@ def _second(c: Comparison, kind: str, unit: str) -> str:
     high, _, size = _direction(matched, c.a, c.b)
     if kind == "selection":
         return (f"Matching cannot tell whether it is token count: {where} it is {_signed(matched)} ({c.a} − {c.b}), "
-                f"but these prompts do not clearly differ with every token either ({_signed(c.same)}); the raw "
-                "difference comes from the prompts too short to reach the matched count.")
+                f"and with every token these prompts already show little of it: {_signed(c.same)} {unit}. The raw "
+                "difference comes from the prompts or responses too short to reach the matched count.")
     if kind == "token count" and c.same is not None:  # the same prompts with every token: the difference is there
-        return (f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "
-                f"{_signed(matched)} ({c.a} − {c.b}), while with every token these prompts differ by "
-                f"{_signed(c.same)}.")
+        return (f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: with every token these prompts "
+                f"differ by {_signed(c.same)} {unit}, and {where} by {_signed(matched)} ({c.a} − {c.b}).")
     return {
         "survives": f"It survives token-count control: {where} {high} {_is(high)} still higher, by {size} {unit}.",
         "token count": f"The raw difference of {abs(raw.mean):.2f} {unit} is token count: {where} it is "

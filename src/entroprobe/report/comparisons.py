@@ -23,9 +23,8 @@ def _cell(mean: float, low: float, high: float, n: str) -> str:
     return "—" if pd.isna(mean) else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] ({n})"
 
 
-def _n(r: pd.Series | control.Estimate) -> str:
+def _n(a: int, b: int) -> str:
     """The prompts behind a difference: one count when paired, both groups' when not."""
-    a, b = (r["n_a"], r["n_b"]) if isinstance(r, pd.Series) else (r.n_a, r.n_b)
     return f"n = {a}" if a == b else f"n = {a}, {b}"
 
 
@@ -48,7 +47,7 @@ def _layer_table(ctx: Context, layers: pd.DataFrame, what: str) -> str:
                     cells.append("—")
                     continue
                 r = r.loc[layer]
-                cells.append(_cell(r["mean"], r["low"], r["high"], _n(r)))
+                cells.append(_cell(r["mean"], r["low"], r["high"], _n(r["n_a"], r["n_b"])))
             rows.append(cells)
         parts.append(f"<p><b>{html.esc(label)}</b></p>"
                      + html.table(["layer", f"raw: {what}", f"matched: {what}"], rows))  # fmt: skip
@@ -103,14 +102,14 @@ def modality_section(ctx: Context) -> Section:
 def _response_counts(rows: pd.DataFrame) -> str:
     """Each curve's prompts and each task's mean response tokens, per model when there are several."""
     units = rows.drop_duplicates(["label", "source", "prompt_id", "task"])
-    parts = []
+    parts, several = [], units["label"].nunique() > 1
     for label, mine in units.groupby("label", sort=False):
         prompts = mine.groupby(["task", "modality"]).size()
         tokens = mine.groupby("task", sort=False)["n_response_tokens"].mean()
         text = "; ".join([*(f"{_series_name(k)}: {n} prompts" for k in SERIES if (n := prompts.get(k)) is not None),
                           *(f"{TASK_NAMES.get(task, task)}: {n:.0f} response tokens on average"
                             for task, n in tokens.items())])  # fmt: skip
-        parts.append(text if units["label"].nunique() == 1 else f"{label}: {text}")
+        parts.append(f"{label}: {text}" if several else text)
     return "; ".join(parts) if len(parts) == 1 else " — ".join(parts)
 
 
@@ -154,7 +153,8 @@ def response_section(ctx: Context) -> Section:
     _save_extra(ctx, saved, "fig5_response_layers", layers)
     caption = ("Mean conditional entropy proxy S(Y|X) = S(X,Y) − S(X) of the response given the prompt at each "
                "layer, with 95 % bootstrap bands over prompts (left): one curve per task and prompt modality, "
-               f"never pooled ({_response_counts(rows)}). The proxy grows with the response's token count: the claims below compare the tasks again at one prompt and response token count. Right: the "
+               f"never pooled ({_response_counts(rows)}). The proxy grows with the response's token count: the "
+               "claims below compare the tasks again at one prompt and response token count. Right: the "
                "mean over the text prompts both tasks answer of the per-prompt difference, text generation minus "
                "image generation, with its 95 % bootstrap interval (prompts resampled in pairs); ticks mark layers "
                "where that interval excludes 0.")
@@ -234,9 +234,10 @@ def scales_section(ctx: Context) -> Section:
     for c in comparisons:
         kind = findings.verdict(c)
         what = f"{c.a} − {c.b}"
-        rows.append([c.model, what, f"× {c.scale:g}", _cell(c.raw.mean, c.raw.low, c.raw.high, _n(c.raw)),
-                     "—" if c.matched is None else _cell(c.matched.mean, c.matched.low, c.matched.high,
-                                                          _n(c.matched)), kind])  # fmt: skip
+        raw_cell = _cell(c.raw.mean, c.raw.low, c.raw.high, _n(c.raw.n_a, c.raw.n_b))
+        matched_cell = "—" if c.matched is None else _cell(c.matched.mean, c.matched.low, c.matched.high,
+                                                           _n(c.matched.n_a, c.matched.n_b))  # fmt: skip
+        rows.append([c.model, what, f"× {c.scale:g}", raw_cell, matched_cell, kind])
         records.append({"model": c.model, "comparison": what, "sigma_scale": c.scale, "verdict": kind,
                         "raw": vars(c.raw), "matched": None if c.matched is None else vars(c.matched)})
     pd.DataFrame(records).to_json(ctx.out / "data" / "table3_scales.json", orient="records", indent=1)

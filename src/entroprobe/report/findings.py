@@ -15,7 +15,8 @@ from entroprobe.entropy import STRUCTURELESS_MARGIN
 from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
-__all__ = ["comparison_claim", "verdict", "length_claims", "rho_interval", "kernel_warnings", "MAJORITY", "TOKEN_COUNT_SHARE"]
+__all__ = ["comparison_claim", "verdict", "length_claims", "rho_interval", "kernel_warnings", "MAJORITY",
+           "TOKEN_COUNT_SHARE"]
 
 MAJORITY = 0.5  # warn when at least this share of prompts has a kernel in one state
 TOKEN_COUNT_SHARE = 0.25  # a raw difference is token count when matching leaves less than this share of it

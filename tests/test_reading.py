@@ -10,7 +10,7 @@ import pytest
 from entroprobe.models import load_model
 from entroprobe.models.base import Reading
 from entroprobe.probe import ProbeConfig, run_probe
-from entroprobe.probe.reading import UNKNOWN_WARN, read_prompts, warning
+from entroprobe.probe.reading import UNKNOWN_WARN, describe, read_prompts, warning
 from entroprobe.sources import load_prompts
 
 from fake_adapter import FakeAdapter
@@ -87,3 +87,13 @@ def test_the_warning_threshold():
     assert warning(read_prompts(Reads(1), prompts)[0], "m") == ""  # 1 % is still read
     assert warning(read_prompts(Reads(2), prompts)[0], "m").startswith("m reads 2 % of the prompts' text tokens")
     assert "(e.g. 'zebra')" in warning(read_prompts(Reads(2), prompts)[0], "m")
+
+
+def test_a_share_below_a_tenth_of_a_percent_is_not_printed_as_zero():
+    record = {"measured": True, "prompts": 1080, "text_tokens": 185_543, "unknown_tokens": 5, "unknown_rate": 5 / 185_543,
+              "prompts_with_unknown": 4}
+    assert describe(record) == ("unknown tokens: < 0.1 % (5 tokens) of 185,543 prompt text tokens "
+                                "(4 of 1080 prompts have some)")
+    assert describe({**record, "unknown_tokens": 0, "unknown_rate": 0.0, "prompts_with_unknown": 0}).startswith(
+        "unknown tokens: 0.0 % of 185,543")
+    assert describe({**record, "unknown_tokens": 93, "unknown_rate": 93 / 185_543}).startswith("unknown tokens: 0.1 % of")

@@ -43,10 +43,13 @@ def read_prompts(adapter: Any, prompts: list[Any]) -> tuple[dict[str, Any], dict
 
 
 def describe(record: dict[str, Any] | None) -> str:
-    """``"unknown tokens: 0.0 % of 3,074 prompt text tokens"`` (the summary's line), or empty when not measured."""
+    """``"unknown tokens: 0.0 % of 3,074 prompt text tokens (0 of 60 prompts have some)"`` (the summary's line), or
+    empty when not measured; a share too small to show at one decimal reads ``"< 0.1 % (5 tokens)"``, never 0.0."""
     if not record or not record.get("measured"):
         return ""
-    return (f"unknown tokens: {100 * record['unknown_rate']:.1f} % of {record['text_tokens']:,} prompt text tokens "
+    percent = 100 * record["unknown_rate"]
+    share = f"< 0.1 % ({record['unknown_tokens']:,} tokens)" if 0 < percent < 0.05 else f"{percent:.1f} %"
+    return (f"unknown tokens: {share} of {record['text_tokens']:,} prompt text tokens "
             f"({record['prompts_with_unknown']} of {record['prompts']} prompts have some)")
 
 

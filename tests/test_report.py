@@ -187,8 +187,14 @@ def test_bootstrap_difference_of_two_groups():
     assert (low <= diff).all() and (diff <= high).all() and (n_a == 200).all() and (n_b == 50).all()
     width = float(np.mean(high - low))  # ≈ 2·1.96·sqrt(1/200 + 1/50): both groups resampled on their own
     assert 0.9 < width / (3.92 * np.sqrt(1 / 200 + 1 / 50)) < 1.1
+    _, low, high, _, _ = bootstrap_difference(a, b, n_boot=20000, seed=1, level=1 - 0.05 / 6)  # six pairs at once
+    wide = float(np.mean(high - low))  # ≈ 2·2.64·sqrt(…): the normal quantile of 1 − 0.05/12
+    assert 0.9 < wide / (2 * 2.638 * np.sqrt(1 / 200 + 1 / 50)) < 1.1
     with pytest.raises(InputError, match="the same points; got 3 and 2"):
         bootstrap_difference(a, b[:, :2])
+    for level in (0.0, 1.0, 95):
+        with pytest.raises(InputError, match=f"level must lie between 0 and 1; got {level}"):
+            bootstrap_difference(a, b, level=level)
 
 
 def test_every_curve_interval_contains_its_mean(report):

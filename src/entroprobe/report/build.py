@@ -94,7 +94,7 @@ def make_report(
     )
     sections = [make(ctx) for make in SECTIONS]
     claims = [c for s in sections for c in s.claims]
-    order = {"modality": 0, "response": 1, "length": 2, "scale": 3}
+    order = {"modality": 0, "response": 1, "type": 2, "length": 3, "scale": 4}
     claims.sort(key=lambda c: order[c["kind"]])  # stable: models keep their order within a kind
     warnings = [w for s in sections for w in s.warnings]
     summary = {
@@ -224,7 +224,9 @@ def _method_text(runs: list[Run], ctx: Context) -> str:
         "comparison is made again at matched token counts: the mean over random subsets of k prompt tokens (and "
         "m response tokens), among the prompts that reach them. Every mean is over prompts, with a 95 % "
         f"percentile bootstrap interval from {ctx.boot.n_boot} resamples of the prompts (seed {ctx.boot.seed}). "
-        "A claim's number is the mean over layers of each prompt's values: image against text prompts as a "
-        "difference of two groups' means, text against image generation as the mean per-prompt difference on "
-        "the text prompts both tasks answer; a difference is clear when its interval excludes 0."
+        "A claim's number is the mean over layers of each prompt's values: image against text prompts, and a "
+        "modality's highest against its lowest prompt type, as a difference of two groups' means; text against "
+        "image generation as the mean per-prompt difference on the text prompts both tasks answer. A difference "
+        "is clear when its interval excludes 0; a type comparison, the widest of several pairs, has intervals "
+        "that hold for every pair at once."
     )

@@ -38,7 +38,17 @@ def _is(name: str) -> str:
 
 
 def _prompts(c: Comparison, e: Estimate) -> str:
+    if c.kind == "type":
+        return f"{e.n_a} {c.a} and {e.n_b} {c.b} prompts"
     return f"{e.n_a} image and {e.n_b} text prompts" if c.kind == "modality" else f"the same {e.n_a} text prompts"
+
+
+def _level(c: Comparison) -> str:
+    """How a type comparison's intervals were widened, in words."""
+    pairs = c.types * (c.types - 1) // 2
+    if pairs < 2:
+        return "mean over layers"
+    return f"mean over layers; {100 * c.level:.1f} % intervals, 95 % for all {pairs} pairs of types at once"
 
 
 def verdict(c: Comparison) -> str:
@@ -74,6 +84,13 @@ def verdict(c: Comparison) -> str:
 
 def _lead(c: Comparison, unit: str) -> str:
     raw = c.raw
+    if c.kind == "type":
+        types = f"{c.types} {c.modality} prompt types"
+        if not raw.clear:
+            return (f"{c.model}: its {types} do not clearly differ: the widest gap, {c.a} − {c.b}, is "
+                    f"{_signed(raw)} {unit}, on {_prompts(c, raw)} ({_level(c)}).")
+        return (f"{c.model}: of its {types}, {c.a} scores highest and {c.b} lowest, {abs(raw.mean):.2f} "
+                f"[{raw.low:.2f}, {raw.high:.2f}] {unit} apart, on {_prompts(c, raw)} ({_level(c)}).")
     if not raw.clear:
         return (f"{c.model}: {c.a} and {c.b} do not clearly differ: {_signed(raw)} {unit} ({c.a} − {c.b}), "
                 f"on {_prompts(c, raw)} (mean over layers).")
@@ -125,7 +142,8 @@ def comparison_claim(c: Comparison, unit: str) -> dict:
         text = f"{_lead(c, unit)} {_second(c, kind, unit)}"
     return {"kind": c.kind, "model": c.model, "verdict": kind, "text": text, "sigma_scale": c.scale,
             "raw": vars(raw), "matched": None if matched is None else vars(matched), "matched_at": c.at,
-            "same_prompts_raw": None if c.same is None else vars(c.same)}
+            "same_prompts_raw": None if c.same is None else vars(c.same), "level": c.level,
+            **({"modality": c.modality, "types": c.types} if c.kind == "type" else {})}
 
 
 def _trend(rho: float, n: int) -> int:

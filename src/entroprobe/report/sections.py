@@ -276,8 +276,12 @@ def types_section(ctx: Context) -> Section:
     caption = ("Mean prompt entropy (task encode) at each layer per prompt type, text types (left) and image "
                "types (right) for each model, with 95 % bootstrap bands over the prompts of each type. A type is "
                "a (modality, type) pair: a type name that text and image prompts share is two curves, each from "
-               "its own prompts, named with its modality.")
-    return Section(_figure("fig3", title, saved, caption), files=saved.files)
+               "its own prompts, named with its modality. Types differ in length as well; the claims below compare "
+               "each modality's highest and lowest type again at one token count.")
+    claims = [findings.comparison_claim(c, ctx.unit) for c in control.type_comparisons(ctx.df, ctx.matched, ctx.boot)]
+    short = control.type_shortfalls(ctx.df)
+    after = _claims_html(claims, "What the figure says") + (html.items(short, "notes") if short else "")
+    return Section(_figure("fig3", title, saved, caption, after), claims=claims, files=saved.files)
 
 
 SECTIONS = [table1_section, length_section, length_layers_section, types_section]  # then .comparisons

@@ -40,11 +40,11 @@ def _replicates(x: np.ndarray, n_boot: int, seed: int, key: str) -> tuple[np.nda
     return mean, means, n
 
 
-def _percentiles(means: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _percentiles(means: np.ndarray, ok: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
     low = np.full(means.shape[1], np.nan)
     high = np.full(means.shape[1], np.nan)
     if ok.any():
-        tail = (1 - LEVEL) / 2 * 100
+        tail = (1 - level) / 2 * 100
         with np.errstate(invalid="ignore"):
             low[ok], high[ok] = np.nanpercentile(means[:, ok], [tail, 100 - tail], axis=0)
     return low, high
@@ -92,7 +92,7 @@ def bootstrap_mean(
 
 
 def bootstrap_difference(
-    a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, seed: int = 0, key: str = ""
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, seed: int = 0, key: str = "", level: float = LEVEL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Difference of the means of two independent groups of prompts, ``mean(a) − mean(b)``, with its interval.
 
@@ -100,6 +100,7 @@ def bootstrap_difference(
 
     Args:
         a, b: ``(prompts, points)`` or ``(prompts,)`` each, the same number of points; NaN: no value.
+        level: the interval's coverage (0.95; higher for one of several comparisons made at once).
 
     Returns:
         ``difference, low, high, n_a, n_b`` per point (scalars for 1-D input).
@@ -110,12 +111,14 @@ def bootstrap_difference(
     """
     if n_boot < 1:
         raise InputError(f"n_boot must be at least 1; got {n_boot}")
+    if not 0 < level < 1:
+        raise InputError(f"level must lie between 0 and 1; got {level}")
     (xa, squeeze), (xb, _) = _as_matrix(a), _as_matrix(b)
     if xa.shape[1] != xb.shape[1]:
         raise InputError(f"a and b must have the same points; got {xa.shape[1]} and {xb.shape[1]}")
     mean_a, means_a, n_a = _replicates(xa, n_boot, seed, key + "|a")
     mean_b, means_b, n_b = _replicates(xb, n_boot, seed, key + "|b")
-    low, high = _percentiles(means_a - means_b, (n_a > 0) & (n_b > 0))
+    low, high = _percentiles(means_a - means_b, (n_a > 0) & (n_b > 0), level)
     out = (mean_a - mean_b, low, high, n_a.astype(np.int64), n_b.astype(np.int64))
     return tuple(v[0] for v in out) if squeeze else out
 

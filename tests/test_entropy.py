@@ -419,6 +419,36 @@ def test_device_measures_where_it_says_chunk_by_chunk():
         renyi_entropy(x, device="gpu-please")
 
 
+class _Moves(torch.Tensor):
+    """A tensor that records the shape of every ``.to`` of it or of what is cut from it."""
+
+    shapes: list[tuple[int, ...]] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.to:
+            cls.shapes.append(tuple(args[0].shape))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_with_a_device_only_a_chunk_is_ever_moved():
+    """On a CPU ``device="cpu"`` moves nothing, so what is moved is observed: with a budget of one sequence per
+    chunk, every ``.to`` is of one sequence's rows, never of the whole batch (as on a GPU: one chunk there at a
+    time)."""
+    x, y = random_points(19, 6, 40, 16).float(), random_points(20, 6, 24, 16).float()
+    expected = prompt_response_entropies(x, y)
+    _Moves.shapes = []
+    measured = prompt_response_entropies(x.as_subclass(_Moves), y.as_subclass(_Moves), device="cpu",
+                                         memory_budget=4 << 10)  # fmt: skip
+    assert _Moves.shapes and {s[0] for s in _Moves.shapes} == {1}, _Moves.shapes
+    assert {s[1:] for s in _Moves.shapes} == {(40, 16), (24, 16)}
+    for name, value in expected.items():
+        assert torch.allclose(torch.as_tensor(measured[name].value), value.value, atol=1e-5), name
+    _Moves.shapes = []
+    prompt_response_entropies(x.as_subclass(_Moves), y.as_subclass(_Moves), device="cpu")  # one chunk: all six
+    assert {s[0] for s in _Moves.shapes} == {6}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_states_on_the_cpu_measured_on_the_gpu_equal_states_on_the_gpu():
     x, y = random_points(17, 5, 300, 32).float(), random_points(18, 5, 60, 32).float()

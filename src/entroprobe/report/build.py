@@ -193,8 +193,8 @@ def _head(runs: list[Run], claims: list[dict], warnings: list[str], notes: list[
         parts.append(f'<p class="empty">{len(warnings)} kernel warning(s): see <a href="#fig6">Figure 6</a>.</p>')
     parts += [
         "<h2>Runs and settings</h2>",
-        html.table(["run", "model", "prompt sources", "layers", "α", "σ", "base", "prompts", "rows", "errors", "entroprobe",
-                    "device", "started → ended"], [_run_row(r) for r in runs]),
+        html.table(["run", "model", "prompt sources", "layers", "α", "σ", "base", "prompts", "rows", "errors",
+                    "entroprobe", "device", "started → ended"], [_run_row(r) for r in runs]),
         f"<p>{html.esc(same)}</p>",
         "<h2>What is measured</h2>",
         "<ul>" + "".join(f"<li><b>{html.esc(n)}</b>: {html.esc(d)}</li>" for n, d in _MEASURES) + "</ul>",

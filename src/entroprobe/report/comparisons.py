@@ -13,8 +13,8 @@ from entroprobe.entropy import STRUCTURELESS_MARGIN
 
 from entroprobe.report import analysis, control, figures, findings, html
 from entroprobe.report.analysis import select
-from entroprobe.report.sections import SERIES, TASK_NAMES, Context, Section, _at, _claims_html, _figure, _panels, _save, \
-    _save_extra, _series_name  # fmt: skip
+from entroprobe.report.sections import (SERIES, TASK_NAMES, Context, Section, _at, _claims_html, _figure, _panels,
+                                        _save, _save_extra, _series_name)  # fmt: skip
 
 __all__ = ["modality_section", "response_section", "kernel_section", "scales_section", "SECTIONS"]
 

@@ -227,7 +227,11 @@ def response_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, s
 
 
 def layer_differences(raw: pd.DataFrame, matched: pd.DataFrame, kind: str, boot: Boot) -> pd.DataFrame:
-    """The comparisons layer by layer (σ scale 1): ``label, layer, which (raw | matched), mean, low, high, n_a, n_b``."""
+    """The comparisons layer by layer (σ scale 1).
+
+    Returns:
+        Columns ``label, layer, which (raw | matched), mean, low, high, n_a, n_b``.
+    """
     columns = ["label", "layer", "which", "mean", "low", "high", "n_a", "n_b"]
     out = []
     for which, rows in (("raw", raw), ("matched", matched)):

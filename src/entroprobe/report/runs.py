@@ -128,7 +128,8 @@ def _read_manifest(path: Path) -> Run:
         try:
             sigma = float(sigma)
         except (TypeError, ValueError):
-            raise LoadError(f"{manifest_path} settings.sigma must be 'median', 'pooled' or a number; got {sigma!r}") from None
+            raise LoadError(f"{manifest_path} settings.sigma must be 'median', 'pooled' or a number; "
+                            f"got {sigma!r}") from None
     try:
         alpha, base = float(settings["alpha"]), float(settings["base"])
     except (TypeError, ValueError):
@@ -250,8 +251,8 @@ def _check_consistent(df: pd.DataFrame) -> None:
     layers = df.groupby(["label", "task"])["num_layers"].unique()
     for (label, task), values in layers.items():
         if len(values) > 1:
-            raise InputError(f"model {label} has {task} rows with different num_layers {sorted(int(v) for v in values)}; expected "
-                             f"one per task")  # fmt: skip
+            raise InputError(f"model {label} has {task} rows with different num_layers "
+                             f"{sorted(int(v) for v in values)}; expected one per task")  # fmt: skip
     key = PROMPT_KEY + [c for c in ROW_KEY if c not in PROMPT_KEY]
     dup = df.duplicated(key, keep=False)
     if dup.any():

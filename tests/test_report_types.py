@@ -122,3 +122,25 @@ def test_the_report_says_whether_the_types_differ_under_figure_3(tmp_path):
     figure_3 = page[page.index('id="fig3"'):page.index('id="fig4"')]
     for claim in claims:
         assert claim["text"].split(":")[1].split(",")[0] in figure_3
+
+
+def test_table_3_compares_at_every_sigma_the_pair_chosen_at_sigma_one(tmp_path):
+    rng = np.random.default_rng(5)
+    raw, matched = split(_rows({"short": (20, 20, 3.0, 2.5), "medium": (20, 60, 4.0, 2.5), "long": (20, 200, 5.0, 2.5)},
+                               rng))  # fmt: skip
+    (c,) = type_comparisons(raw, matched, Boot(n_boot=100), pairs={("m", "text"): ("medium", "short")})
+    assert (c.a, c.b, c.types) == ("medium", "short", 3) and c.raw.mean == pytest.approx(1.0, abs=0.05)
+    assert type_comparisons(raw, matched, Boot(n_boot=100), pairs={("m", "image"): ("a", "b")}) == []
+
+    run = write_run(tmp_path / "run", "janus:tiny", 4, n_text=21, n_image=20, scales=(0.5, 1.0, 2.0), seed=6)
+    path = make_report([run], tmp_path / "out", n_boot=100)
+    summary = json.loads((path.parent / "findings.json").read_text(encoding="utf-8"))
+    at_one = {c["modality"]: c for c in summary["claims"] if c["kind"] == "type"}
+    records = json.loads((path.parent / "data" / "table3_scales.json").read_text())
+    assert set(at_one) == {"text", "image"}
+    for modality, claim in at_one.items():
+        mine = [r for r in records if r["comparison"] == f"{modality} prompt types {' − '.join(claim['pair'])}"]
+        assert sorted(r["sigma_scale"] for r in mine) == [0.5, 1.0, 2.0]
+        one = next(r for r in mine if r["sigma_scale"] == 1.0)
+        assert one["verdict"] == claim["verdict"]
+        assert one["raw"] == {k: pytest.approx(v, abs=1e-9) for k, v in claim["raw"].items()}

@@ -228,12 +228,14 @@ def scales_section(ctx: Context) -> Section:
         return Section(head + '<p class="empty">One bandwidth only: run with --sigma-scale 0.5,1,2 to see whether '
                        "these conclusions survive a change of σ.</p>")
     raw, matched = control.split(ctx.everything)
+    pairs = {(c.model, c.modality): (c.a, c.b) for c in control.type_comparisons(raw, matched, ctx.boot)}  # at σ × 1
     comparisons = [c for s in scales for c in control.modality_comparisons(raw, matched, ctx.boot, s)
-                   + control.response_comparisons(raw, matched, ctx.boot, s)]  # fmt: skip
+                   + control.response_comparisons(raw, matched, ctx.boot, s)
+                   + control.type_comparisons(raw, matched, ctx.boot, s, pairs=pairs)]  # fmt: skip
     rows, records = [], []
     for c in comparisons:
         kind = findings.verdict(c)
-        what = f"{c.a} − {c.b}"
+        what = f"{c.modality} prompt types {c.a} − {c.b}" if c.kind == "type" else f"{c.a} − {c.b}"
         raw_cell = _cell(c.raw.mean, c.raw.low, c.raw.high, _n(c.raw.n_a, c.raw.n_b))
         matched_cell = "—" if c.matched is None else _cell(c.matched.mean, c.matched.low, c.matched.high,
                                                            _n(c.matched.n_a, c.matched.n_b))  # fmt: skip
@@ -252,10 +254,11 @@ def scales_section(ctx: Context) -> Section:
                 f"× {s:g}: {v}" for s, v in verdicts.items()) + "."
         claims.append({"kind": "scale", "model": model, "comparison": what, "verdicts": {str(k): v for k, v in
                        verdicts.items()}, "text": text})  # fmt: skip
-    caption = ("Each comparison of Figures 4 and 5 with σ multiplied by each factor the runs measured: the mean over "
-               "layers of the difference, every token (raw) and at matched token counts, with 95 % bootstrap "
-               "intervals, and what token-count control makes of it (survives: the difference holds at matched "
-               "counts; token count: it vanishes there).")
+    caption = ("Each comparison of Figures 3, 4 and 5 with σ multiplied by each factor the runs measured: the mean "
+               "over layers of the difference, every token (raw) and at matched token counts, with 95 % bootstrap "
+               "intervals (a type comparison's hold for all its pairs of types at once, and compares at every σ the "
+               "pair that is widest at σ × 1), and what token-count control makes of it (survives: the difference "
+               "holds at matched counts; token count: it vanishes there).")
     body = (f'{head}<p class="caption">{html.esc(caption)}</p>'
             + html.table(["model", "comparison", "σ", "raw", "matched", "verdict"], rows)
             + _claims_html(claims, "Across bandwidths")

@@ -149,14 +149,16 @@ def modality_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, s
     return _comparisons("modality", ("image prompts", "text prompts"), raw, matched, _modality_estimate, boot, scale)
 
 
-def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0) -> list[Comparison]:
+def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0,
+                     pairs: dict[tuple[str, str], tuple[str, str]] | None = None) -> list[Comparison]:  # fmt: skip
     """Per model and prompt modality: prompt entropy (encode) of its highest against its lowest prompt type.
 
     The types compared are those with at least :data:`TYPE_MIN_PROMPTS` prompts; the two are the highest and lowest
     raw means, and that pair is compared raw and at the matched prompt token count. Picking the widest of the
     ``p = t(t − 1)/2`` pairs of ``t`` types makes a wide gap likely by chance alone, so every interval of the
     comparison covers ``1 − 0.05/p`` (Bonferroni: 95 % for all pairs at once), from enough resamples that each
-    tail holds at least 25 of them.
+    tail holds at least 25 of them. ``pairs`` ((model, modality) → (type a, type b)) fixes the pair instead,
+    e.g. to compare at another σ scale the pair chosen at σ × 1.
     """
     raw = select(raw[raw["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
     matched = select(matched[matched["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
@@ -166,9 +168,10 @@ def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale
         means = means[means["size"] >= TYPE_MIN_PROMPTS].sort_values("mean", kind="stable")
         if len(means) < 2:
             continue
-        top, bottom = str(means.index[-1]), str(means.index[0])
-        pairs = len(means) * (len(means) - 1) // 2
-        level = 1 - (1 - LEVEL) / pairs
+        if pairs is not None and (label, modality) not in pairs:
+            continue
+        top, bottom = pairs[label, modality] if pairs is not None else (str(means.index[-1]), str(means.index[0]))
+        level = 1 - (1 - LEVEL) / (len(means) * (len(means) - 1) // 2)
         wide = Boot(n_boot=max(boot.n_boot, math.ceil(25 / ((1 - level) / 2))), seed=boot.seed)
 
         def estimate(rows: pd.DataFrame, label: str, boot: Boot, key: str, modality=modality, top=top,

@@ -143,7 +143,7 @@ def comparison_claim(c: Comparison, unit: str) -> dict:
     return {"kind": c.kind, "model": c.model, "verdict": kind, "text": text, "sigma_scale": c.scale,
             "raw": vars(raw), "matched": None if matched is None else vars(matched), "matched_at": c.at,
             "same_prompts_raw": None if c.same is None else vars(c.same), "level": c.level,
-            **({"modality": c.modality, "types": c.types} if c.kind == "type" else {})}
+            **({"modality": c.modality, "types": c.types, "pair": [c.a, c.b]} if c.kind == "type" else {})}
 
 
 def _trend(rho: float, n: int) -> int:

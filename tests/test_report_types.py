@@ -76,8 +76,38 @@ def test_a_gap_that_holds_at_one_count_survives_and_each_modality_is_compared_on
     assert (claim["kind"], claim["modality"], claim["types"]) == ("type", "text", 2)
     d = by_modality["image"]
     assert d.types == 2 and {d.a, d.b} == {"a", "c"} and verdict(d) == "neither"
-    assert comparison_claim(d, "bits")["text"].startswith("m: its 2 image prompt types do not clearly differ: the "
-                                                          f"widest gap, {d.a} − {d.b}, is")
+    assert d.left_out == ("d",) and comparison_claim(d, "bits")["text"].startswith(
+        f"m: the widest gap between its 2 image prompt types of 20 prompts or more (d: fewer, not compared), "
+        f"{d.a} − {d.b}, is not clear: ")
+    assert c.left_out == () and "of its 2 text prompt types, a scores highest" in claim["text"]
+
+
+def test_text_and_image_types_draw_their_own_resamples_and_few_matched_prompts_leave_a_type_unchecked():
+    rng = np.random.default_rng(7)
+    text = _rows({"a": (20, 50, 4.0, 3.0), "b": (20, 50, 3.0, 2.0)}, rng, noise=0.3)
+    image = text.assign(modality="image")  # the same values: only their bootstrap keys tell them apart
+    reach = text["prompt_id"].isin([f"b-{i}" for i in range(6)])  # of type b, only 6 prompts reach K
+    few = text[(text["prompt_type"] == "a") | (text["subsample"] == 0) | reach]
+    raw, matched = split(pd.concat([text, image]))
+    text_c, image_c = type_comparisons(raw, matched, Boot(n_boot=200))
+    assert text_c.raw.mean == image_c.raw.mean and (text_c.raw.low, text_c.raw.high) != (image_c.raw.low,
+                                                                                         image_c.raw.high)
+    raw, matched = split(few)
+    (c,) = type_comparisons(raw, matched, Boot(n_boot=200))
+    assert (c.matched.n_a, c.matched.n_b) == (20, 6) and (c.same.n_a, c.same.n_b) == (20, 6)
+    assert c.raw.n_b == 20 and c.matched.clear  # clear, but on 6 prompts: the far tails are too narrow to trust
+    assert verdict(c) == "unchecked"
+    assert "Not checked at 16 tokens each: too few prompts reach it (20 and 6)." in comparison_claim(c, "bits")["text"]
+
+
+def test_a_clear_interval_near_zero_is_not_printed_as_touching_it():
+    from entroprobe.report.control import Comparison, Estimate
+
+    c = Comparison("type", "m", "inductive", "abductive", Estimate(0.37, 0.32, 0.42, 180, 180),
+                   Estimate(-0.0151, -0.0262, -0.0043, 180, 180), "16 tokens each", types=4, modality="text",
+                   level=1 - 0.05 / 6)  # fmt: skip
+    text = comparison_claim(c, "bits")["text"]
+    assert "0.37 [0.32, 0.42] bits apart" in text and "abductive is higher, by 0.015 [0.004, 0.026] bits." in text
 
 
 def test_a_modality_with_one_type_worth_comparing_makes_no_claim_and_says_why():

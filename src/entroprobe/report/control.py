@@ -77,6 +77,7 @@ class Comparison:
     same: Estimate | None = None  # raw (every token), on the prompts behind ``matched`` only
     modality: str = ""  # kind type: the prompts' modality
     types: int = 0  # kind type: how many types had enough prompts to compare
+    left_out: tuple[str, ...] = ()  # kind type: the types with prompts too few to compare
     level: float = LEVEL  # the intervals' coverage
 
 
@@ -165,6 +166,7 @@ def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale
     out = []
     for (label, modality), rows in raw.groupby(["label", "modality"], sort=False):
         means = _per_prompt(rows, "prompt_type").groupby("prompt_type")["value"].agg(["mean", "size"])
+        left_out = tuple(type_order(means.index[means["size"] < TYPE_MIN_PROMPTS]))
         means = means[means["size"] >= TYPE_MIN_PROMPTS].sort_values("mean", kind="stable")
         if len(means) < 2:
             continue
@@ -187,7 +189,7 @@ def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale
             return Estimate(float(diff), float(low), float(high), int(n_a), int(n_b))
 
         c = _compare("type", (top, bottom), label, rows, matched, estimate, wide, scale=scale, tag=f"|{modality}",
-                     modality=str(modality), types=len(means), level=level)  # fmt: skip
+                     modality=str(modality), types=len(means), level=level, left_out=left_out)  # fmt: skip
         out.append(c)
     return out
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from entroprobe.entropy import STRUCTURELESS_MARGIN
 
-from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
+from entroprobe.report.control import MIN_PROMPTS, TYPE_MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
 __all__ = ["comparison_claim", "verdict", "length_claims", "rho_interval", "kernel_warnings", "MAJORITY",
@@ -27,10 +27,14 @@ def _signed(e: Estimate) -> str:
 
 
 def _direction(e: Estimate, a: str, b: str) -> tuple[str, str, str]:
-    """(the higher side, the lower side, ``"0.26 [0.16, 0.34]"``: the size of the difference and its interval)."""
+    """(the higher side, the lower side, ``"0.26 [0.16, 0.34]"``: the size of the difference and its interval).
+
+    A clear interval whose near end would print as 0.00 gets three decimals (``"0.015 [0.004, 0.026]"``), so
+    that it does not read as touching 0."""
     high, low = (a, b) if e.mean > 0 else (b, a)
     ends = sorted((abs(e.low), abs(e.high)))
-    return high, low, f"{abs(e.mean):.2f} [{ends[0]:.2f}, {ends[1]:.2f}]"
+    digits = 3 if e.clear and round(ends[0], 2) == 0 else 2
+    return high, low, f"{abs(e.mean):.{digits}f} [{ends[0]:.{digits}f}, {ends[1]:.{digits}f}]"
 
 
 def _is(name: str) -> str:
@@ -51,6 +55,12 @@ def _level(c: Comparison) -> str:
     return f"mean over layers; {100 * c.level:.1f} % intervals, 95 % for all {pairs} pairs of types at once"
 
 
+def _enough(c: Comparison, e: Estimate) -> bool:
+    """Prompts enough on each side: :data:`MIN_PROMPTS`, or :data:`TYPE_MIN_PROMPTS` for a type comparison, whose
+    intervals read the bootstrap's far tails (too narrow on fewer prompts)."""
+    return min(e.n_a, e.n_b) >= (TYPE_MIN_PROMPTS if c.kind == "type" else MIN_PROMPTS)
+
+
 def verdict(c: Comparison) -> str:
     """``survives``, ``token count``, ``inconclusive``, ``selection``, ``reverses``, ``appears``, ``neither``,
     ``unchecked`` or ``too few``.
@@ -62,16 +72,16 @@ def verdict(c: Comparison) -> str:
     what those same units show (of the raw difference when ``c.same`` is unknown), both its ends closer to 0 than
     that. Anything between is ``inconclusive``: absence of evidence is not evidence.
     """
-    if not c.raw.enough:
+    if not _enough(c, c.raw):
         return "too few"
-    if c.matched is None or not c.matched.enough:
+    if c.matched is None or not _enough(c, c.matched):
         return "unchecked"
     if c.raw.clear:
         if c.matched.clear:
             return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
         sign = 1.0 if c.raw.mean > 0 else -1.0
         shown = abs(c.raw.mean)  # what matching has to explain
-        if c.same is not None and c.same.enough:
+        if c.same is not None and _enough(c, c.same):
             if max(sign * c.same.low, sign * c.same.high) < TOKEN_COUNT_SHARE * abs(c.raw.mean):
                 return "selection"
             if sign * c.same.low <= 0:  # the same units may or may not differ: nothing to hold matching to
@@ -86,11 +96,14 @@ def _lead(c: Comparison, unit: str) -> str:
     raw = c.raw
     if c.kind == "type":
         types = f"{c.types} {c.modality} prompt types"
+        if c.left_out:
+            types += f" of {TYPE_MIN_PROMPTS} prompts or more ({', '.join(c.left_out)}: fewer, not compared)"
         if not raw.clear:
-            return (f"{c.model}: its {types} do not clearly differ: the widest gap, {c.a} − {c.b}, is "
+            return (f"{c.model}: the widest gap between its {types}, {c.a} − {c.b}, is not clear: "
                     f"{_signed(raw)} {unit}, on {_prompts(c, raw)} ({_level(c)}).")
-        return (f"{c.model}: of its {types}, {c.a} scores highest and {c.b} lowest, {abs(raw.mean):.2f} "
-                f"[{raw.low:.2f}, {raw.high:.2f}] {unit} apart, on {_prompts(c, raw)} ({_level(c)}).")
+        _, _, size = _direction(raw, c.a, c.b)
+        return (f"{c.model}: of its {types}, {c.a} scores highest and {c.b} lowest, {size} {unit} apart, on "
+                f"{_prompts(c, raw)} ({_level(c)}).")
     if not raw.clear:
         return (f"{c.model}: {c.a} and {c.b} do not clearly differ: {_signed(raw)} {unit} ({c.a} − {c.b}), "
                 f"on {_prompts(c, raw)} (mean over layers).")

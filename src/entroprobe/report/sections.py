@@ -276,8 +276,8 @@ def types_section(ctx: Context) -> Section:
     caption = ("Mean prompt entropy (task encode) at each layer per prompt type, text types (left) and image "
                "types (right) for each model, with 95 % bootstrap bands over the prompts of each type. A type is "
                "a (modality, type) pair: a type name that text and image prompts share is two curves, each from "
-               "its own prompts, named with its modality. Types differ in length as well; the claims below compare "
-               "each modality's highest and lowest type again at one token count.")
+               "its own prompts, named with its modality. Types differ in length as well: each modality's highest and "
+               "lowest type of 20 prompts or more are compared again at one token count (below, when there are two).")
     claims = [findings.comparison_claim(c, ctx.unit) for c in control.type_comparisons(ctx.df, ctx.matched, ctx.boot)]
     short = control.type_shortfalls(ctx.df)
     after = _claims_html(claims, "What the figure says") + (html.items(short, "notes") if short else "")

@@ -228,10 +228,11 @@ def scales_section(ctx: Context) -> Section:
         return Section(head + '<p class="empty">One bandwidth only: run with --sigma-scale 0.5,1,2 to see whether '
                        "these conclusions survive a change of σ.</p>")
     raw, matched = control.split(ctx.everything)
-    pairs = {(c.model, c.modality): (c.a, c.b) for c in control.type_comparisons(raw, matched, ctx.boot)}  # at σ × 1
+    at_one = control.type_comparisons(raw, matched, ctx.boot)  # each type pair is the widest at σ × 1
+    pairs = {(c.model, c.modality): (c.a, c.b) for c in at_one}
     comparisons = [c for s in scales for c in control.modality_comparisons(raw, matched, ctx.boot, s)
                    + control.response_comparisons(raw, matched, ctx.boot, s)
-                   + control.type_comparisons(raw, matched, ctx.boot, s, pairs=pairs)]  # fmt: skip
+                   + (at_one if s == 1.0 else control.type_comparisons(raw, matched, ctx.boot, s, pairs=pairs))]
     rows, records = [], []
     for c in comparisons:
         kind = findings.verdict(c)

@@ -43,7 +43,8 @@ _UNIT = ["source", "prompt_id", "task"]
 
 @dataclass(frozen=True)
 class Estimate:
-    """A difference ``a − b`` with its 95 % bootstrap interval and the prompts behind each side."""
+    """A difference ``a − b`` with its bootstrap interval (95 %, or its comparison's level) and the prompts behind
+    each side."""
 
     mean: float
     low: float
@@ -55,10 +56,6 @@ class Estimate:
     def clear(self) -> bool:
         """The interval excludes 0."""
         return bool(self.low > 0 or self.high < 0)
-
-    @property
-    def enough(self) -> bool:
-        return min(self.n_a, self.n_b) >= MIN_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -79,6 +76,11 @@ class Comparison:
     types: int = 0  # kind type: how many types had enough prompts to compare
     left_out: tuple[str, ...] = ()  # kind type: the types with prompts too few to compare
     level: float = LEVEL  # the intervals' coverage
+    min_prompts: int = MIN_PROMPTS  # per side, for an estimate to count
+
+    def enough(self, e: Estimate) -> bool:
+        """``e`` has :attr:`min_prompts` prompts on each side."""
+        return min(e.n_a, e.n_b) >= self.min_prompts
 
 
 def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -150,6 +152,11 @@ def modality_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, s
     return _comparisons("modality", ("image prompts", "text prompts"), raw, matched, _modality_estimate, boot, scale)
 
 
+def _type_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt type of one model's rows: the mean over its prompts (each averaged over layers) and how many."""
+    return _per_prompt(rows, "prompt_type").groupby("prompt_type")["value"].agg(["mean", "size"])
+
+
 def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale: float = 1.0,
                      pairs: dict[tuple[str, str], tuple[str, str]] | None = None) -> list[Comparison]:  # fmt: skip
     """Per model and prompt modality: prompt entropy (encode) of its highest against its lowest prompt type.
@@ -165,7 +172,7 @@ def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale
     matched = select(matched[matched["sigma_scale"] == scale], task="encode", measure="prompt_entropy")
     out = []
     for (label, modality), rows in raw.groupby(["label", "modality"], sort=False):
-        means = _per_prompt(rows, "prompt_type").groupby("prompt_type")["value"].agg(["mean", "size"])
+        means = _type_means(rows)
         left_out = tuple(type_order(means.index[means["size"] < TYPE_MIN_PROMPTS]))
         means = means[means["size"] >= TYPE_MIN_PROMPTS].sort_values("mean", kind="stable")
         if len(means) < 2:
@@ -189,7 +196,8 @@ def type_comparisons(raw: pd.DataFrame, matched: pd.DataFrame, boot: Boot, scale
             return Estimate(float(diff), float(low), float(high), int(n_a), int(n_b))
 
         c = _compare("type", (top, bottom), label, rows, matched, estimate, wide, scale=scale, tag=f"|{modality}",
-                     modality=str(modality), types=len(means), level=level, left_out=left_out)  # fmt: skip
+                     modality=str(modality), types=len(means), level=level, left_out=left_out,
+                     min_prompts=TYPE_MIN_PROMPTS)  # fmt: skip
         out.append(c)
     return out
 
@@ -200,7 +208,7 @@ def type_shortfalls(raw: pd.DataFrame) -> list[str]:
     rows = select(raw[raw["sigma_scale"] == 1.0], task="encode", measure="prompt_entropy")
     short: dict[str, list[str]] = {}
     for (label, modality), mine in rows.groupby(["label", "modality"], sort=False):
-        sizes = mine.drop_duplicates(PROMPT_KEY[1:]).groupby("prompt_type").size()
+        sizes = _type_means(mine)["size"]
         if len(sizes) >= 2 and (sizes >= TYPE_MIN_PROMPTS).sum() < 2:
             counts = f"{sizes.iloc[0]} each" if sizes.nunique() == 1 else \
                 ", ".join(f"{t} {sizes[t]}" for t in type_order(sizes.index))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from entroprobe.entropy import STRUCTURELESS_MARGIN
 
-from entroprobe.report.control import MIN_PROMPTS, TYPE_MIN_PROMPTS, Comparison, Estimate
+from entroprobe.report.control import MIN_PROMPTS, Comparison, Estimate
 from entroprobe.report.stats import layer_ranges
 
 __all__ = ["comparison_claim", "verdict", "length_claims", "rho_interval", "kernel_warnings", "MAJORITY",
@@ -55,12 +55,6 @@ def _level(c: Comparison) -> str:
     return f"mean over layers; {100 * c.level:.1f} % intervals, 95 % for all {pairs} pairs of types at once"
 
 
-def _enough(c: Comparison, e: Estimate) -> bool:
-    """Prompts enough on each side: :data:`MIN_PROMPTS`, or :data:`TYPE_MIN_PROMPTS` for a type comparison, whose
-    intervals read the bootstrap's far tails (too narrow on fewer prompts)."""
-    return min(e.n_a, e.n_b) >= (TYPE_MIN_PROMPTS if c.kind == "type" else MIN_PROMPTS)
-
-
 def verdict(c: Comparison) -> str:
     """``survives``, ``token count``, ``inconclusive``, ``selection``, ``reverses``, ``appears``, ``neither``,
     ``unchecked`` or ``too few``.
@@ -72,16 +66,16 @@ def verdict(c: Comparison) -> str:
     what those same units show (of the raw difference when ``c.same`` is unknown), both its ends closer to 0 than
     that. Anything between is ``inconclusive``: absence of evidence is not evidence.
     """
-    if not _enough(c, c.raw):
+    if not c.enough(c.raw):
         return "too few"
-    if c.matched is None or not _enough(c, c.matched):
+    if c.matched is None or not c.enough(c.matched):
         return "unchecked"
     if c.raw.clear:
         if c.matched.clear:
             return "survives" if (c.matched.mean > 0) == (c.raw.mean > 0) else "reverses"
         sign = 1.0 if c.raw.mean > 0 else -1.0
         shown = abs(c.raw.mean)  # what matching has to explain
-        if c.same is not None and _enough(c, c.same):
+        if c.same is not None and c.enough(c.same):
             if max(sign * c.same.low, sign * c.same.high) < TOKEN_COUNT_SHARE * abs(c.raw.mean):
                 return "selection"
             if sign * c.same.low <= 0:  # the same units may or may not differ: nothing to hold matching to
@@ -97,7 +91,7 @@ def _lead(c: Comparison, unit: str) -> str:
     if c.kind == "type":
         types = f"{c.types} {c.modality} prompt types"
         if c.left_out:
-            types += f" of {TYPE_MIN_PROMPTS} prompts or more ({', '.join(c.left_out)}: fewer, not compared)"
+            types += f" of {c.min_prompts} prompts or more ({', '.join(c.left_out)}: fewer, not compared)"
         if not raw.clear:
             return (f"{c.model}: the widest gap between its {types}, {c.a} − {c.b}, is not clear: "
                     f"{_signed(raw)} {unit}, on {_prompts(c, raw)} ({_level(c)}).")
@@ -150,7 +144,7 @@ def comparison_claim(c: Comparison, unit: str) -> dict:
     raw, matched, kind = c.raw, c.matched, verdict(c)
     if kind == "too few":
         text = (f"{c.model}: not enough prompts to compare {c.a} and {c.b} ({raw.n_a} and {raw.n_b}; a claim needs "
-                f"at least {MIN_PROMPTS} on each side).")
+                f"at least {c.min_prompts} on each side).")
     else:
         text = f"{_lead(c, unit)} {_second(c, kind, unit)}"
     return {"kind": c.kind, "model": c.model, "verdict": kind, "text": text, "sigma_scale": c.scale,
